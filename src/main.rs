@@ -1,3 +1,216 @@
-fn main() {
-    println!("Hello, world!");
+//! The `warmstart` command line: run a plan file between two training runs.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use warmstart::{CpuEngine, Engine, Error, Plan, PlanFile, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "warmstart",
+    version,
+    about = "Warm-start a new model from an old safetensors checkpoint (TensorFlow's warm_start semantics)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a plan file: select, rename and remap variables, write the warm-started model.
+    Run(RunArgs),
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// The plan file (TOML).
+    plan: PathBuf,
+    /// Output path; overrides the plan's `output`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// What computes remapped tables: `auto` picks a hardware GPU when there is one.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Validate everything and print the plan per variable, without writing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write the plan and the outcome as JSON to this path.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Backend {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let started = Instant::now();
+    let mut report = serde_json::json!({ "plan": args.plan, "dry_run": args.dry_run });
+    let result = execute(&args, &mut report);
+    let code = match &result {
+        Ok(()) => {
+            report["outcome"] = serde_json::json!({
+                "status": "ok",
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            0
+        }
+        Err(e) => {
+            eprintln!("warmstart: error: {e}");
+            report["outcome"] = serde_json::json!({
+                "status": if e.is_refusal() { "refused" } else { "failed" },
+                "error": e.to_string(),
+                "exit_code": e.exit_code(),
+            });
+            e.exit_code()
+        }
+    };
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report).expect("report serializes");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!(
+                "warmstart: error: cannot write report {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::from(code as u8)
+}
+
+fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
+    let plan_file = PlanFile::read(&args.plan)?;
+    let output = args
+        .output
+        .clone()
+        .or_else(|| plan_file.output.clone())
+        .ok_or_else(|| missing_output(&args.plan))?;
+    let plan = plan_file.plan()?;
+    plan.check_output(&output)?;
+    report["checkpoint"] = serde_json::json!(plan.checkpoint());
+    report["output"] = serde_json::json!(output);
+    report["plan_sha256"] = serde_json::json!(plan.digest());
+    report["variables"] = serde_json::json!(plan.variables());
+
+    let mut engine = engine(args.backend)?;
+    report["backend"] = serde_json::json!(engine.name());
+    if args.dry_run {
+        print_plan(&plan, &engine.name());
+        return Ok(());
+    }
+
+    let total = plan.data_bytes();
+    let bar = progress_bar(total, args.quiet);
+    let started = Instant::now();
+    plan.write_file_with_progress(engine.as_mut(), &output, &|done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    report["bytes"] = serde_json::json!(total);
+    if !args.quiet {
+        eprintln!(
+            "{}",
+            summary(&plan, &output, total, seconds, &engine.name())
+        );
+    }
+    Ok(())
+}
+
+fn missing_output(plan: &Path) -> Error {
+    Error::Setting {
+        context: plan.display().to_string(),
+        message: "no output path: set `output` in the plan or pass --output".into(),
+    }
+}
+
+fn engine(backend: Backend) -> Result<Box<dyn Engine>> {
+    match backend {
+        Backend::Cpu | Backend::Auto => Ok(Box::new(CpuEngine::new())),
+        Backend::Gpu => Err(Error::Gpu("the GPU engine is not built yet".into())),
+    }
+}
+
+fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn print_plan(plan: &Plan, backend: &str) {
+    println!(
+        "plan digest {}  checkpoint {}  backend {backend}",
+        plan.digest(),
+        plan.checkpoint().display()
+    );
+    let width = plan
+        .variables()
+        .iter()
+        .map(|v| v.name.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "{:width$}  {:6}  {:30}  {:>12}  {:>12}  {:>8}",
+        "variable", "action", "source", "copied", "initialised", "oov"
+    );
+    for v in plan.variables() {
+        let source = match (&v.source, v.axis) {
+            (Some(s), Some(axis)) => format!("{s} (axis {axis}, {})", v.unit),
+            (Some(s), None) => s.clone(),
+            (None, _) => "-".into(),
+        };
+        println!(
+            "{:width$}  {:6}  {:30}  {:>12}  {:>12}  {:>8}",
+            v.name, v.action, source, v.copied, v.initialised, v.oov
+        );
+    }
+}
+
+fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, backend: &str) -> String {
+    let count = |action: &str| {
+        plan.variables()
+            .iter()
+            .filter(|v| v.action == action)
+            .count()
+    };
+    let (copied, initialised, oov) = plan
+        .variables()
+        .iter()
+        .filter(|v| v.action == "remap")
+        .fold((0, 0, 0), |(a, b, c), v| {
+            (a + v.copied, b + v.initialised, c + v.oov)
+        });
+    format!(
+        "warmstart: wrote {} ({:.2} GB) in {seconds:.2} s on {backend}: {} remapped \
+         ({copied} rows/columns from the checkpoint, {initialised} new, {oov} OOV), {} copied, {} kept",
+        output.display(),
+        bytes as f64 / 1e9,
+        count("remap"),
+        count("copy"),
+        count("keep"),
+    )
 }

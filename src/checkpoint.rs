@@ -1,0 +1,569 @@
+//! Reading safetensors checkpoints: single files, sharded directories, partitioned tensors.
+//!
+//! A [`Checkpoint`] is one `.safetensors` file, a directory of shards (with or without a
+//! `model.safetensors.index.json`), or the path of such an index. Every file is memory-mapped
+//! and its header validated (offsets contiguous and inside the file, shape and byte count
+//! agreeing, known dtypes); tensor bytes are read only when a job needs them.
+//!
+//! Tensors named `<name>/part_<k>` (k = 0..n-1, and no tensor `<name>`) form one logical
+//! tensor `<name>`, concatenated along axis 0 in k order. A [`TensorData`] is such a logical
+//! tensor: a list of byte segments, never copied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use crate::dtype::{byte_len, Dtype};
+use crate::error::{Error, Result};
+use crate::mmap::MappedFile;
+
+/// One memory-mapped, validated safetensors file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: MappedFile,
+    /// Tensors in data order.
+    tensors: Vec<Entry>,
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    bytes: Range<usize>,
+}
+
+impl SafetensorsFile {
+    /// Maps and validates `path`.
+    pub fn open(path: &Path) -> Result<Arc<Self>> {
+        let map = MappedFile::open(path)?;
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| Error::format(path, describe(&e, map.len())))?;
+        let data_start = 8 + header_len;
+        let mut tensors: Vec<Entry> = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| Entry {
+                name,
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                bytes: data_start + info.data_offsets.0..data_start + info.data_offsets.1,
+            })
+            .collect();
+        tensors.sort_by_key(|e| e.bytes.start);
+        let metadata = meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(Arc::new(SafetensorsFile {
+            path: path.to_path_buf(),
+            map,
+            tensors,
+            metadata,
+        }))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header's `__metadata__` entries.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Tensor names in data order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|e| e.name.as_str())
+    }
+
+    /// The whole tensor `name` of this file, if present.
+    pub fn tensor(self: &Arc<Self>, name: &str) -> Option<TensorData> {
+        let e = self.tensors.iter().find(|e| e.name == name)?;
+        Some(self.data(e))
+    }
+
+    /// All tensors of this file in data order.
+    pub fn tensors(self: &Arc<Self>) -> Vec<TensorData> {
+        self.tensors.iter().map(|e| self.data(e)).collect()
+    }
+
+    fn data(self: &Arc<Self>, e: &Entry) -> TensorData {
+        TensorData {
+            name: e.name.clone(),
+            dtype: e.dtype,
+            shape: e.shape.clone(),
+            segments: vec![Segment {
+                file: self.clone(),
+                bytes: e.bytes.clone(),
+            }],
+        }
+    }
+}
+
+/// Turns the safetensors crate's error into a sentence for a person.
+fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => {
+            format!("not a safetensors file: {file_len} bytes, too short for a header (truncated?)")
+        }
+        E::InvalidHeaderLength => {
+            format!("header length points past the end of the file ({file_len} bytes; truncated?)")
+        }
+        E::HeaderTooLarge => "header length is larger than safetensors allows (100 MB)".into(),
+        E::InvalidHeader(_) => "header is not valid UTF-8".into(),
+        E::InvalidHeaderDeserialization(err) => {
+            format!("header is not valid safetensors JSON: {err}")
+        }
+        E::MetadataIncompleteBuffer => {
+            "tensor data does not end exactly at the end of the file (truncated or trailing bytes)"
+                .into()
+        }
+        E::InvalidOffset(name) => format!(
+            "tensor {name:?} has invalid data_offsets (overlapping, out of order or leaving a gap)"
+        ),
+        E::TensorInvalidInfo => "a tensor's byte count disagrees with its shape and dtype".into(),
+        E::ValidationOverflow => "a tensor's shape overflows when multiplied out".into(),
+        E::MisalignedSlice => "a tensor of a sub-byte dtype does not fill whole bytes".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A contiguous byte range of one mapped file.
+#[derive(Clone)]
+pub(crate) struct Segment {
+    pub(crate) file: Arc<SafetensorsFile>,
+    pub(crate) bytes: Range<usize>,
+}
+
+impl Segment {
+    pub(crate) fn slice(&self) -> &[u8] {
+        &self.file.map[self.bytes.clone()]
+    }
+}
+
+/// A logical tensor: one safetensors tensor, or the `/part_<k>` tensors of one concatenated
+/// along axis 0. Holds its bytes as segments of mapped files; nothing is copied.
+#[derive(Clone)]
+pub struct TensorData {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    segments: Vec<Segment>,
+}
+
+impl std::fmt::Debug for TensorData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorData")
+            .field("name", &self.name)
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+impl TensorData {
+    /// The logical name (without `/part_<k>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// The full shape (partitions concatenated).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Total bytes.
+    pub fn byte_len(&self) -> usize {
+        self.segments.iter().map(|s| s.bytes.len()).sum()
+    }
+
+    /// The files this tensor's bytes live in.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.segments.iter().map(|s| s.file.path())
+    }
+
+    /// Whether the bytes are one contiguous slice of one file.
+    pub fn as_slice(&self) -> Option<&[u8]> {
+        match self.segments.as_slice() {
+            [one] => Some(one.slice()),
+            _ => None,
+        }
+    }
+
+    /// The bytes in `range` (relative to the tensor's start) as contiguous pieces, in order.
+    pub fn pieces(&self, range: Range<usize>) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0usize;
+        self.segments.iter().filter_map(move |s| {
+            let seg = start..start + s.bytes.len();
+            start = seg.end;
+            let lo = range.start.max(seg.start);
+            let hi = range.end.min(seg.end);
+            (lo < hi).then(|| &s.slice()[lo - seg.start..hi - seg.start])
+        })
+    }
+
+    /// Copies the bytes in `range` into `out` (which must have the same length).
+    pub fn copy_to(&self, range: Range<usize>, out: &mut [u8]) {
+        let mut at = 0;
+        for piece in self.pieces(range) {
+            out[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        debug_assert_eq!(at, out.len());
+    }
+
+    /// A view of this tensor as a matrix of `rows` rows of `row_bytes` bytes each (axis 0 and
+    /// everything after it), for row gathers. `None` for sub-byte rows.
+    pub(crate) fn rows(&self) -> Option<RowView<'_>> {
+        let rows = self.shape.first().copied().unwrap_or(1);
+        let per_row: usize = self.shape.iter().skip(1).product();
+        let row_bytes = byte_len(self.dtype, per_row)?;
+        let mut starts = Vec::with_capacity(self.segments.len());
+        let mut first_row = 0usize;
+        for s in &self.segments {
+            starts.push(first_row);
+            first_row += s.bytes.len().checked_div(row_bytes).unwrap_or(0);
+        }
+        Some(RowView {
+            data: self,
+            rows,
+            row_bytes,
+            starts,
+        })
+    }
+
+    fn concat(name: &str, parts: Vec<TensorData>) -> std::result::Result<TensorData, String> {
+        let first = &parts[0];
+        if first.shape.is_empty() {
+            return Err(format!(
+                "{name}/part_0 is a scalar; partitions need a first axis"
+            ));
+        }
+        let mut rows = 0usize;
+        let mut segments = Vec::new();
+        for (k, p) in parts.iter().enumerate() {
+            if p.dtype != first.dtype {
+                return Err(format!(
+                    "{name}/part_{k} has dtype {:?} but {name}/part_0 has {:?}",
+                    p.dtype, first.dtype
+                ));
+            }
+            if p.shape.len() != first.shape.len() || p.shape[1..] != first.shape[1..] {
+                return Err(format!(
+                    "{name}/part_{k} has shape {:?}, which does not extend {name}/part_0's {:?} along axis 0",
+                    p.shape, first.shape
+                ));
+            }
+            rows += p.shape[0];
+            segments.extend(p.segments.iter().cloned());
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        Ok(TensorData {
+            name: name.to_string(),
+            dtype: first.dtype,
+            shape,
+            segments,
+        })
+    }
+}
+
+/// Rows of a [`TensorData`]: row `r` always lies inside one segment, since partitions split
+/// a tensor at row boundaries.
+pub(crate) struct RowView<'a> {
+    data: &'a TensorData,
+    pub(crate) rows: usize,
+    pub(crate) row_bytes: usize,
+    /// First row of each segment.
+    starts: Vec<usize>,
+}
+
+impl RowView<'_> {
+    /// The bytes of row `r`.
+    #[inline]
+    pub(crate) fn row(&self, r: usize) -> &[u8] {
+        let s = match self.starts.len() {
+            1 => 0,
+            _ => self.starts.partition_point(|&start| start <= r) - 1,
+        };
+        let at = (r - self.starts[s]) * self.row_bytes;
+        &self.data.segments[s].slice()[at..at + self.row_bytes]
+    }
+
+    /// Copies rows `range` into `out` (which must hold exactly those rows).
+    pub(crate) fn copy_rows(&self, range: Range<usize>, out: &mut [u8]) {
+        self.data.copy_to(
+            range.start * self.row_bytes..range.end * self.row_bytes,
+            out,
+        )
+    }
+}
+
+/// Splits `<name>/part_<k>` into `(name, k)`.
+pub(crate) fn split_part(tensor: &str) -> Option<(&str, usize)> {
+    let (base, k) = tensor.rsplit_once("/part_")?;
+    if base.is_empty() || k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if k.len() > 1 && k.starts_with('0') {
+        return None;
+    }
+    Some((base, k.parse().ok()?))
+}
+
+/// Groups tensor names into logical names: literal tensors, and `<name>/part_<k>` groups.
+pub(crate) struct PartIndex {
+    /// base name -> k -> literal tensor name
+    parts: BTreeMap<String, BTreeMap<usize, String>>,
+}
+
+impl PartIndex {
+    pub(crate) fn new<'a>(names: impl Iterator<Item = &'a str>) -> Self {
+        let mut parts: BTreeMap<String, BTreeMap<usize, String>> = BTreeMap::new();
+        for name in names {
+            if let Some((base, k)) = split_part(name) {
+                parts
+                    .entry(base.to_string())
+                    .or_default()
+                    .insert(k, name.to_string());
+            }
+        }
+        PartIndex { parts }
+    }
+
+    /// The literal names of the partitions of `base`, checked to be `part_0..part_{n-1}`.
+    pub(crate) fn group(&self, base: &str) -> Option<std::result::Result<Vec<&str>, String>> {
+        let group = self.parts.get(base)?;
+        for (i, &k) in group.keys().enumerate() {
+            if i != k {
+                return Some(Err(format!(
+                    "partitions of {base:?} are not numbered 0..{}: {base}/part_{i} is missing",
+                    group.len()
+                )));
+            }
+        }
+        Some(Ok(group.values().map(String::as_str).collect()))
+    }
+
+    pub(crate) fn bases(&self) -> impl Iterator<Item = &str> {
+        self.parts.keys().map(String::as_str)
+    }
+}
+
+/// An old checkpoint: one or more safetensors files and their tensors.
+pub struct Checkpoint {
+    path: PathBuf,
+    files: Vec<Arc<SafetensorsFile>>,
+    /// literal tensor name -> file index
+    index: HashMap<String, usize>,
+    parts: PartIndex,
+}
+
+/// Name of the sharded index that a checkpoint directory may hold.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+impl Checkpoint {
+    /// Opens a checkpoint: a `.safetensors` file, a directory (its
+    /// `model.safetensors.index.json` if present, else every `*.safetensors` in it), or the
+    /// path of an index JSON. Every file is mapped and validated now; no tensor data is read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::input(path, e))?;
+        let (files, index) = if meta.is_dir() {
+            let index_path = path.join(INDEX_FILE);
+            if index_path.is_file() {
+                open_index(&index_path)?
+            } else {
+                open_directory(path)?
+            }
+        } else if path.extension().is_some_and(|e| e == "json") {
+            open_index(path)?
+        } else {
+            let file = SafetensorsFile::open(path)?;
+            let index = file.names().map(|n| (n.to_string(), 0)).collect();
+            (vec![file], index)
+        };
+        let parts = PartIndex::new(index.keys().map(String::as_str));
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            files,
+            index,
+            parts,
+        })
+    }
+
+    /// The path as given to [`Checkpoint::open`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The files of the checkpoint.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|f| f.path())
+    }
+
+    /// The logical tensor `name`: the literal tensor if there is one, else the concatenation
+    /// of `name/part_0..n`. `Ok(None)` if neither exists; an error if the partitions are
+    /// inconsistent (a gap in k, differing dtypes or trailing dimensions).
+    pub fn tensor(&self, name: &str) -> Result<Option<TensorData>> {
+        if let Some(&f) = self.index.get(name) {
+            return Ok(self.files[f].tensor(name));
+        }
+        let Some(group) = self.parts.group(name) else {
+            return Ok(None);
+        };
+        let bad = |message: String| Error::format(&self.path, message);
+        let literal = group.map_err(bad)?;
+        let parts = literal
+            .iter()
+            .map(|n| {
+                let f = self.index[*n];
+                self.files[f].tensor(n).expect("indexed tensor exists")
+            })
+            .collect();
+        TensorData::concat(name, parts).map(Some).map_err(bad)
+    }
+
+    /// Every logical name: literal tensors and partition groups (for "did you mean" hints).
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.index.keys().map(String::as_str).collect();
+        names.extend(self.parts.bases().filter(|b| !self.index.contains_key(*b)));
+        names.sort_unstable();
+        names
+    }
+}
+
+/// The files of a checkpoint and, per literal tensor name, the file holding it.
+type Opened = (Vec<Arc<SafetensorsFile>>, HashMap<String, usize>);
+
+fn open_directory(dir: &Path) -> Result<Opened> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::input(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::format(
+            dir,
+            format!("checkpoint directory holds no *.safetensors file and no {INDEX_FILE}"),
+        ));
+    }
+    let mut files = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, p) in paths.iter().enumerate() {
+        let file = SafetensorsFile::open(p)?;
+        for name in file.names() {
+            if let Some(&other) = index.get(name) {
+                return Err(Error::format(
+                    dir,
+                    format!(
+                        "tensor {name:?} is in both {} and {}",
+                        files_path(&files, other, &file).display(),
+                        p.display()
+                    ),
+                ));
+            }
+            index.insert(name.to_string(), i);
+        }
+        files.push(file);
+    }
+    Ok((files, index))
+}
+
+fn files_path<'a>(
+    files: &'a [Arc<SafetensorsFile>],
+    i: usize,
+    current: &'a Arc<SafetensorsFile>,
+) -> &'a Path {
+    files.get(i).unwrap_or(current).path()
+}
+
+#[derive(serde::Deserialize)]
+struct IndexJson {
+    weight_map: BTreeMap<String, String>,
+}
+
+fn open_index(index_path: &Path) -> Result<Opened> {
+    let text = std::fs::read_to_string(index_path).map_err(|e| Error::input(index_path, e))?;
+    let parsed: IndexJson = serde_json::from_str(&text)
+        .map_err(|e| Error::format(index_path, format!("invalid sharded index: {e}")))?;
+    let dir = index_path.parent().unwrap_or(Path::new("."));
+    let root = dir.canonicalize().map_err(|e| Error::input(dir, e))?;
+    let mut shard_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut files = Vec::new();
+    let mut index = HashMap::new();
+    for (tensor, shard) in &parsed.weight_map {
+        let f = match shard_of.get(shard.as_str()) {
+            Some(&f) => f,
+            None => {
+                let path = shard_path(index_path, &root, dir, shard)?;
+                files.push(SafetensorsFile::open(&path)?);
+                shard_of.insert(shard, files.len() - 1);
+                files.len() - 1
+            }
+        };
+        if files[f].tensor(tensor).is_none() {
+            return Err(Error::format(
+                index_path,
+                format!("weight_map puts tensor {tensor:?} in {shard:?}, which has no such tensor"),
+            ));
+        }
+        index.insert(tensor.clone(), f);
+    }
+    Ok((files, index))
+}
+
+/// Resolves a shard named by an index, refusing any path that leaves the index's directory.
+fn shard_path(index_path: &Path, root: &Path, dir: &Path, shard: &str) -> Result<PathBuf> {
+    let rel = Path::new(shard);
+    let plain = !shard.is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let escape = || {
+        Error::format(
+            index_path,
+            format!("shard {shard:?} is outside the checkpoint directory; refusing to follow it"),
+        )
+    };
+    if !plain {
+        return Err(escape());
+    }
+    let path = dir.join(rel);
+    let real = path.canonicalize().map_err(|e| Error::input(&path, e))?;
+    if !real.starts_with(root) {
+        return Err(escape());
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_names() {
+        assert_eq!(split_part("a/b/part_0"), Some(("a/b", 0)));
+        assert_eq!(split_part("x/part_12"), Some(("x", 12)));
+        assert_eq!(split_part("x/part_"), None);
+        assert_eq!(split_part("x/part_01"), None);
+        assert_eq!(split_part("/part_1"), None);
+        assert_eq!(split_part("x/part_1a"), None);
+        assert_eq!(split_part("x_part_1"), None);
+    }
+}

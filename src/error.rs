@@ -1,0 +1,220 @@
+//! The one error type of the crate.
+//!
+//! Every variant names what went wrong and where: the file, tensor, variable, token or line.
+//! [`Error::exit_code`] sorts them into *refusals* (bad configuration or input: the CLI exits
+//! with 2, before anything is written) and *failures* (I/O while writing, the GPU: exit 1).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while planning or running a warm start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The plan file cannot be parsed, has an unknown key or an invalid value.
+    #[error("{}: {message}", file.display())]
+    PlanFile {
+        /// The plan file.
+        file: PathBuf,
+        /// What is wrong, with line and column where TOML gives them.
+        message: String,
+    },
+
+    /// A setting is invalid (for example `axis = 2`, a negative size, an unknown initializer).
+    #[error("{context}: {message}")]
+    Setting {
+        /// Where the setting lives, e.g. `vocab."emb"` or `backup_initializer`.
+        context: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A regular expression does not compile.
+    #[error("{context}: invalid regex {pattern:?}: {message}")]
+    Regex {
+        /// Where the pattern comes from, e.g. `vars_to_warm_start`.
+        context: String,
+        /// The pattern as given.
+        pattern: String,
+        /// The regex engine's explanation.
+        message: String,
+    },
+
+    /// An input file cannot be opened or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+
+    /// A safetensors file (or a sharded index) is malformed.
+    #[error("{}: {message}", file.display())]
+    Format {
+        /// The file.
+        file: PathBuf,
+        /// What is malformed, naming the tensor where there is one.
+        message: String,
+    },
+
+    /// A tensor a variable needs is not in the checkpoint.
+    #[error("tensor {tensor:?} (for variable {variable:?}) is not found in checkpoint {}{hint}", checkpoint.display())]
+    TensorNotFound {
+        /// The checkpoint tensor name that was looked up.
+        tensor: String,
+        /// The new model's variable that needs it.
+        variable: String,
+        /// The checkpoint path as given.
+        checkpoint: PathBuf,
+        /// Similar names, if any (already formatted, may be empty).
+        hint: String,
+    },
+
+    /// A variable and its checkpoint tensor (or its own partitions) disagree.
+    #[error("variable {variable:?}: {message}")]
+    Variable {
+        /// The variable's full name.
+        variable: String,
+        /// What disagrees (shape, dtype, partitions).
+        message: String,
+    },
+
+    /// A vocabulary file is invalid or does not fit its settings.
+    #[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Vocab {
+        /// The vocabulary file.
+        file: PathBuf,
+        /// The 1-based line, where the problem has one.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A token appears twice inside the part of a vocabulary that is read.
+    #[error("{}: duplicate token {token:?} on lines {first} and {second}", file.display())]
+    DuplicateToken {
+        /// The vocabulary file.
+        file: PathBuf,
+        /// The token (lossily decoded for display).
+        token: String,
+        /// 1-based line of the first occurrence.
+        first: usize,
+        /// 1-based line of the second occurrence.
+        second: usize,
+    },
+
+    /// Keys of `prev_var_name` or `vocab` that name no selected variable (TensorFlow's
+    /// "You provided the following variables in ... that were not used").
+    #[error("{}", UnusedDisplay { what, names, viable })]
+    UnusedKeys {
+        /// `prev_var_name` or `vocab`.
+        what: &'static str,
+        /// The unused keys.
+        names: Vec<String>,
+        /// The selected variables the keys could have named.
+        viable: Vec<String>,
+    },
+
+    /// The output path is also one of the inputs.
+    #[error("output {} is also an input ({role}); choose another output path", path.display())]
+    OutputIsInput {
+        /// The output path.
+        path: PathBuf,
+        /// Which input it is.
+        role: String,
+    },
+
+    /// Writing the output failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        /// The output (or temporary) file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+
+    /// The GPU engine failed: no adapter, device lost, out of memory, a validation error.
+    #[error("GPU: {0}")]
+    Gpu(String),
+}
+
+struct UnusedDisplay<'a> {
+    what: &'a str,
+    names: &'a [String],
+    viable: &'a [String],
+}
+
+impl fmt::Display for UnusedDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "you provided the following variables in {} that were not used: {:?}. \
+             Perhaps you misspelled them? Here is the list of viable variable names: {:?}",
+            self.what, self.names, self.viable
+        )
+    }
+}
+
+impl Error {
+    /// The CLI's exit code for this error: 2 for refusals (configuration or input), 1 for
+    /// failures while running (writing the output, the GPU).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Output { .. } | Error::Gpu(_) => 1,
+            _ => 2,
+        }
+    }
+
+    /// Whether this error is a refusal of the configuration or input.
+    pub fn is_refusal(&self) -> bool {
+        self.exit_code() == 2
+    }
+
+    pub(crate) fn input(path: &Path, source: io::Error) -> Self {
+        Error::Input {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(file: &Path, message: impl Into<String>) -> Self {
+        Error::Format {
+            file: file.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn output(path: &Path, source: io::Error) -> Self {
+        Error::Output {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn setting(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Setting {
+            context: context.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn variable(variable: &str, message: impl Into<String>) -> Self {
+        Error::Variable {
+            variable: variable.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn vocab(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+        Error::Vocab {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+}

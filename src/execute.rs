@@ -1,0 +1,167 @@
+//! Executing a plan: file to file (the CLI's job), or into host memory (for embedding).
+
+use std::path::{Path, PathBuf};
+
+use crate::dtype::Dtype;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::plan::{Job, Plan};
+use crate::writer::{header, OutputFile};
+
+/// A warm-started tensor in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Tensor name (a variable, or a partition `<var>/part_<k>`).
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Little-endian bytes, row-major.
+    pub data: Vec<u8>,
+}
+
+/// Largest single write, so that progress moves smoothly.
+const WRITE_PIECE: usize = 8 << 20;
+
+impl Plan {
+    /// Bytes of tensor data in the output (without the header).
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors().iter().map(|t| t.byte_len() as u64).sum()
+    }
+
+    /// Refuses an output path that is one of the inputs or lies in a missing directory, and a
+    /// plan that cannot be written whole (a model declared in code has no initial values).
+    pub fn check_output(&self, path: &Path) -> Result<()> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = dir.canonicalize().map_err(|e| {
+            Error::setting(
+                "output",
+                format!("directory {} is not usable: {e}", dir.display()),
+            )
+        })?;
+        let Some(name) = path.file_name() else {
+            return Err(Error::setting(
+                "output",
+                format!("{} is not a file path", path.display()),
+            ));
+        };
+        let target = dir.join(name);
+        if target.is_dir() {
+            return Err(Error::setting(
+                "output",
+                format!("{} is a directory", path.display()),
+            ));
+        }
+        let target = target.canonicalize().unwrap_or(target);
+        for (input, role) in self.inputs() {
+            if input.canonicalize().is_ok_and(|i| i == target) {
+                return Err(Error::OutputIsInput {
+                    path: path.to_path_buf(),
+                    role: role.to_string(),
+                });
+            }
+        }
+        if let Some(t) = self
+            .tensors()
+            .iter()
+            .find(|t| matches!(t.job, Job::Keep(None)))
+        {
+            return Err(Error::setting(
+                "output",
+                format!("tensor {:?} has no initial value (the model was declared in code); write the warm-started tensors with Plan::to_host instead", t.name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the whole output file: every tensor of the model, warm-started where planned.
+    /// The file appears at `path` only once complete and flushed; on any error nothing is
+    /// left behind and an existing file at `path` is untouched.
+    pub fn write_file(&self, engine: &mut dyn Engine, path: &Path) -> Result<()> {
+        self.write_file_with_progress(engine, path, &|_| {})
+    }
+
+    /// [`Plan::write_file`], calling `progress` with the number of data bytes written so far.
+    pub fn write_file_with_progress(
+        &self,
+        engine: &mut dyn Engine,
+        path: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        self.check_output(path)?;
+        let layout: Vec<(&str, Dtype, &[usize], usize)> = self
+            .tensors()
+            .iter()
+            .map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.byte_len()))
+            .collect();
+        let head = header(&layout, &self.output_metadata());
+        let mut out = OutputFile::create(path)?;
+        out.write(&head)?;
+        let start = out.written();
+        let write = |out: &mut OutputFile, bytes: &[u8]| -> Result<()> {
+            for piece in bytes.chunks(WRITE_PIECE) {
+                out.write(piece)?;
+                progress(out.written() - start);
+            }
+            Ok(())
+        };
+        for t in self.tensors() {
+            match &t.job {
+                Job::Keep(Some(data)) => {
+                    for piece in data.pieces(0..data.byte_len()) {
+                        write(&mut out, piece)?;
+                    }
+                }
+                Job::Keep(None) => unreachable!("refused by check_output"),
+                Job::Copy { source, bytes } => {
+                    for piece in source.pieces(bytes.clone()) {
+                        write(&mut out, piece)?;
+                    }
+                }
+                Job::Remap(job) => engine.remap(job, &mut |chunk| write(&mut out, chunk))?,
+            }
+        }
+        out.commit()
+    }
+
+    /// Computes the warm-started tensors (copied or remapped) into host memory; tensors the
+    /// plan keeps are not returned (the caller already holds their initial values).
+    pub fn to_host(&self, engine: &mut dyn Engine) -> Result<Vec<HostTensor>> {
+        let mut out = Vec::new();
+        for t in self.tensors().iter().filter(|t| t.is_warm_started()) {
+            let mut data = Vec::with_capacity(t.byte_len());
+            match &t.job {
+                Job::Keep(_) => unreachable!("filtered"),
+                Job::Copy { source, bytes } => {
+                    for piece in source.pieces(bytes.clone()) {
+                        data.extend_from_slice(piece);
+                    }
+                }
+                Job::Remap(job) => engine.remap(job, &mut |chunk| {
+                    data.extend_from_slice(chunk);
+                    Ok(())
+                })?,
+            }
+            out.push(HostTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Resolves `path` against `base` unless it is absolute.
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}

@@ -1,0 +1,594 @@
+//! Backup initializers: what rows (or columns) without a past receive.
+//!
+//! [`Initializer`] is the configuration, with TensorFlow's names and defaults. [`InitSpec`] is
+//! its resolved form for one variable: a [`Fill`] with concrete parameters (fans already taken
+//! from the variable's full shape) and the Philox key and stream.
+//!
+//! Values are a function of (seed, variable name, global element index): element `i` of a
+//! variable of full shape `[rows, cols]` (`i = row * cols + col`) takes lane `i % 4` of Philox
+//! block `i / 4` with key = seed and stream = FNV-1a hash of the variable name. A table
+//! therefore comes out bit-identical however it is partitioned or chunked, on either engine.
+//! Normal and truncated normal samples use the inverse CDF (`sqrt(2) * erfinv`), which needs
+//! no rejection loop and no `sin`/`cos`, so the GPU stays within a few ulps of the CPU.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::FloatType;
+use crate::error::{Error, Result};
+use crate::philox;
+
+/// A backup initializer, as in TensorFlow (`backup_initializer` of `VocabInfo`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Initializer {
+    /// All zeros (TensorFlow's default for warm starting).
+    Zeros {},
+    /// All ones.
+    Ones {},
+    /// One value everywhere.
+    Constant {
+        /// The value, rounded once to the variable's dtype.
+        value: f64,
+    },
+    /// Uniform in `[minval, maxval)`: `minval + u * (maxval - minval)` in f32.
+    RandomUniform {
+        /// Lower bound (default 0).
+        #[serde(default)]
+        minval: f64,
+        /// Upper bound (default 1).
+        #[serde(default = "one")]
+        maxval: f64,
+        /// Philox key (default 0).
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Normal with the given mean and standard deviation.
+    RandomNormal {
+        /// Mean (default 0).
+        #[serde(default)]
+        mean: f64,
+        /// Standard deviation (default 1).
+        #[serde(default = "one")]
+        stddev: f64,
+        /// Philox key (default 0).
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Normal truncated to within two standard deviations of the mean.
+    TruncatedNormal {
+        /// Mean (default 0).
+        #[serde(default)]
+        mean: f64,
+        /// Standard deviation before truncation (default 1).
+        #[serde(default = "one")]
+        stddev: f64,
+        /// Philox key (default 0).
+        #[serde(default)]
+        seed: u64,
+    },
+    /// TensorFlow's `VarianceScaling`, fans taken from the variable's full shape.
+    VarianceScaling {
+        /// Scale (default 1, must be positive).
+        #[serde(default = "one")]
+        scale: f64,
+        /// Which fan divides the scale (default `fan_in`).
+        #[serde(default)]
+        mode: FanMode,
+        /// The distribution (default `truncated_normal`).
+        #[serde(default)]
+        distribution: Distribution,
+        /// Philox key (default 0).
+        #[serde(default)]
+        seed: u64,
+    },
+    /// `VarianceScaling(1, fan_avg, uniform)`.
+    GlorotUniform {
+        /// Philox key (default 0).
+        #[serde(default)]
+        seed: u64,
+    },
+    /// `VarianceScaling(1, fan_avg, truncated_normal)`.
+    GlorotNormal {
+        /// Philox key (default 0).
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The fan of [`Initializer::VarianceScaling`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FanMode {
+    /// Number of input units.
+    #[default]
+    FanIn,
+    /// Number of output units.
+    FanOut,
+    /// Their average.
+    FanAvg,
+}
+
+/// The distribution of [`Initializer::VarianceScaling`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// Truncated normal, stddev corrected for the truncation.
+    #[default]
+    TruncatedNormal,
+    /// Normal.
+    UntruncatedNormal,
+    /// Uniform in `[-limit, limit)`.
+    Uniform,
+}
+
+impl Default for Initializer {
+    fn default() -> Self {
+        Initializer::Zeros {}
+    }
+}
+
+/// What a missing element receives, with concrete parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fill {
+    /// The same value everywhere (zeros, ones, constant), rounded once to the dtype.
+    Constant(f64),
+    /// `minval + unit * range`, with `unit = k / 2^23` from 23 random bits.
+    Uniform {
+        /// Lower bound.
+        minval: f32,
+        /// `maxval - minval`, rounded to f32.
+        range: f32,
+    },
+    /// `mean + stddev * z`, `z` standard normal.
+    Normal {
+        /// Mean.
+        mean: f32,
+        /// Standard deviation.
+        stddev: f32,
+    },
+    /// `mean + stddev * z`, `z` standard normal truncated to `(-2, 2)`.
+    TruncatedNormal {
+        /// Mean.
+        mean: f32,
+        /// Standard deviation before truncation.
+        stddev: f32,
+    },
+}
+
+/// An initializer resolved for one variable: the fill and its Philox key and stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InitSpec {
+    /// What missing elements receive.
+    pub fill: Fill,
+    /// Philox key: the seed's low and high 32 bits.
+    pub key: [u32; 2],
+    /// Philox counter's high 64 bits: the variable name's hash.
+    pub stream: [u32; 2],
+}
+
+/// TensorFlow's `_compute_fans`.
+pub fn compute_fans(shape: &[usize]) -> (f64, f64) {
+    match shape {
+        [] => (1.0, 1.0),
+        [n] => (*n as f64, *n as f64),
+        [a, b] => (*a as f64, *b as f64),
+        [.., a, b] => {
+            let receptive: f64 = shape[..shape.len() - 2].iter().map(|&d| d as f64).product();
+            (*a as f64 * receptive, *b as f64 * receptive)
+        }
+    }
+}
+
+/// `sqrt(scale) / 0.879...`: the stddev of a normal whose truncation to 2 stddev has variance
+/// `scale` (TensorFlow's `VarianceScaling` constant).
+const TRUNCATION_CORRECTION: f64 = 0.879_625_661_034_239_8;
+
+impl Initializer {
+    /// Resolves the initializer for `variable` of full shape `full_shape`, validating its
+    /// parameters. `context` names where it was configured, for errors.
+    pub fn resolve(&self, variable: &str, full_shape: &[usize], context: &str) -> Result<InitSpec> {
+        let bad = |message: String| Error::setting(context, message);
+        let finite = |name: &str, v: f64| {
+            if v.is_finite() && (v as f32).is_finite() {
+                Ok(v)
+            } else {
+                Err(bad(format!("{name} must be a finite f32 value, got {v}")))
+            }
+        };
+        let stddev_ok = |v: f64| {
+            let v = finite("stddev", v)?;
+            if v < 0.0 {
+                return Err(bad(format!("stddev must not be negative, got {v}")));
+            }
+            Ok(v as f32)
+        };
+        let (fill, seed) = match *self {
+            Initializer::Zeros {} => (Fill::Constant(0.0), 0),
+            Initializer::Ones {} => (Fill::Constant(1.0), 0),
+            Initializer::Constant { value } => {
+                if value.is_nan() {
+                    return Err(bad("constant value must not be NaN".into()));
+                }
+                (Fill::Constant(value), 0)
+            }
+            Initializer::RandomUniform {
+                minval,
+                maxval,
+                seed,
+            } => {
+                let (lo, hi) = (
+                    finite("minval", minval)? as f32,
+                    finite("maxval", maxval)? as f32,
+                );
+                let range = hi - lo;
+                if !range.is_finite() {
+                    return Err(bad(format!(
+                        "maxval - minval overflows f32 ({minval}, {maxval})"
+                    )));
+                }
+                (Fill::Uniform { minval: lo, range }, seed)
+            }
+            Initializer::RandomNormal { mean, stddev, seed } => (
+                Fill::Normal {
+                    mean: finite("mean", mean)? as f32,
+                    stddev: stddev_ok(stddev)?,
+                },
+                seed,
+            ),
+            Initializer::TruncatedNormal { mean, stddev, seed } => (
+                Fill::TruncatedNormal {
+                    mean: finite("mean", mean)? as f32,
+                    stddev: stddev_ok(stddev)?,
+                },
+                seed,
+            ),
+            Initializer::VarianceScaling {
+                scale,
+                mode,
+                distribution,
+                seed,
+            } => {
+                if !(scale > 0.0 && scale.is_finite()) {
+                    return Err(bad(format!("scale must be a positive number, got {scale}")));
+                }
+                (
+                    variance_scaling(scale, mode, distribution, full_shape),
+                    seed,
+                )
+            }
+            Initializer::GlorotUniform { seed } => (
+                variance_scaling(1.0, FanMode::FanAvg, Distribution::Uniform, full_shape),
+                seed,
+            ),
+            Initializer::GlorotNormal { seed } => (
+                variance_scaling(
+                    1.0,
+                    FanMode::FanAvg,
+                    Distribution::TruncatedNormal,
+                    full_shape,
+                ),
+                seed,
+            ),
+        };
+        let stream = philox::fnv1a64(variable.as_bytes());
+        Ok(InitSpec {
+            fill,
+            key: [seed as u32, (seed >> 32) as u32],
+            stream: [stream as u32, (stream >> 32) as u32],
+        })
+    }
+}
+
+fn variance_scaling(
+    scale: f64,
+    mode: FanMode,
+    distribution: Distribution,
+    shape: &[usize],
+) -> Fill {
+    let (fan_in, fan_out) = compute_fans(shape);
+    let fan = match mode {
+        FanMode::FanIn => fan_in,
+        FanMode::FanOut => fan_out,
+        FanMode::FanAvg => (fan_in + fan_out) / 2.0,
+    };
+    let scale = scale / fan.max(1.0);
+    match distribution {
+        Distribution::TruncatedNormal => Fill::TruncatedNormal {
+            mean: 0.0,
+            stddev: (scale.sqrt() / TRUNCATION_CORRECTION) as f32,
+        },
+        Distribution::UntruncatedNormal => Fill::Normal {
+            mean: 0.0,
+            stddev: scale.sqrt() as f32,
+        },
+        Distribution::Uniform => {
+            let limit = (3.0 * scale).sqrt() as f32;
+            Fill::Uniform {
+                minval: -limit,
+                range: limit - -limit,
+            }
+        }
+    }
+}
+
+impl InitSpec {
+    /// The f32 value of global element `index` for the random fills (constant fills ignore
+    /// the index).
+    #[inline]
+    pub fn value_f32(&self, index: u64) -> f32 {
+        self.value_with_block(index, &philox::block(self.key, self.stream, index / 4))
+    }
+
+    #[inline(always)]
+    fn value_with_block(&self, index: u64, block: &[u32; 4]) -> f32 {
+        let bits = block[(index % 4) as usize];
+        match self.fill {
+            Fill::Constant(v) => v as f32,
+            Fill::Uniform { minval, range } => philox::unit_f32(bits) * range + minval,
+            Fill::Normal { mean, stddev } => mean + stddev * philox::normal_f32(bits),
+            Fill::TruncatedNormal { mean, stddev } => {
+                mean + stddev * philox::truncated_normal_f32(bits)
+            }
+        }
+    }
+
+    /// The element bits of a constant fill in `dtype`, or `None` for random fills.
+    pub fn constant_bits(&self, dtype: FloatType) -> Option<u64> {
+        match self.fill {
+            Fill::Constant(v) => Some(dtype.bits_from_f64(v)),
+            _ => None,
+        }
+    }
+
+    /// Writes global elements `first, first + 1, ...` as little-endian `dtype` into `out`
+    /// (whose length must be a multiple of the element size).
+    pub fn fill(&self, dtype: FloatType, first: u64, out: &mut [u8]) {
+        let size = dtype.size();
+        debug_assert_eq!(out.len() % size, 0);
+        if let Some(bits) = self.constant_bits(dtype) {
+            let pattern = &bits.to_le_bytes()[..size];
+            for chunk in out.chunks_exact_mut(size) {
+                chunk.copy_from_slice(pattern);
+            }
+            return;
+        }
+        let mut cached = u64::MAX;
+        let mut block = [0u32; 4];
+        for (i, chunk) in out.chunks_exact_mut(size).enumerate() {
+            let index = first + i as u64;
+            if index / 4 != cached {
+                cached = index / 4;
+                block = philox::block(self.key, self.stream, cached);
+            }
+            let bits = dtype.bits_from_f32(self.value_with_block(index, &block));
+            chunk.copy_from_slice(&bits.to_le_bytes()[..size]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(init: Initializer, shape: &[usize]) -> InitSpec {
+        init.resolve("emb", shape, "test").unwrap()
+    }
+
+    #[test]
+    fn tensorflow_fans() {
+        assert_eq!(compute_fans(&[]), (1.0, 1.0));
+        assert_eq!(compute_fans(&[7]), (7.0, 7.0));
+        assert_eq!(compute_fans(&[3, 5]), (3.0, 5.0));
+        assert_eq!(compute_fans(&[2, 2, 3, 5]), (12.0, 20.0));
+    }
+
+    #[test]
+    fn glorot_uses_full_shape() {
+        // fan_avg of [100, 28] = 64, limit = sqrt(3 / 64)
+        let s = spec(Initializer::GlorotUniform { seed: 1 }, &[100, 28]);
+        let limit = (3.0f64 / 64.0).sqrt() as f32;
+        assert_eq!(
+            s.fill,
+            Fill::Uniform {
+                minval: -limit,
+                range: 2.0 * limit
+            }
+        );
+        let s = spec(
+            Initializer::VarianceScaling {
+                scale: 2.0,
+                mode: FanMode::FanIn,
+                distribution: Distribution::UntruncatedNormal,
+                seed: 0,
+            },
+            &[8, 3],
+        );
+        assert_eq!(
+            s.fill,
+            Fill::Normal {
+                mean: 0.0,
+                stddev: 0.5
+            }
+        );
+    }
+
+    #[test]
+    fn values_depend_on_seed_variable_and_index_only() {
+        let a = spec(
+            Initializer::RandomUniform {
+                minval: -1.0,
+                maxval: 1.0,
+                seed: 7,
+            },
+            &[10, 4],
+        );
+        let mut whole = vec![0u8; 40 * 4];
+        a.fill(FloatType::F32, 0, &mut whole);
+        // any split gives the same bytes
+        for split in [1usize, 3, 17, 39] {
+            let mut parts = vec![0u8; 40 * 4];
+            let (x, y) = parts.split_at_mut(split * 4);
+            a.fill(FloatType::F32, 0, x);
+            a.fill(FloatType::F32, split as u64, y);
+            assert_eq!(parts, whole);
+        }
+        let other_var = Initializer::RandomUniform {
+            minval: -1.0,
+            maxval: 1.0,
+            seed: 7,
+        }
+        .resolve("other", &[10, 4], "t")
+        .unwrap();
+        assert_ne!(other_var.value_f32(0), a.value_f32(0));
+        let other_seed = spec(
+            Initializer::RandomUniform {
+                minval: -1.0,
+                maxval: 1.0,
+                seed: 8,
+            },
+            &[10, 4],
+        );
+        assert_ne!(other_seed.value_f32(0), a.value_f32(0));
+    }
+
+    #[test]
+    fn uniform_is_tensorflow_formula() {
+        let s = spec(
+            Initializer::RandomUniform {
+                minval: 2.0,
+                maxval: 5.0,
+                seed: 3,
+            },
+            &[4],
+        );
+        let b = philox::block(s.key, s.stream, 0);
+        for (i, bits) in b.into_iter().enumerate() {
+            let u = f32::from_bits((127 << 23) | (bits & 0x7F_FFFF)) - 1.0;
+            assert_eq!(s.value_f32(i as u64), u * 3.0 + 2.0);
+        }
+    }
+
+    #[test]
+    fn random_fills_have_the_right_moments() {
+        let n = 200_000u64;
+        for (init, mean, std, bound) in [
+            (
+                Initializer::RandomNormal {
+                    mean: 1.0,
+                    stddev: 2.0,
+                    seed: 5,
+                },
+                1.0,
+                2.0,
+                None,
+            ),
+            // truncated at 2 sigma: variance factor 0.7737413
+            (
+                Initializer::TruncatedNormal {
+                    mean: -1.0,
+                    stddev: 0.5,
+                    seed: 5,
+                },
+                -1.0,
+                0.5 * 0.773_741_3f64.sqrt(),
+                Some((-2.0, 0.0)),
+            ),
+            (
+                Initializer::RandomUniform {
+                    minval: -3.0,
+                    maxval: 1.0,
+                    seed: 5,
+                },
+                -1.0,
+                4.0 / 12f64.sqrt(),
+                Some((-3.0, 1.0)),
+            ),
+        ] {
+            let s = spec(init.clone(), &[n as usize]);
+            let xs: Vec<f64> = (0..n).map(|i| s.value_f32(i) as f64).collect();
+            let m = xs.iter().sum::<f64>() / n as f64;
+            let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n as f64;
+            assert!((m - mean).abs() < 0.02, "{init:?}: mean {m}");
+            assert!((v.sqrt() - std).abs() < 0.02, "{init:?}: std {}", v.sqrt());
+            if let Some((lo, hi)) = bound {
+                assert!(
+                    xs.iter().all(|&x| x >= lo && x <= hi),
+                    "{init:?} out of bounds"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn constants_round_once_to_dtype() {
+        let s = spec(Initializer::Constant { value: 0.1 }, &[3]);
+        let mut out = [0u8; 6];
+        s.fill(FloatType::BF16, 0, &mut out);
+        assert_eq!(out, [0xCD, 0x3D, 0xCD, 0x3D, 0xCD, 0x3D]);
+        let mut out = [0u8; 8];
+        s.fill(FloatType::F64, 5, &mut out);
+        assert_eq!(f64::from_le_bytes(out), 0.1);
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        for init in [
+            Initializer::TruncatedNormal {
+                mean: 0.0,
+                stddev: -1.0,
+                seed: 0,
+            },
+            Initializer::RandomUniform {
+                minval: f64::NAN,
+                maxval: 1.0,
+                seed: 0,
+            },
+            Initializer::VarianceScaling {
+                scale: 0.0,
+                mode: FanMode::FanIn,
+                distribution: Distribution::Uniform,
+                seed: 0,
+            },
+            Initializer::Constant { value: f64::NAN },
+        ] {
+            assert!(
+                init.resolve("v", &[2, 2], "vocab.\"v\"").is_err(),
+                "{init:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_form_refuses_unknown_types_and_fields() {
+        #[derive(Deserialize)]
+        struct W {
+            i: Initializer,
+        }
+        let ok: W =
+            toml::from_str(r#"i = { type = "truncated_normal", stddev = 0.01, seed = 42 }"#)
+                .unwrap();
+        assert_eq!(
+            ok.i,
+            Initializer::TruncatedNormal {
+                mean: 0.0,
+                stddev: 0.01,
+                seed: 42
+            }
+        );
+        let ok: W = toml::from_str(r#"i = { type = "zeros" }"#).unwrap();
+        assert_eq!(ok.i, Initializer::Zeros {});
+        for bad in [
+            r#"i = { type = "he_normal" }"#,
+            r#"i = { type = "truncated_normal", std = 0.01 }"#,
+            r#"i = { type = "zeros", value = 1 }"#,
+            r#"i = { type = "variance_scaling", mode = "fan_sideways" }"#,
+            r#"i = { type = "random_uniform", seed = -1 }"#,
+        ] {
+            assert!(toml::from_str::<W>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+pub mod checkpoint;
+pub mod dtype;
+pub mod engine;
+pub mod error;
+mod execute;
+pub mod initializer;
+mod mmap;
+pub mod model;
+pub mod philox;
+pub mod plan;
+pub mod plan_file;
+mod select;
+pub mod settings;
+pub mod vocab;
+pub mod writer;
+
+pub use checkpoint::{Checkpoint, TensorData};
+pub use engine::{CpuEngine, Engine};
+pub use error::{Error, Result};
+pub use execute::HostTensor;
+pub use initializer::Initializer;
+pub use model::{Model, Partition, Variable};
+pub use plan::{Job, OutputTensor, Plan, RemapJob, VariableReport};
+pub use plan_file::PlanFile;
+pub use settings::{VarsToWarmStart, VocabInfo, WarmStartSettings};

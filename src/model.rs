@@ -1,0 +1,371 @@
+//! The new model: its variables, their partitions and their initial values.
+//!
+//! A [`Model`] comes from a safetensors file holding every variable of the new model (tensors
+//! `<var>/part_<k>` are the partitions of `<var>` along axis 0, TensorFlow's div-partitioning),
+//! or is declared in code. Declared variables may hold only a slice of a partitioned table, as
+//! a distributed worker does (TensorFlow's `partition_info`: full shape and row offset).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::checkpoint::{split_part, PartIndex, SafetensorsFile, TensorData};
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+
+/// One variable of the new model.
+#[derive(Clone, Debug)]
+pub struct Variable {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    partitions: Vec<Partition>,
+    trainable: bool,
+}
+
+/// A partition (or the whole) of a variable: one output tensor.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    tensor: String,
+    offset: usize,
+    rows: usize,
+    initial: Option<TensorData>,
+}
+
+impl Partition {
+    /// A partition holding rows `offset..offset + rows` of its variable, stored under the
+    /// tensor name `tensor`.
+    pub fn new(tensor: impl Into<String>, offset: usize, rows: usize) -> Self {
+        Partition {
+            tensor: tensor.into(),
+            offset,
+            rows,
+            initial: None,
+        }
+    }
+
+    /// The tensor name (`<var>` or `<var>/part_<k>`).
+    pub fn tensor(&self) -> &str {
+        &self.tensor
+    }
+
+    /// First row of the variable held here.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Number of rows held here.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The initial value, when the model came from a file.
+    pub fn initial(&self) -> Option<&TensorData> {
+        self.initial.as_ref()
+    }
+
+    /// TensorFlow's graph name of the partition's variable (`name:0`, `name/part_k:0`).
+    pub(crate) fn graph_name(&self) -> String {
+        format!("{}:0", self.tensor)
+    }
+}
+
+impl Variable {
+    /// An unpartitioned, trainable variable.
+    pub fn new(name: impl Into<String>, dtype: Dtype, shape: Vec<usize>) -> Self {
+        let name = name.into();
+        let rows = shape.first().copied().unwrap_or(1);
+        Variable {
+            partitions: vec![Partition::new(name.clone(), 0, rows)],
+            name,
+            dtype,
+            shape,
+            trainable: true,
+        }
+    }
+
+    /// A variable partitioned along axis 0 into `name/part_0..`, with the given row counts.
+    pub fn partitioned(
+        name: impl Into<String>,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        rows: &[usize],
+    ) -> Self {
+        let name = name.into();
+        let mut offset = 0;
+        let partitions = rows
+            .iter()
+            .enumerate()
+            .map(|(k, &r)| {
+                let p = Partition::new(format!("{name}/part_{k}"), offset, r);
+                offset += r;
+                p
+            })
+            .collect();
+        Variable {
+            name,
+            dtype,
+            shape,
+            partitions,
+            trainable: true,
+        }
+    }
+
+    /// A variable of which this process holds only some partitions (a distributed worker's
+    /// slice: TensorFlow's `partition_info` with `full_shape` and the row offsets).
+    pub fn with_partitions(
+        name: impl Into<String>,
+        dtype: Dtype,
+        full_shape: Vec<usize>,
+        partitions: Vec<Partition>,
+    ) -> Self {
+        Variable {
+            name: name.into(),
+            dtype,
+            shape: full_shape,
+            partitions,
+            trainable: true,
+        }
+    }
+
+    /// Marks the variable as outside TensorFlow's `TRAINABLE_VARIABLES` (a single-regex
+    /// `vars_to_warm_start` then skips it).
+    pub fn set_trainable(&mut self, trainable: bool) -> &mut Self {
+        self.trainable = trainable;
+        self
+    }
+
+    /// The full name (no `:0`, no `/part_k`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// The full shape (all partitions together).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The partitions held (all of them for a model file).
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+
+    /// Whether the variable is in `TRAINABLE_VARIABLES`.
+    pub fn trainable(&self) -> bool {
+        self.trainable
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::variable(&self.name, m));
+        let rows = self.shape.first().copied().unwrap_or(1);
+        if self.partitions.is_empty() {
+            return bad("has no partitions".into());
+        }
+        for p in &self.partitions {
+            if p.offset.checked_add(p.rows).is_none_or(|end| end > rows) {
+                return bad(format!(
+                    "partition {} (rows {}..{}) exceeds the full shape {:?}",
+                    p.tensor,
+                    p.offset,
+                    p.offset.saturating_add(p.rows),
+                    self.shape
+                ));
+            }
+            if self.shape.is_empty() && (p.offset, p.rows) != (0, 1) {
+                return bad(format!("partition {} of a scalar", p.tensor));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The new model's variables, in the order of the model file.
+#[derive(Clone, Debug)]
+pub struct Model {
+    path: Option<PathBuf>,
+    metadata: std::collections::BTreeMap<String, String>,
+    variables: Vec<Variable>,
+    /// (variable, partition) of every tensor, in file data order.
+    order: Vec<(usize, usize)>,
+}
+
+impl Model {
+    /// Reads the variables of a safetensors model file: tensors `<var>/part_<k>` are the
+    /// partitions of `<var>`; every other tensor is a variable of its own. All variables are
+    /// trainable until [`Model::mark_non_trainable`] says otherwise.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = SafetensorsFile::open(path)?;
+        Self::from_file(path, &file)
+    }
+
+    fn from_file(path: &Path, file: &Arc<SafetensorsFile>) -> Result<Self> {
+        let tensors = file.tensors();
+        let parts = PartIndex::new(tensors.iter().map(|t| t.name()));
+        let bad = |m: String| Error::format(path, m);
+        let mut variables: Vec<Variable> = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut order = Vec::with_capacity(tensors.len());
+        for t in &tensors {
+            let base = match split_part(t.name()) {
+                Some((base, k)) => {
+                    if let Some(&v) = seen.get(base) {
+                        order.push((v, k));
+                        continue;
+                    }
+                    order.push((variables.len(), k));
+                    base
+                }
+                None => {
+                    if parts.group(t.name()).is_some() {
+                        return Err(bad(format!(
+                            "mixing slices and non-slices with the same name: {:?} and {}/part_<k>",
+                            t.name(),
+                            t.name()
+                        )));
+                    }
+                    order.push((variables.len(), 0));
+                    variables.push(Variable {
+                        partitions: vec![Partition {
+                            tensor: t.name().to_string(),
+                            offset: 0,
+                            rows: t.shape().first().copied().unwrap_or(1),
+                            initial: Some(t.clone()),
+                        }],
+                        name: t.name().to_string(),
+                        dtype: t.dtype(),
+                        shape: t.shape().to_vec(),
+                        trainable: true,
+                    });
+                    continue;
+                }
+            };
+            seen.insert(base.to_string(), variables.len());
+            let names = parts.group(base).expect("base has parts").map_err(bad)?;
+            let members: Vec<&TensorData> = names
+                .iter()
+                .map(|n| tensors.iter().find(|t| t.name() == *n).expect("indexed"))
+                .collect();
+            let first = members[0];
+            if first.shape().is_empty() {
+                return Err(bad(format!(
+                    "{} is a scalar; partitions need a first axis",
+                    first.name()
+                )));
+            }
+            let mut offset = 0;
+            let mut partitions = Vec::new();
+            for m in &members {
+                if m.dtype() != first.dtype()
+                    || m.shape().len() != first.shape().len()
+                    || m.shape()[1..] != first.shape()[1..]
+                {
+                    return Err(bad(format!(
+                        "partition {} ({:?} {:?}) does not match {} ({:?} {:?})",
+                        m.name(),
+                        m.dtype(),
+                        m.shape(),
+                        first.name(),
+                        first.dtype(),
+                        first.shape()
+                    )));
+                }
+                partitions.push(Partition {
+                    tensor: m.name().to_string(),
+                    offset,
+                    rows: m.shape()[0],
+                    initial: Some((*m).clone()),
+                });
+                offset += m.shape()[0];
+            }
+            let mut shape = first.shape().to_vec();
+            shape[0] = offset;
+            variables.push(Variable {
+                name: base.to_string(),
+                dtype: first.dtype(),
+                shape,
+                partitions,
+                trainable: true,
+            });
+        }
+        Ok(Model {
+            path: Some(path.to_path_buf()),
+            metadata: file.metadata().clone(),
+            variables,
+            order,
+        })
+    }
+
+    /// A model declared in code (no initial values: only warm-started tensors can be produced
+    /// from it). Checks that every partition lies inside its variable.
+    pub fn new(variables: Vec<Variable>) -> Result<Self> {
+        for v in &variables {
+            v.check()?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for v in &variables {
+            if !names.insert(v.name.as_str()) {
+                return Err(Error::variable(&v.name, "is declared twice"));
+            }
+        }
+        let order = variables
+            .iter()
+            .enumerate()
+            .flat_map(|(v, var)| (0..var.partitions.len()).map(move |p| (v, p)))
+            .collect();
+        Ok(Model {
+            path: None,
+            metadata: Default::default(),
+            variables,
+            order,
+        })
+    }
+
+    /// Marks every variable whose full name fully matches one of `patterns` (Python regex
+    /// syntax) as non-trainable; all others as trainable.
+    pub fn mark_non_trainable(&mut self, patterns: &[String]) -> Result<()> {
+        let regexes = patterns
+            .iter()
+            .map(|p| crate::select::PyRegex::full_match(p, "non_trainable"))
+            .collect::<Result<Vec<_>>>()?;
+        for v in &mut self.variables {
+            v.trainable = true;
+            for r in &regexes {
+                if r.is_match(&v.name)? {
+                    v.trainable = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The model file, when the model came from one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The model file's `__metadata__`.
+    pub fn metadata(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The variables in model order.
+    pub fn variables(&self) -> &[Variable] {
+        &self.variables
+    }
+
+    /// Every tensor as (variable index, partition index), in the model file's data order (the
+    /// output's order).
+    pub fn tensor_order(&self) -> &[(usize, usize)] {
+        &self.order
+    }
+
+    /// Mutable access, e.g. to set trainability.
+    pub fn variables_mut(&mut self) -> &mut [Variable] {
+        &mut self.variables
+    }
+}

@@ -1,0 +1,626 @@
+//! The remap plan: one job per output tensor, fully validated before any byte is written.
+//!
+//! [`Plan::new`] runs selection and name mapping ([`crate::select`]), opens the checkpoint,
+//! reads the vocabularies and builds index vectors ([`crate::vocab`]), resolves initializers,
+//! and checks every shape and dtype. What comes out is a list of [`OutputTensor`]s, each with a
+//! [`Job`]: keep the model's initial value, copy bytes of a checkpoint tensor, or remap rows or
+//! columns by an index vector and initialise the rest ([`RemapJob`]). The engines
+//! ([`crate::engine`]) execute remap jobs; the writer streams everything in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{Checkpoint, TensorData};
+use crate::dtype::{byte_len, Dtype, FloatType};
+use crate::error::{Error, Result};
+use crate::initializer::InitSpec;
+use crate::model::{Model, Variable};
+use crate::select::{select, Action, Selected};
+use crate::settings::{VocabInfo, WarmStartSettings};
+use crate::vocab::{self, Vocab, MISSING};
+
+/// One tensor of the output, with the job that produces its bytes.
+#[derive(Clone, Debug)]
+pub struct OutputTensor {
+    /// Tensor name (as in the model file).
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// How its bytes are produced.
+    pub job: Job,
+}
+
+impl OutputTensor {
+    /// Bytes of the tensor.
+    pub fn byte_len(&self) -> usize {
+        byte_len(self.dtype, self.shape.iter().product()).expect("validated by the model file")
+    }
+
+    /// Whether the tensor is warm-started (copied or remapped from the checkpoint).
+    pub fn is_warm_started(&self) -> bool {
+        !matches!(self.job, Job::Keep(_))
+    }
+}
+
+/// How an output tensor's bytes are produced.
+#[derive(Clone, Debug)]
+pub enum Job {
+    /// The model's initial value, unchanged (`None` for a model declared in code).
+    Keep(Option<TensorData>),
+    /// A byte range of a checkpoint tensor, unchanged (`init_from_checkpoint`).
+    Copy {
+        /// The checkpoint tensor.
+        source: TensorData,
+        /// The bytes of it this output tensor holds (a partition's rows).
+        bytes: Range<usize>,
+    },
+    /// Rows or columns remapped by an index vector, the rest initialised.
+    Remap(RemapJob),
+}
+
+/// Remap one output tensor (a partition, or a whole variable) of a vocabulary variable.
+///
+/// The variable is a matrix of `cols` columns (a 1-D variable is one column). Output row `g`
+/// of the variable (`rows` is this tensor's share) comes from old row `row_map[g]` (identity
+/// when `row_map` is `None`); column `c` from old column `col_map[c]` (identity when `None`).
+/// A cell whose row or column is [`MISSING`] receives `init` at global element `g * cols + c`.
+#[derive(Clone, Debug)]
+pub struct RemapJob {
+    /// The variable's full name.
+    pub variable: String,
+    /// The old checkpoint tensor, viewed as `[old rows, old_cols]`.
+    pub old: TensorData,
+    /// The element type of old and new.
+    pub dtype: FloatType,
+    /// Rows of the full variable this output tensor holds.
+    pub rows: Range<usize>,
+    /// Columns of the variable.
+    pub cols: usize,
+    /// Columns of the old tensor.
+    pub old_cols: usize,
+    /// Old row per variable row, or `None` for the identity.
+    pub row_map: Option<Arc<[u32]>>,
+    /// Old column per column, or `None` for the identity.
+    pub col_map: Option<Arc<[u32]>>,
+    /// What missing cells receive.
+    pub init: InitSpec,
+}
+
+impl RemapJob {
+    /// Bytes of one output row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols * self.dtype.size()
+    }
+
+    /// Bytes of one old row.
+    pub fn old_row_bytes(&self) -> usize {
+        self.old_cols * self.dtype.size()
+    }
+
+    /// The old row of variable row `g`, or `None` when it has no past.
+    #[inline]
+    pub fn source_row(&self, g: usize) -> Option<usize> {
+        match &self.row_map {
+            None => Some(g),
+            Some(m) => (m[g] != MISSING).then_some(m[g] as usize),
+        }
+    }
+}
+
+/// What the plan does with one variable, for `--dry-run` and `--report`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariableReport {
+    /// Full variable name.
+    pub name: String,
+    /// `copy`, `remap` or `keep`.
+    pub action: &'static str,
+    /// The checkpoint tensor it comes from.
+    pub source: Option<String>,
+    /// Element type.
+    pub dtype: String,
+    /// Full shape.
+    pub shape: Vec<usize>,
+    /// The output tensors it is warm-started into (all its tensors for `keep`).
+    pub tensors: Vec<String>,
+    /// The vocabulary axis for `remap`.
+    pub axis: Option<u8>,
+    /// `rows` or `columns`: the unit of the three counts.
+    pub unit: &'static str,
+    /// Rows (columns) taken from the checkpoint.
+    pub copied: usize,
+    /// In-vocabulary rows (columns) without a past, initialised.
+    pub initialised: usize,
+    /// OOV rows (columns), initialised.
+    pub oov: usize,
+}
+
+/// A validated warm start: every output tensor and its job.
+#[derive(Debug)]
+pub struct Plan {
+    checkpoint: PathBuf,
+    tensors: Vec<OutputTensor>,
+    variables: Vec<VariableReport>,
+    digest: String,
+    inputs: Vec<(PathBuf, &'static str)>,
+    model_metadata: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// Plans the warm start of `model` from `settings`: selection, name mapping, vocabulary
+    /// remapping and every check. Nothing is written; on `Ok` the plan can be executed.
+    pub fn new(settings: &WarmStartSettings, model: &Model) -> Result<Plan> {
+        for (name, info) in &settings.var_name_to_vocab_info {
+            check_vocab_info(name, info)?;
+        }
+        let selected = select(settings, model)?;
+        let checkpoint = Checkpoint::open(&settings.ckpt_to_initialize_from)?;
+        let mut planner = Planner {
+            settings,
+            checkpoint: &checkpoint,
+            vocabs: HashMap::new(),
+            maps: HashMap::new(),
+        };
+        let mut jobs: HashMap<(usize, usize), Job> = HashMap::new();
+        let mut reports: Vec<Option<VariableReport>> = vec![None; model.variables().len()];
+        for s in &selected {
+            let var = &model.variables()[s.variable];
+            let (report, var_jobs) = match s.action {
+                Action::Copy => planner.copy(var, s)?,
+                Action::Remap => planner.remap(var, s)?,
+                Action::None => continue,
+            };
+            for (p, job) in var_jobs {
+                jobs.insert((s.variable, p), job);
+            }
+            reports[s.variable] = Some(report);
+        }
+
+        let mut tensors = Vec::new();
+        for &(v, p) in model.tensor_order() {
+            let var = &model.variables()[v];
+            let part = &var.partitions()[p];
+            let mut shape = var.shape().to_vec();
+            if let Some(first) = shape.first_mut() {
+                *first = part.rows();
+            }
+            tensors.push(OutputTensor {
+                name: part.tensor().to_string(),
+                dtype: var.dtype(),
+                shape,
+                job: jobs
+                    .remove(&(v, p))
+                    .unwrap_or_else(|| Job::Keep(part.initial().cloned())),
+            });
+        }
+        let variables = model
+            .variables()
+            .iter()
+            .zip(reports)
+            .map(|(var, r)| r.unwrap_or_else(|| keep_report(var)))
+            .collect();
+
+        let mut inputs: Vec<(PathBuf, &'static str)> = checkpoint
+            .files()
+            .map(|p| (p.to_path_buf(), "checkpoint"))
+            .collect();
+        inputs.extend(model.path().map(|p| (p.to_path_buf(), "model")));
+        for info in settings.var_name_to_vocab_info.values() {
+            inputs.push((info.new_vocab.clone(), "new vocabulary"));
+            inputs.push((info.old_vocab.clone(), "old vocabulary"));
+        }
+        Ok(Plan {
+            checkpoint: settings.ckpt_to_initialize_from.clone(),
+            tensors,
+            variables,
+            digest: digest(settings, model),
+            inputs,
+            model_metadata: model.metadata().clone(),
+        })
+    }
+
+    /// Every output tensor, in the model file's order.
+    pub fn tensors(&self) -> &[OutputTensor] {
+        &self.tensors
+    }
+
+    /// What happens to each variable.
+    pub fn variables(&self) -> &[VariableReport] {
+        &self.variables
+    }
+
+    /// The checkpoint path as configured.
+    pub fn checkpoint(&self) -> &Path {
+        &self.checkpoint
+    }
+
+    /// SHA-256 of the settings and the model's trainability, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The input files, with their role (for refusing an output that is one of them).
+    pub fn inputs(&self) -> &[(PathBuf, &'static str)] {
+        &self.inputs
+    }
+
+    /// The `__metadata__` the output carries: the model file's entries, plus the source
+    /// checkpoint and the plan digest.
+    pub fn output_metadata(&self) -> BTreeMap<String, String> {
+        let mut m = self.model_metadata.clone();
+        m.insert(
+            "warmstart.checkpoint".into(),
+            self.checkpoint.display().to_string(),
+        );
+        m.insert("warmstart.plan_sha256".into(), self.digest.clone());
+        m.insert("warmstart.version".into(), env!("CARGO_PKG_VERSION").into());
+        m
+    }
+}
+
+fn keep_report(var: &Variable) -> VariableReport {
+    VariableReport {
+        name: var.name().to_string(),
+        action: "keep",
+        source: None,
+        dtype: format!("{:?}", var.dtype()),
+        shape: var.shape().to_vec(),
+        tensors: var
+            .partitions()
+            .iter()
+            .map(|p| p.tensor().to_string())
+            .collect(),
+        axis: None,
+        unit: "rows",
+        copied: 0,
+        initialised: 0,
+        oov: 0,
+    }
+}
+
+fn digest(settings: &WarmStartSettings, model: &Model) -> String {
+    let non_trainable: Vec<&str> = model
+        .variables()
+        .iter()
+        .filter(|v| !v.trainable())
+        .map(|v| v.name())
+        .collect();
+    let canonical = serde_json::json!({ "settings": settings, "non_trainable": non_trainable });
+    let hash = Sha256::digest(canonical.to_string().as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a `VocabInfo` on its own, as TensorFlow's `VocabInfo` and its op attributes do.
+fn check_vocab_info(name: &str, info: &VocabInfo) -> Result<()> {
+    let bad = |m: String| Err(Error::setting(format!("vocab.{name:?}"), m));
+    if info.axis != 0 && info.axis != 1 {
+        return bad(format!(
+            "the only supported values for the axis argument are 0 and 1; provided axis: {}",
+            info.axis
+        ));
+    }
+    if info.new_vocab.as_os_str().is_empty() || info.old_vocab.as_os_str().is_empty() {
+        return bad("new_vocab and old_vocab must both name a file".into());
+    }
+    if info.new_vocab_size <= 0 {
+        return bad(format!(
+            "new_vocab_size must be positive, got {}",
+            info.new_vocab_size
+        ));
+    }
+    if info.num_oov_buckets < 0 {
+        return bad(format!(
+            "num_oov_buckets must be >= 0, got {}",
+            info.num_oov_buckets
+        ));
+    }
+    if info.old_vocab_size == 0 || info.old_vocab_size < -1 {
+        return bad(format!(
+            "old_vocab_size must be -1 (the whole file) or positive, got {}",
+            info.old_vocab_size
+        ));
+    }
+    Ok(())
+}
+
+type VocabKey = (PathBuf, Option<usize>);
+
+struct Planner<'a> {
+    settings: &'a WarmStartSettings,
+    checkpoint: &'a Checkpoint,
+    /// Vocabulary files read so far, by (path, line limit).
+    vocabs: HashMap<VocabKey, Arc<Vocab>>,
+    /// Index vectors built so far, by (new file, new size, old file, old limit, oov).
+    maps: HashMap<(VocabKey, usize, VocabKey, usize), Arc<[u32]>>,
+}
+
+impl Planner<'_> {
+    /// The checkpoint tensor `name` for `variable`, or a refusal naming similar tensors.
+    fn old_tensor(&self, name: &str, variable: &str) -> Result<TensorData> {
+        if let Some(t) = self.checkpoint.tensor(name)? {
+            return Ok(t);
+        }
+        let leaf = name.rsplit('/').next().unwrap_or(name);
+        let similar: Vec<&str> = self
+            .checkpoint
+            .names()
+            .into_iter()
+            .filter(|n| n.rsplit('/').next() == Some(leaf))
+            .take(5)
+            .collect();
+        let hint = if similar.is_empty() {
+            String::new()
+        } else {
+            format!("; similar names in the checkpoint: {similar:?}")
+        };
+        Err(Error::TensorNotFound {
+            tensor: name.to_string(),
+            variable: variable.to_string(),
+            checkpoint: self.checkpoint.path().to_path_buf(),
+            hint,
+        })
+    }
+
+    fn copy(
+        &mut self,
+        var: &Variable,
+        s: &Selected,
+    ) -> Result<(VariableReport, Vec<(usize, Job)>)> {
+        let old = self.old_tensor(&s.prev_name, var.name())?;
+        if old.dtype() != var.dtype() {
+            return Err(Error::variable(
+                var.name(),
+                format!(
+                    "has dtype {:?} but checkpoint tensor {:?} has {:?}",
+                    var.dtype(),
+                    s.prev_name,
+                    old.dtype()
+                ),
+            ));
+        }
+        if old.shape() != var.shape() {
+            return Err(Error::variable(
+                var.name(),
+                format!(
+                    "has shape {:?} but checkpoint tensor {:?} has shape {:?}",
+                    var.shape(),
+                    s.prev_name,
+                    old.shape()
+                ),
+            ));
+        }
+        let per_row: usize = var.shape().iter().skip(1).product();
+        let mut jobs = Vec::new();
+        let mut tensors = Vec::new();
+        let mut rows = 0;
+        for &p in &s.partitions {
+            let part = &var.partitions()[p];
+            let (Some(start), Some(end)) = (
+                byte_len(var.dtype(), part.offset() * per_row),
+                byte_len(var.dtype(), (part.offset() + part.rows()) * per_row),
+            ) else {
+                return Err(Error::variable(
+                    var.name(),
+                    "partitions of a sub-byte dtype must start on a byte",
+                ));
+            };
+            jobs.push((
+                p,
+                Job::Copy {
+                    source: old.clone(),
+                    bytes: start..end,
+                },
+            ));
+            tensors.push(part.tensor().to_string());
+            rows += part.rows();
+        }
+        let report = VariableReport {
+            name: var.name().to_string(),
+            action: "copy",
+            source: Some(s.prev_name.clone()),
+            dtype: format!("{:?}", var.dtype()),
+            shape: var.shape().to_vec(),
+            tensors,
+            axis: None,
+            unit: "rows",
+            copied: rows,
+            initialised: 0,
+            oov: 0,
+        };
+        Ok((report, jobs))
+    }
+
+    fn vocab(&mut self, path: &Path, limit: Option<usize>) -> Result<Arc<Vocab>> {
+        let key = (path.to_path_buf(), limit);
+        if let Some(v) = self.vocabs.get(&key) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(Vocab::read(path, limit)?);
+        self.vocabs.insert(key, v.clone());
+        Ok(v)
+    }
+
+    /// The index vector of a vocabulary axis: old line per new token, then `oov` MISSING.
+    fn index_vector(&mut self, info: &VocabInfo, old_limit: Option<usize>) -> Result<Arc<[u32]>> {
+        let new_size = info.new_vocab_size as usize;
+        let oov = info.num_oov_buckets as usize;
+        let key = (
+            (info.new_vocab.clone(), None),
+            new_size,
+            (info.old_vocab.clone(), old_limit),
+            oov,
+        );
+        if let Some(m) = self.maps.get(&key) {
+            return Ok(m.clone());
+        }
+        let new = self.vocab(&info.new_vocab, None)?;
+        let old = self.vocab(&info.old_vocab, old_limit)?;
+        let mut map = vocab::remap(&new, new_size, &old)?;
+        map.resize(new_size + oov, MISSING);
+        let map: Arc<[u32]> = map.into();
+        self.maps.insert(key, map.clone());
+        Ok(map)
+    }
+
+    fn remap(
+        &mut self,
+        var: &Variable,
+        s: &Selected,
+    ) -> Result<(VariableReport, Vec<(usize, Job)>)> {
+        let info = &self.settings.var_name_to_vocab_info[var.name()];
+        let bad = |m: String| Err(Error::variable(var.name(), m));
+        let Some(dtype) = FloatType::from_dtype(var.dtype()) else {
+            return bad(format!(
+                "has dtype {:?}; vocabulary remapping needs F32, F64, F16 or BF16",
+                var.dtype()
+            ));
+        };
+        let (rows, cols) = match *var.shape() {
+            [n] => (n, 1),
+            [r, c] => (r, c),
+            _ => {
+                return bad(format!(
+                    "has shape {:?}; vocabulary remapping needs a 1-D or 2-D variable",
+                    var.shape()
+                ))
+            }
+        };
+        let old = self.old_tensor(&s.prev_name, var.name())?;
+        if old.dtype() != var.dtype() {
+            return bad(format!(
+                "has dtype {:?} but checkpoint tensor {:?} has {:?}",
+                var.dtype(),
+                s.prev_name,
+                old.dtype()
+            ));
+        }
+        let (old_rows, old_cols) = match *old.shape() {
+            [n] => (n, 1),
+            [r, c] => (r, c),
+            _ => {
+                return bad(format!(
+                    "checkpoint tensor {:?} has shape {:?}; vocabulary remapping needs 1-D or 2-D",
+                    s.prev_name,
+                    old.shape()
+                ))
+            }
+        };
+        let axis = info.axis as u8;
+        let vocab_len = (info.new_vocab_size + info.num_oov_buckets) as usize;
+        let (axis_len, axis_name) = if axis == 0 {
+            (rows, "rows")
+        } else {
+            (cols, "columns")
+        };
+        if axis_len != vocab_len {
+            return bad(format!(
+                "has {axis_len} {axis_name} but new_vocab_size + num_oov_buckets = {} + {} = {vocab_len}",
+                info.new_vocab_size, info.num_oov_buckets
+            ));
+        }
+        if axis == 0 && old_cols != cols {
+            return bad(format!(
+                "has {cols} columns but checkpoint tensor {:?} has {old_cols}",
+                s.prev_name
+            ));
+        }
+        if axis == 1 && old_rows < rows {
+            return bad(format!(
+                "has {rows} rows but checkpoint tensor {:?} has only {old_rows}",
+                s.prev_name
+            ));
+        }
+        // TensorFlow ignores old_vocab_size for axis 1.
+        let old_limit = match (axis, info.old_vocab_size) {
+            (0, n) if n > 0 => Some(n as usize),
+            _ => None,
+        };
+        let map = self.index_vector(info, old_limit)?;
+        let bound = if axis == 0 { old_rows } else { old_cols };
+        if let Some(i) = map
+            .iter()
+            .position(|&m| m != MISSING && m as usize >= bound)
+        {
+            let new = self.vocab(&info.new_vocab, None)?;
+            return Err(Error::vocab(
+                &info.old_vocab,
+                Some(map[i] as usize + 1),
+                format!(
+                    "token {:?} (new line {}) is on this line of the old vocabulary, past the {bound} {} of checkpoint tensor {:?}",
+                    String::from_utf8_lossy(new.token(i)),
+                    i + 1,
+                    if axis == 0 { "rows" } else { "columns" },
+                    s.prev_name
+                ),
+            ));
+        }
+        let init = info
+            .backup_initializer
+            .clone()
+            .unwrap_or_default()
+            .resolve(
+                var.name(),
+                var.shape(),
+                &format!("vocab.{:?}.backup_initializer", var.name()),
+            )?;
+
+        let new_size = info.new_vocab_size as usize;
+        let mut report = VariableReport {
+            name: var.name().to_string(),
+            action: "remap",
+            source: Some(s.prev_name.clone()),
+            dtype: format!("{:?}", var.dtype()),
+            shape: var.shape().to_vec(),
+            tensors: Vec::new(),
+            axis: Some(axis),
+            unit: if axis == 0 { "rows" } else { "columns" },
+            copied: 0,
+            initialised: 0,
+            oov: 0,
+        };
+        let mut count = |range: Range<usize>| {
+            for g in range {
+                match (g >= new_size, map[g] == MISSING) {
+                    (true, _) => report.oov += 1,
+                    (false, true) => report.initialised += 1,
+                    (false, false) => report.copied += 1,
+                }
+            }
+        };
+        if axis == 1 {
+            count(0..cols);
+        }
+        let mut jobs = Vec::new();
+        let mut tensors = Vec::new();
+        for &p in &s.partitions {
+            let part = &var.partitions()[p];
+            let range = part.offset()..part.offset() + part.rows();
+            if axis == 0 {
+                count(range.clone());
+            }
+            tensors.push(part.tensor().to_string());
+            jobs.push((
+                p,
+                Job::Remap(RemapJob {
+                    variable: var.name().to_string(),
+                    old: old.clone(),
+                    dtype,
+                    rows: range,
+                    cols,
+                    old_cols,
+                    row_map: (axis == 0).then(|| map.clone()),
+                    col_map: (axis == 1).then(|| map.clone()),
+                    init,
+                }),
+            ));
+        }
+        report.tensors = tensors;
+        Ok((report, jobs))
+    }
+}

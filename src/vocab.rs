@@ -1,0 +1,382 @@
+//! Vocabulary files and the remapping between two of them (TensorFlow's
+//! `GenerateVocabRemapping` over `InitializeTableFromTextFile`).
+//!
+//! Reading follows TensorFlow byte for byte: lines are split on `\n` only, one trailing `\r`
+//! is removed, a final `\n` does not start another line, nothing else is trimmed, and an empty
+//! line inside the part that is read is an error. The new vocabulary is read whole (as
+//! TensorFlow does); the old one only up to `old_vocab_size` lines.
+//!
+//! Tokens are indexed in a hash table sharded by hash and built in parallel, so a vocabulary
+//! of millions of tokens remaps in a fraction of a second.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// The index vector entry for "no old row or column": initialise it.
+pub const MISSING: u32 = u32::MAX;
+
+/// The tokens of one vocabulary file (the part that was read).
+pub struct Vocab {
+    path: PathBuf,
+    text: Vec<u8>,
+    lines: Vec<Range<usize>>,
+}
+
+impl Vocab {
+    /// Reads the first `limit` lines of `path` (all lines for `None`) with TensorFlow's rules.
+    /// Refuses a missing or empty file, an empty line among those read, and a file with fewer
+    /// lines than `limit`.
+    pub fn read(path: &Path, limit: Option<usize>) -> Result<Vocab> {
+        if limit == Some(0) {
+            return Err(Error::vocab(
+                path,
+                None,
+                "a vocabulary size of 0 lines is not allowed",
+            ));
+        }
+        let text = std::fs::read(path).map_err(|e| Error::input(path, e))?;
+        let mut lines = Vec::new();
+        let mut start = 0usize;
+        while start < text.len() && limit.is_none_or(|n| lines.len() < n) {
+            let end = memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
+            let mut line = start..end;
+            if line.end > line.start && text[line.end - 1] == b'\r' {
+                line.end -= 1;
+            }
+            if line.is_empty() {
+                return Err(Error::vocab(path, Some(lines.len() + 1), "empty line"));
+            }
+            lines.push(line);
+            start = end + 1;
+        }
+        if lines.is_empty() {
+            return Err(Error::vocab(path, None, "the vocabulary file is empty"));
+        }
+        if let Some(n) = limit {
+            if lines.len() < n {
+                return Err(Error::vocab(
+                    path,
+                    None,
+                    format!(
+                        "vocabulary size {n} was asked for, but the file has only {} lines",
+                        lines.len()
+                    ),
+                ));
+            }
+        }
+        Ok(Vocab {
+            path: path.to_path_buf(),
+            text,
+            lines,
+        })
+    }
+
+    /// Number of tokens read.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether no token was read (never true for a successfully read file).
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Token `i` (0-based line).
+    pub fn token(&self, i: usize) -> &[u8] {
+        &self.text[self.lines[i].clone()]
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tokens(&self, n: usize) -> Vec<&[u8]> {
+        self.lines[..n]
+            .iter()
+            .map(|r| &self.text[r.clone()])
+            .collect()
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// For each of the first `new_size` tokens of `new`, its line in `old`, or [`MISSING`].
+/// Refuses a duplicate token inside `old` or inside the first `new_size` tokens of `new`,
+/// naming the token and both lines.
+pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
+    if new_size > new.len() {
+        return Err(Error::vocab(
+            &new.path,
+            None,
+            format!(
+                "new_vocab_size {new_size} is larger than the file, which has {} lines",
+                new.len()
+            ),
+        ));
+    }
+    if old.len() >= MISSING as usize || new_size >= MISSING as usize {
+        return Err(Error::vocab(
+            &old.path,
+            None,
+            "more than 2^32 - 2 tokens are not supported",
+        ));
+    }
+    let old_tokens = old.tokens(old.len());
+    let index = TokenIndex::build(&old_tokens).map_err(|(a, b)| duplicate(old, a, b))?;
+    let new_tokens = new.tokens(new_size);
+    TokenIndex::build(&new_tokens).map_err(|(a, b)| duplicate(new, a, b))?;
+    Ok(new_tokens
+        .par_iter()
+        .with_min_len(4096)
+        .map(|t| index.get(t).unwrap_or(MISSING))
+        .collect())
+}
+
+fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
+    Error::DuplicateToken {
+        file: vocab.path.clone(),
+        token: String::from_utf8_lossy(vocab.token(first)).into_owned(),
+        first: first + 1,
+        second: second + 1,
+    }
+}
+
+/// A token with its hash computed once.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    hash: u64,
+    bytes: &'a [u8],
+}
+
+impl Hash for Key<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Key<'_> {}
+
+/// Hands the precomputed hash through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("Key hashes itself with write_u64")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Shard<'a> = HashMap<Key<'a>, u32, BuildHasherDefault<PassThrough>>;
+
+/// token -> line, sharded by hash so that the shards are built in parallel.
+struct TokenIndex<'a> {
+    shards: Vec<Shard<'a>>,
+}
+
+const SHARD_BITS: u32 = 6;
+
+/// The shard of a hash: middle bits, since the tables use the low bits for buckets and the
+/// high bits for their control bytes.
+fn shard_of(hash: u64) -> usize {
+    ((hash >> 40) & ((1 << SHARD_BITS) - 1)) as usize
+}
+
+fn hash_token(bytes: &[u8]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.write_usize(bytes.len());
+    h.finish()
+}
+
+impl<'a> TokenIndex<'a> {
+    /// Indexes `tokens` by position; `Err((first, second))` for the earliest duplicate pair
+    /// (smallest second position).
+    fn build(tokens: &[&'a [u8]]) -> std::result::Result<Self, (usize, usize)> {
+        let hashes: Vec<u64> = tokens
+            .par_iter()
+            .with_min_len(4096)
+            .map(|t| hash_token(t))
+            .collect();
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); 1 << SHARD_BITS];
+        for (i, &h) in hashes.iter().enumerate() {
+            members[shard_of(h)].push(i as u32);
+        }
+        let built: Vec<(Shard<'a>, Option<(usize, usize)>)> = members
+            .into_par_iter()
+            .map(|ids| {
+                let mut map = Shard::with_capacity_and_hasher(ids.len(), Default::default());
+                let mut dup: Option<(usize, usize)> = None;
+                for i in ids {
+                    let key = Key {
+                        hash: hashes[i as usize],
+                        bytes: tokens[i as usize],
+                    };
+                    if let Some(&first) = map.get(&key) {
+                        let pair = (first as usize, i as usize);
+                        if dup.is_none_or(|d| pair.1 < d.1) {
+                            dup = Some(pair);
+                        }
+                    } else {
+                        map.insert(key, i);
+                    }
+                }
+                (map, dup)
+            })
+            .collect();
+        if let Some(d) = built.iter().filter_map(|(_, d)| *d).min_by_key(|d| d.1) {
+            return Err(d);
+        }
+        Ok(TokenIndex {
+            shards: built.into_iter().map(|(m, _)| m).collect(),
+        })
+    }
+
+    fn get(&self, token: &[u8]) -> Option<u32> {
+        let hash = hash_token(token);
+        self.shards[shard_of(hash)]
+            .get(&Key { hash, bytes: token })
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(content: &[u8]) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    fn tokens(v: &Vocab) -> Vec<String> {
+        (0..v.len())
+            .map(|i| String::from_utf8(v.token(i).to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn tensorflow_line_rules() {
+        let f = file(b"a\r\nb\n c\t\nd");
+        assert_eq!(
+            tokens(&Vocab::read(f.path(), None).unwrap()),
+            ["a", "b", " c\t", "d"]
+        );
+        // One trailing \r only.
+        let f = file(b"a\r\r\nb\n");
+        assert_eq!(tokens(&Vocab::read(f.path(), None).unwrap()), ["a\r", "b"]);
+        // A final newline does not add a line.
+        let f = file(b"a\nb\n");
+        assert_eq!(Vocab::read(f.path(), None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn empty_lines_and_files_are_refused_where_read() {
+        for bad in [&b"a\n\nb\n"[..], b"a\nb\n\n", b"a\n\r\nb", b"", b"\n"] {
+            let f = file(bad);
+            assert!(
+                matches!(Vocab::read(f.path(), None), Err(Error::Vocab { .. })),
+                "{bad:?}"
+            );
+        }
+        // Past the limit nothing is read.
+        let f = file(b"a\nb\n\n\n");
+        assert_eq!(Vocab::read(f.path(), Some(2)).unwrap().len(), 2);
+        // Limit beyond the file, and limit 0.
+        let f = file(b"a\nb\n");
+        assert!(Vocab::read(f.path(), Some(3)).is_err());
+        assert!(Vocab::read(f.path(), Some(0)).is_err());
+    }
+
+    #[test]
+    fn kernel_test_vectors() {
+        // GenerateVocabRemapping kernel tests: new = MISSING knitting eminem,
+        // old = knitting eminem MISSING.
+        let new = file(b"MISSING\nknitting\neminem\n");
+        let old = file(b"knitting\neminem\nMISSING\n");
+        let n = Vocab::read(new.path(), None).unwrap();
+        let o = Vocab::read(old.path(), None).unwrap();
+        assert_eq!(remap(&n, 3, &o).unwrap(), [2, 0, 1]);
+        assert_eq!(remap(&n, 3, &n).unwrap(), [0, 1, 2]);
+        let o2 = Vocab::read(old.path(), Some(2)).unwrap();
+        assert_eq!(remap(&n, 3, &o2).unwrap(), [MISSING, 0, 1]);
+        assert!(remap(&n, 4, &o).is_err());
+    }
+
+    #[test]
+    fn duplicates_name_the_token_and_both_lines() {
+        let old = file(b"a\nb\nc\nb\na\n");
+        let new = file(b"x\ny\nx\n");
+        let o = Vocab::read(old.path(), None);
+        let n = Vocab::read(new.path(), None).unwrap();
+        match remap(&n, 1, &o.unwrap()) {
+            Err(Error::DuplicateToken {
+                token,
+                first,
+                second,
+                ..
+            }) => {
+                assert_eq!((token.as_str(), first, second), ("b", 2, 4));
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // Old duplicates beyond old_vocab_size are not read.
+        let o = Vocab::read(old.path(), Some(3)).unwrap();
+        assert_eq!(remap(&n, 2, &o).unwrap(), [MISSING, MISSING]);
+        // New duplicates only count inside new_vocab_size.
+        match remap(&n, 3, &o) {
+            Err(Error::DuplicateToken {
+                token,
+                first,
+                second,
+                ..
+            }) => {
+                assert_eq!((token.as_str(), first, second), ("x", 1, 3));
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn large_vocabularies_remap_by_identity() {
+        let old: Vec<String> = (0..100_000).map(|i| format!("tok{i}")).collect();
+        let new: Vec<String> = (0..100_000)
+            .rev()
+            .map(|i| format!("tok{}", i * 2))
+            .collect();
+        let o = file((old.join("\n") + "\n").as_bytes());
+        let n = file(new.join("\n").as_bytes());
+        let map = remap(
+            &Vocab::read(n.path(), None).unwrap(),
+            100_000,
+            &Vocab::read(o.path(), None).unwrap(),
+        )
+        .unwrap();
+        for (i, &m) in map.iter().enumerate() {
+            let want = (99_999 - i) * 2;
+            assert_eq!(m, if want < 100_000 { want as u32 } else { MISSING });
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Streaming safetensors output: the header is computed from the plan first, then tensor
+//! bytes are written in order to a temporary file in the output's directory, which is
+//! flushed to disk and renamed into place only after everything succeeded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+
+/// The safetensors header for tensors `(name, dtype, shape, bytes)` laid out in order: the
+/// 8-byte little-endian length, then the JSON (with `__metadata__` first), padded with spaces
+/// to a multiple of 8 so that every tensor starts 8-aligned relative to the data.
+pub fn header(
+    tensors: &[(&str, Dtype, &[usize], usize)],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut json = String::from("{");
+    if !metadata.is_empty() {
+        json += "\"__metadata__\":";
+        json += &serde_json::to_string(metadata).expect("string map serializes");
+    }
+    let mut offset = 0usize;
+    for (i, (name, dtype, shape, bytes)) in tensors.iter().enumerate() {
+        if i > 0 || !metadata.is_empty() {
+            json.push(',');
+        }
+        let name = serde_json::to_string(name).expect("string serializes");
+        let dtype = serde_json::to_string(dtype).expect("dtype serializes");
+        let shape = serde_json::to_string(shape).expect("shape serializes");
+        let _ = write!(
+            json,
+            "{name}:{{\"dtype\":{dtype},\"shape\":{shape},\"data_offsets\":[{offset},{}]}}",
+            offset + bytes
+        );
+        offset += bytes;
+    }
+    json.push('}');
+    while (json.len() + 8) % 8 != 0 {
+        json.push(' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+/// An output being written: a temporary file beside the target, renamed into place by
+/// [`OutputFile::commit`]. Dropped without commit, it is deleted and the target untouched.
+pub struct OutputFile {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+    written: u64,
+}
+
+impl OutputFile {
+    /// Creates the temporary file in `path`'s directory.
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".warmstart-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| Error::output(dir, e))?;
+        Ok(OutputFile {
+            tmp,
+            path: path.to_path_buf(),
+            written: 0,
+        })
+    }
+
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.tmp
+            .as_file_mut()
+            .write_all(bytes)
+            .map_err(|e| Error::output(self.tmp.path(), e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Flushes the file to disk and renames it to the target path.
+    pub fn commit(self) -> Result<()> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::output(self.tmp.path(), e))?;
+        let path = self.path;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| Error::output(&path, e.error))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Make the rename durable; not every platform can open a directory.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_valid_safetensors() {
+        let mut meta = BTreeMap::new();
+        meta.insert("k".to_string(), "v \"quoted\"".to_string());
+        let tensors: [(&str, Dtype, &[usize], usize); 2] = [
+            ("a/b", Dtype::F32, &[2, 3], 24),
+            ("é", Dtype::BF16, &[3], 6),
+        ];
+        let mut file = header(&tensors, &meta);
+        assert_eq!(file.len() % 8, 0);
+        file.extend((0..30u8).collect::<Vec<_>>());
+        let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+        assert_eq!(st.tensor("a/b").unwrap().shape(), &[2, 3]);
+        assert_eq!(
+            st.tensor("é").unwrap().data(),
+            &(24..30u8).collect::<Vec<_>>()[..]
+        );
+        let (_, m) = safetensors::SafeTensors::read_metadata(&file).unwrap();
+        assert_eq!(m.metadata().as_ref().unwrap()["k"], "v \"quoted\"");
+    }
+
+    #[test]
+    fn uncommitted_output_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.safetensors");
+        std::fs::write(&target, b"old").unwrap();
+        {
+            let mut out = OutputFile::create(&target).unwrap();
+            out.write(b"partial").unwrap();
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let mut out = OutputFile::create(&target).unwrap();
+        out.write(b"new").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
