@@ -395,6 +395,25 @@ impl Planner<'_> {
                 ),
             ));
         }
+        let partial = s.partitions.len() < var.partitions().len();
+        if let ([p], true) = (&s.partitions[..], partial) {
+            let part = &var.partitions()[*p];
+            if part.rows() != var.shape().first().copied().unwrap_or(1) {
+                // TensorFlow hands a lone partition to init_from_checkpoint as a whole
+                // variable and refuses the shape mismatch; so do we.
+                return Err(Error::variable(
+                    var.name(),
+                    format!(
+                        "only partition {} ({} of {} rows) is selected; as in TensorFlow, a lone                          partition is warm-started as a whole variable and its shape must equal                          checkpoint tensor {:?}'s {:?} (select all partitions, or at least two)",
+                        part.tensor(),
+                        part.rows(),
+                        var.shape()[0],
+                        s.prev_name,
+                        old.shape()
+                    ),
+                ));
+            }
+        }
         let per_row: usize = var.shape().iter().skip(1).product();
         let mut jobs = Vec::new();
         let mut tensors = Vec::new();
@@ -529,6 +548,26 @@ impl Planner<'_> {
                 "has {cols} columns but checkpoint tensor {:?} has {old_cols}",
                 s.prev_name
             ));
+        }
+        if axis == 1 && s.partitions.len() < var.partitions().len() {
+            // TensorFlow takes the selected partitions' rows as the variable's row count.
+            let selected: usize = s
+                .partitions
+                .iter()
+                .map(|&p| var.partitions()[p].rows())
+                .sum();
+            if let Some(p) = s
+                .partitions
+                .iter()
+                .map(|&p| &var.partitions()[p])
+                .find(|p| p.offset() + p.rows() > selected)
+            {
+                return bad(format!(
+                    "the selected partitions hold {selected} rows but partition {} ends at row {};                      as in TensorFlow, an axis-1 remap counts only the selected partitions' rows                      (select a leading run of partitions, or all of them)",
+                    p.tensor(),
+                    p.offset() + p.rows()
+                ));
+            }
         }
         if axis == 1 && old_rows < rows {
             return bad(format!(
