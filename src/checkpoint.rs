@@ -373,6 +373,16 @@ pub struct Checkpoint {
     parts: PartIndex,
 }
 
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("files", &self.files.len())
+            .field("tensors", &self.index.len())
+            .finish()
+    }
+}
+
 /// Name of the sharded index that a checkpoint directory may hold.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod plan_file;
 mod select;
 pub mod settings;
+pub mod tf;
 pub mod vocab;
 pub mod writer;
 

@@ -113,17 +113,18 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 /// Refuses a duplicate token inside `old` or inside the first `new_size` tokens of `new`,
 /// naming the token and both lines.
 pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
-    if new_size > new.len() {
-        return Err(Error::vocab(
-            &new.path,
-            None,
-            format!(
-                "new_vocab_size {new_size} is larger than the file, which has {} lines",
-                new.len()
-            ),
-        ));
-    }
-    if old.len() >= MISSING as usize || new_size >= MISSING as usize {
+    check_window(new, 0, new_size)?;
+    let new_tokens = new.tokens(new_size);
+    TokenIndex::build(&new_tokens).map_err(|(a, b)| duplicate(new, a, b))?;
+    lookup(new, 0..new_size, old)
+}
+
+/// For each token of `new` in `window`, its line in `old`, or [`MISSING`]; refuses a
+/// duplicate token inside `old` (TensorFlow's `GenerateVocabRemapping`, which does not
+/// check the new vocabulary for duplicates).
+pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>> {
+    check_window(new, window.start, window.len())?;
+    if old.len() >= MISSING as usize {
         return Err(Error::vocab(
             &old.path,
             None,
@@ -132,13 +133,27 @@ pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
     }
     let old_tokens = old.tokens(old.len());
     let index = TokenIndex::build(&old_tokens).map_err(|(a, b)| duplicate(old, a, b))?;
-    let new_tokens = new.tokens(new_size);
-    TokenIndex::build(&new_tokens).map_err(|(a, b)| duplicate(new, a, b))?;
-    Ok(new_tokens
+    Ok(new.lines[window]
         .par_iter()
         .with_min_len(4096)
-        .map(|t| index.get(t).unwrap_or(MISSING))
+        .map(|r| index.get(&new.text[r.clone()]).unwrap_or(MISSING))
         .collect())
+}
+
+fn check_window(new: &Vocab, offset: usize, size: usize) -> Result<()> {
+    if offset.saturating_add(size) > new.len() {
+        return Err(Error::vocab(
+            &new.path,
+            None,
+            format!(
+                "new vocabulary lines {}..{} were asked for, but the file has only {} lines",
+                offset + 1,
+                offset.saturating_add(size),
+                new.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
