@@ -40,31 +40,23 @@ impl SafetensorsFile {
     /// Maps and validates `path`.
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         let map = MappedFile::open(path)?;
-        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
-            .map_err(|e| Error::format(path, describe(&e, map.len())))?;
-        let data_start = 8 + header_len;
-        let mut tensors: Vec<Entry> = meta
-            .tensors()
+        let header = parse_header(&map).map_err(|message| Error::format(path, message))?;
+        let data_start = header.data_start;
+        let tensors = header
+            .tensors
             .into_iter()
             .map(|(name, info)| Entry {
                 name,
                 dtype: info.dtype,
-                shape: info.shape.clone(),
+                shape: info.shape,
                 bytes: data_start + info.data_offsets.0..data_start + info.data_offsets.1,
             })
-            .collect();
-        tensors.sort_by_key(|e| e.bytes.start);
-        let metadata = meta
-            .metadata()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
             .collect();
         Ok(Arc::new(SafetensorsFile {
             path: path.to_path_buf(),
             map,
             tensors,
-            metadata,
+            metadata: header.metadata.unwrap_or_default(),
         }))
     }
 
@@ -107,33 +99,105 @@ impl SafetensorsFile {
     }
 }
 
-/// Turns the safetensors crate's error into a sentence for a person.
-fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
-    use safetensors::SafeTensorError as E;
-    match e {
-        E::HeaderTooSmall => {
-            format!("not a safetensors file: {file_len} bytes, too short for a header (truncated?)")
-        }
-        E::InvalidHeaderLength => {
-            format!("header length points past the end of the file ({file_len} bytes; truncated?)")
-        }
-        E::HeaderTooLarge => "header length is larger than safetensors allows (100 MB)".into(),
-        E::InvalidHeader(_) => "header is not valid UTF-8".into(),
-        E::InvalidHeaderDeserialization(err) => {
-            format!("header is not valid safetensors JSON: {err}")
-        }
-        E::MetadataIncompleteBuffer => {
-            "tensor data does not end exactly at the end of the file (truncated or trailing bytes)"
-                .into()
-        }
-        E::InvalidOffset(name) => format!(
-            "tensor {name:?} has invalid data_offsets (overlapping, out of order or leaving a gap)"
-        ),
-        E::TensorInvalidInfo => "a tensor's byte count disagrees with its shape and dtype".into(),
-        E::ValidationOverflow => "a tensor's shape overflows when multiplied out".into(),
-        E::MisalignedSlice => "a tensor of a sub-byte dtype does not fill whole bytes".into(),
-        other => other.to_string(),
+/// The largest header safetensors allows.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// A safetensors header as JSON.
+#[derive(serde::Deserialize)]
+#[serde(expecting = "a JSON object of tensors")]
+struct HeaderJson {
+    #[serde(rename = "__metadata__")]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    tensors: HashMap<String, safetensors::tensor::TensorInfo>,
+}
+
+/// A validated safetensors header.
+struct Header {
+    metadata: Option<BTreeMap<String, String>>,
+    /// The tensors in data order.
+    tensors: Vec<(String, safetensors::tensor::TensorInfo)>,
+    /// Where the data starts in the file.
+    data_start: usize,
+}
+
+/// Parses and validates the header of the safetensors file `bytes`, with the checks of the
+/// safetensors crate (whose own `read_metadata` overflows on huge offsets and does not say
+/// which tensor is wrong): the tensors' byte ranges are contiguous from the start of the data,
+/// agree with shape and dtype, and end exactly at the end of the file. The tensors come back
+/// in data order. The error is a sentence for a person, naming the tensor where there is one.
+fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
+    let file_len = bytes.len();
+    let Some(len_bytes) = bytes.get(..8) else {
+        return Err(format!(
+            "not a safetensors file: {file_len} bytes, too short for a header (truncated?)"
+        ));
+    };
+    let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header length {header_len} is larger than safetensors allows ({MAX_HEADER_BYTES} bytes); not a safetensors file?"
+        ));
     }
+    let data_start = 8 + header_len as usize;
+    let Some(text) = bytes.get(8..data_start) else {
+        return Err(format!(
+            "header length {header_len} points past the end of the file ({file_len} bytes; truncated?)"
+        ));
+    };
+    let text = std::str::from_utf8(text).map_err(|e| format!("header is not valid UTF-8: {e}"))?;
+    let json: HeaderJson = serde_json::from_str(text)
+        .map_err(|e| format!("header is not valid safetensors JSON: {e}"))?;
+    let mut header = Header {
+        metadata: json.metadata,
+        tensors: json.tensors.into_iter().collect(),
+        data_start,
+    };
+    header
+        .tensors
+        .sort_by(|a, b| (a.1.data_offsets, &a.0).cmp(&(b.1.data_offsets, &b.0)));
+    let data_len = file_len - data_start;
+    let mut end = 0usize;
+    for (name, info) in &header.tensors {
+        let (start, stop) = info.data_offsets;
+        if start != end || stop < start {
+            return Err(format!(
+                "tensor {name:?} has data_offsets [{start}, {stop}], but the data before it ends at {end} (offsets overlap, leave a gap or are reversed)"
+            ));
+        }
+        let size = info
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| byte_len(info.dtype, n));
+        let Some(size) = size else {
+            return Err(format!(
+                "tensor {name:?} of shape {:?} and dtype {:?} does not take a whole number of bytes (or its size overflows)",
+                info.shape, info.dtype
+            ));
+        };
+        if stop - start != size {
+            return Err(format!(
+                "tensor {name:?} of shape {:?} and dtype {:?} takes {size} bytes, but its data_offsets [{start}, {stop}] hold {}",
+                info.shape,
+                info.dtype,
+                stop - start
+            ));
+        }
+        if stop > data_len {
+            return Err(format!(
+                "tensor {name:?} ends at data byte {stop}, past the end of the file ({data_len} data bytes; truncated?)"
+            ));
+        }
+        end = stop;
+    }
+    if end != data_len {
+        return Err(format!(
+            "{} bytes of trailing data after the last tensor (the data ends at {end} of {data_len} data bytes)",
+            data_len - end
+        ));
+    }
+    Ok(header)
 }
 
 /// A contiguous byte range of one mapped file.
