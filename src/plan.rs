@@ -320,6 +320,16 @@ fn check_vocab_info(name: &str, info: &VocabInfo) -> Result<()> {
             info.num_oov_buckets
         ));
     }
+    if info
+        .new_vocab_size
+        .checked_add(info.num_oov_buckets)
+        .is_none()
+    {
+        return bad(format!(
+            "new_vocab_size + num_oov_buckets = {} + {} is too large",
+            info.new_vocab_size, info.num_oov_buckets
+        ));
+    }
     if info.old_vocab_size == 0 || info.old_vocab_size < -1 {
         return bad(format!(
             "old_vocab_size must be -1 (the whole file) or positive, got {}",
