@@ -431,6 +431,8 @@ impl PartIndex {
 /// An old checkpoint: one or more safetensors files and their tensors.
 pub struct Checkpoint {
     path: PathBuf,
+    /// The sharded index, when the checkpoint has one.
+    index_file: Option<PathBuf>,
     files: Vec<Arc<SafetensorsFile>>,
     /// literal tensor name -> file index
     index: HashMap<String, usize>,
@@ -457,15 +459,17 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::input(path, e))?;
-        let (files, index) = if meta.is_dir() {
-            let index_path = path.join(INDEX_FILE);
-            if index_path.is_file() {
-                open_index(&index_path)?
-            } else {
-                open_directory(path)?
-            }
+        let index_file = if meta.is_dir() {
+            Some(path.join(INDEX_FILE)).filter(|p| p.is_file())
         } else if path.extension().is_some_and(|e| e == "json") {
-            open_index(path)?
+            Some(path.to_path_buf())
+        } else {
+            None
+        };
+        let (files, index) = if let Some(index_path) = &index_file {
+            open_index(index_path)?
+        } else if meta.is_dir() {
+            open_directory(path)?
         } else {
             let file = SafetensorsFile::open(path)?;
             let index = file.names().map(|n| (n.to_string(), 0)).collect();
@@ -474,6 +478,7 @@ impl Checkpoint {
         let parts = PartIndex::new(index.keys().map(String::as_str));
         Ok(Checkpoint {
             path: path.to_path_buf(),
+            index_file,
             files,
             index,
             parts,
@@ -483,6 +488,11 @@ impl Checkpoint {
     /// The path as given to [`Checkpoint::open`].
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The sharded index (`model.safetensors.index.json`), when the checkpoint has one.
+    pub fn index_file(&self) -> Option<&Path> {
+        self.index_file.as_deref()
     }
 
     /// The files of the checkpoint.

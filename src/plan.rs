@@ -210,6 +210,11 @@ impl Plan {
             .files()
             .map(|p| (p.to_path_buf(), "checkpoint"))
             .collect();
+        inputs.extend(
+            checkpoint
+                .index_file()
+                .map(|p| (p.to_path_buf(), "checkpoint index")),
+        );
         inputs.extend(model.path().map(|p| (p.to_path_buf(), "model")));
         for info in settings.var_name_to_vocab_info.values() {
             inputs.push((info.new_vocab.clone(), "new vocabulary"));
@@ -248,6 +253,12 @@ impl Plan {
     /// The input files, with their role (for refusing an output that is one of them).
     pub fn inputs(&self) -> &[(PathBuf, &'static str)] {
         &self.inputs
+    }
+
+    /// Adds an input file the plan came from (such as the plan file itself), so that the
+    /// output may not overwrite it either.
+    pub fn add_input(&mut self, path: impl Into<PathBuf>, role: &'static str) {
+        self.inputs.push((path.into(), role));
     }
 
     /// The `__metadata__` the output carries: the model file's entries, plus the source

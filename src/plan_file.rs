@@ -172,9 +172,11 @@ impl PlanFile {
         Ok(model)
     }
 
-    /// Opens everything and plans the warm start.
+    /// Opens everything and plans the warm start (the plan file counts as one of its inputs).
     pub fn plan(&self) -> Result<Plan> {
-        Plan::new(&self.settings, &self.model()?)
+        let mut plan = Plan::new(&self.settings, &self.model()?)?;
+        plan.add_input(&self.path, "plan file");
+        Ok(plan)
     }
 }
 
