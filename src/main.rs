@@ -161,32 +161,90 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
 }
 
 fn print_plan(plan: &Plan, backend: &str) {
-    println!(
-        "plan digest {}  checkpoint {}  backend {backend}",
-        plan.digest(),
-        plan.checkpoint().display()
-    );
-    let width = plan
+    println!("plan digest {}", plan.digest());
+    println!("checkpoint  {}", plan.checkpoint().display());
+    println!("backend     {backend}");
+    println!();
+    let rows: Vec<[String; 6]> = plan
         .variables()
         .iter()
-        .map(|v| v.name.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    println!(
-        "{:width$}  {:6}  {:30}  {:>12}  {:>12}  {:>8}",
-        "variable", "action", "source", "copied", "initialised", "oov"
-    );
-    for v in plan.variables() {
-        let source = match (&v.source, v.axis) {
-            (Some(s), Some(axis)) => format!("{s} (axis {axis}, {})", v.unit),
-            (Some(s), None) => s.clone(),
-            (None, _) => "-".into(),
-        };
-        println!(
-            "{:width$}  {:6}  {:30}  {:>12}  {:>12}  {:>8}",
-            v.name, v.action, source, v.copied, v.initialised, v.oov
-        );
+        .map(|v| {
+            let how = match v.axis {
+                Some(axis) => format!("{} (axis {axis})", v.action),
+                None => v.action.to_string(),
+            };
+            let count = |n: usize| {
+                if v.action == "keep" {
+                    "-".to_string()
+                } else {
+                    format!("{n} {}", v.unit)
+                }
+            };
+            [
+                v.name.clone(),
+                how,
+                v.source.clone().unwrap_or_else(|| "-".into()),
+                count(v.copied),
+                if v.action == "remap" {
+                    count(v.initialised)
+                } else {
+                    "-".into()
+                },
+                if v.action == "remap" {
+                    count(v.oov)
+                } else {
+                    "-".into()
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "variable",
+        "action",
+        "source",
+        "from checkpoint",
+        "initialised",
+        "oov",
+    ]
+    .map(String::from);
+    let widths: Vec<usize> = (0..6)
+        .map(|i| {
+            rows.iter()
+                .chain([&header])
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in [&header].into_iter().chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &w))| {
+                if i < 3 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
     }
 }
 
@@ -205,10 +263,10 @@ fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, backend: &str) 
             (a + v.copied, b + v.initialised, c + v.oov)
         });
     format!(
-        "warmstart: wrote {} ({:.2} GB) in {seconds:.2} s on {backend}: {} remapped \
+        "warmstart: wrote {} ({}) in {seconds:.2} s on {backend}: {} variables remapped \
          ({copied} rows/columns from the checkpoint, {initialised} new, {oov} OOV), {} copied, {} kept",
         output.display(),
-        bytes as f64 / 1e9,
+        human_bytes(bytes),
         count("remap"),
         count("copy"),
         count("keep"),
