@@ -129,6 +129,16 @@ pub enum Error {
         role: String,
     },
 
+    /// The `--report` path cannot take the report: it is one of the run's files (an input or
+    /// the output), a directory, or in a missing directory. Nothing is written to it.
+    #[error("report {}: {message}", path.display())]
+    Report {
+        /// The report path as given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        message: String,
+    },
+
     /// Writing the output failed.
     #[error("cannot write {}: {source}", path.display())]
     Output {

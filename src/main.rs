@@ -82,7 +82,12 @@ fn run(args: RunArgs) -> ExitCode {
             e.exit_code()
         }
     };
-    if let Some(path) = &args.report {
+    // A report path that was refused (an input, the output) is left alone.
+    let report_path = match &result {
+        Err(Error::Report { .. }) => None,
+        _ => args.report.as_ref(),
+    };
+    if let Some(path) = report_path {
         let text = serde_json::to_string_pretty(&report).expect("report serializes");
         if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!(
@@ -96,14 +101,33 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
+    let report_path = args.report.as_deref();
+    check_report_dir(report_path)?;
+    check_report(report_path, [(args.plan.as_path(), "plan file")])?;
     let plan_file = PlanFile::read(&args.plan)?;
     let output = args
         .output
         .clone()
         .or_else(|| plan_file.output.clone())
         .ok_or_else(|| missing_output(&args.plan))?;
+    // Before anything else can fail: a refused run still writes its report.
+    let settings = &plan_file.settings;
+    let mut files = vec![
+        (output.as_path(), "output"),
+        (plan_file.model.as_path(), "model"),
+        (settings.ckpt_to_initialize_from.as_path(), "checkpoint"),
+    ];
+    for info in settings.var_name_to_vocab_info.values() {
+        files.push((info.new_vocab.as_path(), "new vocabulary"));
+        files.push((info.old_vocab.as_path(), "old vocabulary"));
+    }
+    check_report(report_path, files)?;
     let plan = plan_file.plan()?;
     plan.check_output(&output)?;
+    check_report(
+        report_path,
+        plan.inputs().iter().map(|(p, role)| (p.as_path(), *role)),
+    )?;
     report["checkpoint"] = serde_json::json!(plan.checkpoint());
     report["output"] = serde_json::json!(output);
     report["plan_sha256"] = serde_json::json!(plan.digest());
@@ -128,6 +152,55 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
             "{}",
             summary(&plan, &output, total, seconds, &engine.name())
         );
+    }
+    Ok(())
+}
+
+/// `path` as a write to it would resolve: the file itself if it exists (links followed),
+/// else its canonical directory joined with its name. `None` if the directory is missing.
+fn resolve_target(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(path.file_name()?))
+}
+
+/// Refuses a report path that cannot be written: a directory, or in a missing directory.
+fn check_report_dir(report: Option<&Path>) -> Result<()> {
+    let Some(report) = report else {
+        return Ok(());
+    };
+    let bad = |message: &str| Error::Report {
+        path: report.to_path_buf(),
+        message: message.to_string(),
+    };
+    match resolve_target(report) {
+        None => Err(bad("its directory does not exist")),
+        Some(p) if p.is_dir() => Err(bad("is a directory")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Refuses a report path that is one of `files` (role and path): writing the report there
+/// would destroy an input or the output.
+fn check_report<'a>(
+    report: Option<&Path>,
+    files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+) -> Result<()> {
+    let Some(target) = report.and_then(resolve_target) else {
+        return Ok(());
+    };
+    for (file, role) in files {
+        if resolve_target(file).is_some_and(|f| f == target) {
+            return Err(Error::Report {
+                path: report.unwrap_or(file).to_path_buf(),
+                message: format!("is also the {role}; choose another report path"),
+            });
+        }
     }
     Ok(())
 }
