@@ -1,0 +1,1103 @@
+//! Bad input (issue 2, "Bad input"): each refusal goes through the CLI binary
+//! (`warmstart run plan.toml --backend cpu --quiet ...`) and must
+//!
+//! * exit with code 2,
+//! * print a message on stderr that names the culprit (file, tensor, key or token),
+//! * leave an existing output file byte-for-byte untouched, and
+//! * leave no temporary file behind.
+//!
+//! The last two are checked together and more strictly: nothing anywhere in the fixture
+//! directory may be created, removed or changed (see `Fixture::refused`). Every test starts
+//! from the valid `Fixture` (checkpoint, model, vocabularies, plan, existing output) and
+//! breaks exactly one piece of it.
+
+mod common;
+
+use common::*;
+
+// ---------------------------------------------------------------------------------------
+// The valid fixture works, so that every refusal below is caused by the one broken piece.
+
+#[test]
+fn valid_fixture_succeeds() {
+    let fx = Fixture::new();
+    let out = fx.succeeds(&[]);
+    let (dtype, shape, emb) = &out["emb"];
+    assert_eq!((*dtype, shape.as_slice()), (Dtype::F32, &[6, 2][..]));
+    // new vocabulary c a e b f (+1 OOV); old rows a=[1,2] b=[3,4] c=[5,6] d=[7,8].
+    assert_eq!(f32s(emb), [5., 6., 1., 2., 0., 0., 3., 4., 0., 0., 0., 0.]);
+    assert_eq!(f32s(&out["dense"].2), [100., 101., 102., 103., 104., 105.]);
+    let names: Vec<_> = snapshot(fx.root()).into_keys().collect();
+    assert_eq!(names.len(), 6, "no temporary file left: {names:?}");
+}
+
+#[test]
+fn valid_sharded_fixture_succeeds() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.write(CKPT, b"not used any more");
+    let out = fx.succeeds(&[]);
+    assert_eq!(f32s(&out["dense"].2), [100., 101., 102., 103., 104., 105.]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Broken safetensors, each as the checkpoint and as the model file.
+
+/// Replaces `file` (the checkpoint or the model) by `broken(valid bytes of that file)` and
+/// expects a refusal naming the file and every one of `culprits`.
+fn broken_file(file: &str, broken: impl Fn(&[u8]) -> Vec<u8>, culprits: &[&str]) {
+    let fx = Fixture::new();
+    let valid = std::fs::read(fx.path(file)).unwrap();
+    fx.write(file, broken(&valid));
+    let mut names = vec![file];
+    names.extend_from_slice(culprits);
+    fx.refused(&[], &names);
+}
+
+macro_rules! broken_safetensors {
+    ($($(#[$doc:meta])* $name:ident: $broken:expr, $culprits:expr;)*) => {$(
+        $(#[$doc])*
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn as_checkpoint() {
+                broken_file(CKPT, $broken, &$culprits);
+            }
+
+            #[test]
+            fn as_model() {
+                broken_file(MODEL, $broken, &$culprits);
+            }
+        }
+    )*};
+}
+
+/// A header for one tensor `emb`.
+fn one_tensor(dtype: &str, shape: &str, offsets: &str) -> String {
+    format!(r#"{{"emb":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#)
+}
+
+broken_safetensors! {
+    /// The file ends in the middle of the tensor data.
+    truncated_in_data: |valid: &[u8]| valid[..valid.len() - 5].to_vec(), ["truncated"];
+    /// Fewer than the 8 bytes of the header length.
+    shorter_than_8_bytes: |_: &[u8]| vec![16, 0, 0], ["too short"];
+    /// An empty file.
+    empty_file: |_: &[u8]| Vec::new(), [];
+    /// The header length points past the end of the file.
+    header_length_past_end: |_: &[u8]| {
+        let mut bytes = 4096u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}      ");
+        bytes
+    }, ["past the end"];
+    /// A header length beyond what safetensors allows.
+    header_length_huge: |_: &[u8]| u64::MAX.to_le_bytes().to_vec(), [];
+    /// The header is not JSON.
+    invalid_json_header: |_: &[u8]| {
+        raw_safetensors(r#"{"emb": {"dtype": "F32", "#, &[0; 8])
+    }, ["JSON"];
+    /// The header is not UTF-8.
+    header_not_utf8: |_: &[u8]| {
+        let mut bytes = raw_safetensors("{\"e\u{e9}\":1}", &[]);
+        bytes[11] = 0xff;
+        bytes
+    }, ["UTF-8"];
+    /// The header is JSON, but not an object of tensors.
+    header_not_an_object: |_: &[u8]| raw_safetensors("[1, 2, 3]", &[]), ["JSON"];
+    /// data_offsets end past the data (shape and byte count agree).
+    data_offsets_past_end: |_: &[u8]| {
+        raw_safetensors(&one_tensor("F32", "[4,2]", "[0,32]"), &[0; 16])
+    }, ["\"emb\"", "past the end"];
+    /// data_offsets leave a gap before the first tensor.
+    data_offsets_gap: |_: &[u8]| {
+        raw_safetensors(&one_tensor("F32", "[4,2]", "[8,40]"), &[0; 40])
+    }, ["\"emb\""];
+    /// data_offsets whose end is before their start.
+    data_offsets_reversed: |_: &[u8]| {
+        raw_safetensors(&one_tensor("F32", "[0]", "[8,0]"), &[0; 8])
+    }, ["\"emb\""];
+    /// data_offsets so large that adding them up overflows (a panic inside the safetensors
+    /// crate's own validation).
+    data_offsets_overflow: |_: &[u8]| {
+        let big = (1u64 << 61) - 1;
+        let header: Vec<String> = (0..8u64)
+            .map(|i| format!(
+                r#""t{i}":{{"dtype":"U8","shape":[{big}],"data_offsets":[{},{}]}}"#,
+                i * big,
+                (i + 1) * big
+            ))
+            .collect();
+        raw_safetensors(&format!("{{{}}}", header.join(",")), &[])
+    }, ["\"t0\""];
+    /// Two tensors whose byte ranges overlap.
+    overlapping_offsets: |_: &[u8]| raw_safetensors(
+        r#"{"first":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"overlapper":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+        &[0; 24],
+    ), ["\"overlapper\""];
+    /// The shape says 32 bytes, the offsets 24.
+    shape_and_byte_count_disagree: |_: &[u8]| {
+        raw_safetensors(&one_tensor("F32", "[4,2]", "[0,24]"), &[0; 24])
+    }, ["\"emb\"", "[4, 2]", "24"];
+    /// A 4-bit dtype whose element count leaves half a byte.
+    sub_byte_dtype_half_a_byte: |_: &[u8]| {
+        raw_safetensors(&one_tensor("F4", "[3]", "[0,2]"), &[0; 2])
+    }, ["\"emb\""];
+    /// A dtype safetensors does not know.
+    unknown_dtype: |_: &[u8]| {
+        raw_safetensors(&one_tensor("F33", "[4,2]", "[0,32]"), &[0; 32])
+    }, ["F33"];
+    /// Bytes after the last tensor.
+    trailing_garbage: |valid: &[u8]| [valid, b"garbage"].concat(), ["trailing"];
+}
+
+// ---------------------------------------------------------------------------------------
+// Sharded checkpoints: the index must not lead out of the checkpoint directory.
+
+#[test]
+fn shard_in_parent_directory() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "../ckpt.safetensors", "dense": "shard2.safetensors"}"#);
+    fx.refused(
+        &[],
+        &[
+            "model.safetensors.index.json",
+            "../ckpt.safetensors",
+            "outside",
+        ],
+    );
+}
+
+#[test]
+fn shard_hidden_parent_directory() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "./sub/../../ckpt.safetensors", "dense": "shard2.safetensors"}"#);
+    fx.mkdir("ckpt/sub");
+    fx.refused(&[], &["./sub/../../ckpt.safetensors", "outside"]);
+}
+
+#[test]
+fn shard_absolute_path() {
+    let fx = Fixture::new();
+    let abs = fx.path(CKPT).display().to_string();
+    fx.shard(&format!(
+        r#"{{"emb": "{abs}", "dense": "shard2.safetensors"}}"#
+    ));
+    fx.refused(&[], &[&abs, "outside"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn shard_symlink_pointing_outside() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "link.safetensors", "dense": "shard2.safetensors"}"#);
+    std::os::unix::fs::symlink(fx.path(CKPT), fx.path("ckpt/link.safetensors")).unwrap();
+    fx.refused(&[], &["link.safetensors", "outside"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn shard_symlink_inside_is_followed() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "link.safetensors", "dense": "shard2.safetensors"}"#);
+    std::os::unix::fs::symlink("shard1.safetensors", fx.path("ckpt/link.safetensors")).unwrap();
+    fx.succeeds(&[]);
+}
+
+#[test]
+fn shard_missing() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "shard1.safetensors", "dense": "shard3.safetensors"}"#);
+    fx.refused(&[], &["shard3.safetensors"]);
+}
+
+#[test]
+fn shard_lacks_the_tensor_the_index_puts_there() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "shard1.safetensors", "dense": "shard1.safetensors"}"#);
+    fx.refused(&[], &["\"dense\"", "shard1.safetensors"]);
+}
+
+#[test]
+fn shard_is_broken() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.write("ckpt/shard2.safetensors", b"\x08\0\0\0\0\0\0\0{}");
+    fx.refused(&[], &["shard2.safetensors"]);
+}
+
+#[test]
+fn index_invalid_json() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.write(
+        "ckpt/model.safetensors.index.json",
+        r#"{"weight_map": {"emb": "#,
+    );
+    fx.refused(&[], &["model.safetensors.index.json"]);
+}
+
+#[test]
+fn index_without_weight_map() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.write("ckpt/model.safetensors.index.json", r#"{"metadata": {}}"#);
+    fx.refused(&[], &["model.safetensors.index.json", "weight_map"]);
+}
+
+#[test]
+fn index_given_as_the_checkpoint_path_naming_a_parent_file() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "../ckpt.safetensors", "dense": "shard2.safetensors"}"#);
+    fx.edit_plan(
+        "checkpoint = \"ckpt\"",
+        "checkpoint = \"ckpt/model.safetensors.index.json\"",
+    );
+    fx.refused(&[], &["../ckpt.safetensors", "outside"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Missing files.
+
+#[test]
+fn checkpoint_directory_without_safetensors() {
+    let fx = Fixture::new();
+    fx.write("empty_ckpt/README.txt", "nothing here");
+    fx.edit_plan(
+        "checkpoint = \"ckpt.safetensors\"",
+        "checkpoint = \"empty_ckpt\"",
+    );
+    fx.refused(&[], &["empty_ckpt", "no *.safetensors"]);
+}
+
+#[test]
+fn checkpoint_missing() {
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.path(CKPT)).unwrap();
+    fx.refused(&[], &[CKPT]);
+}
+
+#[test]
+fn model_missing() {
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.path(MODEL)).unwrap();
+    fx.refused(&[], &[MODEL]);
+}
+
+#[test]
+fn new_vocab_missing() {
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.path(NEW_VOCAB)).unwrap();
+    fx.refused(&[], &[NEW_VOCAB]);
+}
+
+#[test]
+fn old_vocab_missing() {
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.path(OLD_VOCAB)).unwrap();
+    fx.refused(&[], &[OLD_VOCAB]);
+}
+
+#[test]
+fn plan_missing() {
+    let fx = Fixture::new();
+    fx.refused_plan("no_such_plan.toml", &[], &["no_such_plan.toml"]);
+}
+
+#[test]
+fn plan_is_not_toml() {
+    let fx = Fixture::new();
+    fx.write(PLAN, "checkpoint = \"ckpt.safetensors\nmodel = 3\n");
+    fx.refused(&[], &[PLAN]);
+}
+
+#[test]
+fn plan_without_model_key() {
+    let fx = Fixture::new();
+    fx.write(
+        PLAN,
+        "checkpoint = \"ckpt.safetensors\"\noutput = \"out.safetensors\"\n",
+    );
+    fx.refused(&[], &[PLAN, "model"]);
+}
+
+#[test]
+fn plan_without_output_and_no_flag() {
+    let fx = Fixture::new();
+    fx.edit_plan("output = \"out.safetensors\"\n", "");
+    fx.refused(&[], &[PLAN, "output"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown plan keys and invalid values.
+
+#[test]
+fn unknown_top_level_key() {
+    let fx = Fixture::new();
+    fx.plan("vars_to_warmstart = \".*\"", "");
+    fx.refused(&[], &[PLAN, "vars_to_warmstart"]);
+}
+
+#[test]
+fn unknown_key_in_vocab_table() {
+    let fx = Fixture::new();
+    fx.plan("", "axes = 1");
+    fx.refused(&[], &[PLAN, "axes"]);
+}
+
+#[test]
+fn unknown_key_in_backup_initializer() {
+    let fx = Fixture::new();
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"truncated_normal\", mean = 0.0, stdev = 0.1 }",
+    );
+    fx.refused(&[], &[PLAN, "stdev"]);
+}
+
+#[test]
+fn unknown_key_in_parameterless_initializer() {
+    let fx = Fixture::new();
+    fx.plan("", "backup_initializer = { type = \"zeros\", value = 1.0 }");
+    fx.refused(&[], &[PLAN, "value"]);
+}
+
+#[test]
+fn unknown_initializer_type() {
+    let fx = Fixture::new();
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"he_normal\", seed = 1 }",
+    );
+    fx.refused(&[], &[PLAN, "he_normal"]);
+}
+
+#[test]
+fn initializer_without_type() {
+    let fx = Fixture::new();
+    fx.plan("", "backup_initializer = { seed = 1 }");
+    fx.refused(&[], &[PLAN, "type"]);
+}
+
+#[test]
+fn unknown_variance_scaling_mode() {
+    let fx = Fixture::new();
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"variance_scaling\", mode = \"fan_sum\" }",
+    );
+    fx.refused(&[], &[PLAN, "fan_sum"]);
+}
+
+#[test]
+fn invalid_initializer_value() {
+    let fx = Fixture::new();
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"random_normal\", stddev = -1.0 }",
+    );
+    fx.refused(&[], &["backup_initializer", "stddev"]);
+}
+
+#[test]
+fn invalid_regex_in_vars_to_warm_start_string() {
+    let fx = Fixture::new();
+    fx.plan("vars_to_warm_start = \"emb(\"", "");
+    fx.refused(&[], &["vars_to_warm_start", "emb("]);
+}
+
+#[test]
+fn invalid_regex_in_vars_to_warm_start_array() {
+    let fx = Fixture::new();
+    fx.plan("vars_to_warm_start = [\"dense\", \"[emb\"]", "");
+    fx.refused(&[], &["vars_to_warm_start", "[emb"]);
+}
+
+#[test]
+fn invalid_regex_in_non_trainable() {
+    let fx = Fixture::new();
+    fx.plan("non_trainable = [\"global_step\", \"bn/moving_(mean\"]", "");
+    fx.refused(&[], &["non_trainable", "bn/moving_(mean"]);
+}
+
+#[test]
+fn vars_to_warm_start_of_wrong_type() {
+    let fx = Fixture::new();
+    fx.plan("vars_to_warm_start = 3", "");
+    fx.refused(&[], &[PLAN, "vars_to_warm_start"]);
+}
+
+#[test]
+fn axis_2() {
+    let fx = Fixture::new();
+    fx.plan("", "axis = 2");
+    fx.refused(&[], &["vocab.\"emb\"", "axis", "2"]);
+}
+
+#[test]
+fn axis_minus_1() {
+    let fx = Fixture::new();
+    fx.plan("", "axis = -1");
+    fx.refused(&[], &["vocab.\"emb\"", "axis", "-1"]);
+}
+
+/// Replaces `key = <value>` in the fixture's `[vocab."emb"]` table.
+fn vocab_setting(fx: &Fixture, key: &str, value: &str) {
+    let mut plan = plan_text("", "");
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} =")))
+        .map(str::to_string);
+    match line {
+        Some(line) => plan = plan.replace(&line, &format!("{key} = {value}")),
+        None => plan.push_str(&format!("{key} = {value}\n")),
+    }
+    fx.write(PLAN, plan);
+}
+
+#[test]
+fn negative_new_vocab_size() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "new_vocab_size", "-5");
+    fx.refused(&[], &["vocab.\"emb\"", "new_vocab_size", "-5"]);
+}
+
+#[test]
+fn zero_new_vocab_size() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "new_vocab_size", "0");
+    fx.refused(&[], &["vocab.\"emb\"", "new_vocab_size"]);
+}
+
+#[test]
+fn negative_num_oov_buckets() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "num_oov_buckets", "-1");
+    fx.refused(&[], &["vocab.\"emb\"", "num_oov_buckets", "-1"]);
+}
+
+#[test]
+fn old_vocab_size_minus_2() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "old_vocab_size", "-2");
+    fx.refused(&[], &["vocab.\"emb\"", "old_vocab_size", "-2"]);
+}
+
+#[test]
+fn old_vocab_size_0() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "old_vocab_size", "0");
+    fx.refused(&[], &["vocab.\"emb\"", "old_vocab_size"]);
+}
+
+#[test]
+fn sizes_that_overflow() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "new_vocab_size", &i64::MAX.to_string());
+    fx.refused(&[], &["vocab.\"emb\"", "num_oov_buckets"]);
+}
+
+#[test]
+fn size_as_a_string() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "new_vocab_size", "\"5\"");
+    fx.refused(&[], &[PLAN, "new_vocab_size"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Vocabulary files.
+
+#[test]
+fn new_vocab_empty_line() {
+    let fx = Fixture::new();
+    fx.write(NEW_VOCAB, "c\na\n\ne\nb\nf\n");
+    fx.refused(&[], &[&format!("{NEW_VOCAB}:3"), "empty line"]);
+}
+
+#[test]
+fn new_vocab_empty_line_past_new_vocab_size() {
+    let fx = Fixture::new();
+    fx.write(NEW_VOCAB, "c\na\ne\nb\nf\ng\n\nh\n");
+    fx.refused(&[], &[&format!("{NEW_VOCAB}:7"), "empty line"]);
+}
+
+#[test]
+fn old_vocab_empty_line_within_old_vocab_size() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "a\nb\n\nc\n");
+    vocab_setting(&fx, "old_vocab_size", "3");
+    fx.refused(&[], &[&format!("{OLD_VOCAB}:3"), "empty line"]);
+}
+
+#[test]
+fn old_vocab_empty_line_beyond_old_vocab_size_is_not_read() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "a\nb\nc\nd\n\ne\n");
+    vocab_setting(&fx, "old_vocab_size", "4");
+    let out = fx.succeeds(&[]);
+    assert_eq!(
+        f32s(&out["emb"].2),
+        [5., 6., 1., 2., 0., 0., 3., 4., 0., 0., 0., 0.]
+    );
+}
+
+#[test]
+fn old_vocab_duplicate_token() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "a\nb\nc\nb\n");
+    fx.refused(&[], &[OLD_VOCAB, "\"b\"", "lines 2 and 4"]);
+}
+
+#[test]
+fn new_vocab_duplicate_token_in_window() {
+    let fx = Fixture::new();
+    fx.write(NEW_VOCAB, "c\na\ne\na\nf\n");
+    fx.refused(&[], &[NEW_VOCAB, "\"a\"", "lines 2 and 4"]);
+}
+
+#[test]
+fn new_vocab_duplicate_token_past_window_is_not_an_error() {
+    let fx = Fixture::new();
+    fx.write(NEW_VOCAB, "c\na\ne\nb\nf\nc\n");
+    fx.succeeds(&[]);
+}
+
+#[test]
+fn old_vocab_size_larger_than_file() {
+    let fx = Fixture::new();
+    vocab_setting(&fx, "old_vocab_size", "10");
+    fx.refused(&[], &[OLD_VOCAB, "10"]);
+}
+
+#[test]
+fn new_vocab_size_larger_than_file() {
+    let fx = Fixture::new();
+    // 6 rows = 6 + 0 OOV, but the file has 5 lines.
+    vocab_setting(&fx, "new_vocab_size", "6");
+    fx.edit_plan("num_oov_buckets = 1", "num_oov_buckets = 0");
+    fx.refused(&[], &[NEW_VOCAB, "6"]);
+}
+
+#[test]
+fn old_vocab_line_past_checkpoint_rows() {
+    let fx = Fixture::new();
+    // `e` is on line 5 of the old vocabulary, but the checkpoint's emb has 4 rows.
+    fx.write(OLD_VOCAB, "a\nb\nc\nd\ne\n");
+    fx.refused(&[], &[&format!("{OLD_VOCAB}:5"), "\"e\"", "\"emb\""]);
+}
+
+#[test]
+fn new_vocab_empty_file() {
+    let fx = Fixture::new();
+    fx.write(NEW_VOCAB, "");
+    fx.refused(&[], &[NEW_VOCAB, "empty"]);
+}
+
+#[test]
+fn old_vocab_empty_file() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "");
+    fx.refused(&[], &[OLD_VOCAB, "empty"]);
+}
+
+#[test]
+fn vocab_path_is_a_directory() {
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.path(OLD_VOCAB)).unwrap();
+    fx.mkdir(OLD_VOCAB);
+    fx.refused(&[], &[OLD_VOCAB]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Variables that do not fit their checkpoint tensor.
+
+#[test]
+fn checkpoint_tensor_missing() {
+    let fx = Fixture::new();
+    fx.write(CKPT, safetensors_bytes(&[f32_tensor("emb", &[4, 2], 1.0)]));
+    fx.refused(&[], &["tensor \"dense\"", "variable \"dense\"", CKPT]);
+}
+
+#[test]
+fn checkpoint_tensor_missing_under_prev_name() {
+    let fx = Fixture::new();
+    fx.plan("[prev_var_name]\n\"dense\" = \"old_dense\"", "");
+    fx.refused(&[], &["\"old_dense\"", "\"dense\""]);
+}
+
+#[test]
+fn shape_mismatch() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[6, 2], 0.0),
+            f32_tensor("dense", &[3, 2], 0.0),
+        ]),
+    );
+    fx.refused(&[], &["\"dense\"", "[3, 2]", "[2, 3]"]);
+}
+
+#[test]
+fn dtype_mismatch() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[6, 2], 0.0),
+            zero_tensor("dense", Dtype::F64, &[2, 3]),
+        ]),
+    );
+    fx.refused(&[], &["\"dense\"", "F64", "F32"]);
+}
+
+#[test]
+fn vocab_variable_dtype_mismatch() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            zero_tensor("emb", Dtype::F16, &[6, 2]),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &["\"emb\"", "F16", "F32"]);
+}
+
+#[test]
+fn vocab_variable_with_int_dtype() {
+    let fx = Fixture::new();
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            zero_tensor("emb", Dtype::I32, &[4, 2]),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            zero_tensor("emb", Dtype::I32, &[6, 2]),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &["\"emb\"", "I32"]);
+}
+
+#[test]
+fn vocab_variable_rows_differ_from_vocab_size_plus_oov() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[7, 2], 0.0),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &["\"emb\"", "7 rows", "5 + 1"]);
+}
+
+#[test]
+fn vocab_variable_3d() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[6, 2, 1], 0.0),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &["\"emb\"", "[6, 2, 1]"]);
+}
+
+#[test]
+fn vocab_checkpoint_tensor_3d() {
+    let fx = Fixture::new();
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[4, 2, 1], 0.0),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &["\"emb\"", "[4, 2, 1]"]);
+}
+
+#[test]
+fn axis_0_old_column_count_differs() {
+    let fx = Fixture::new();
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[4, 3], 1.0),
+            f32_tensor("dense", &[2, 3], 100.0),
+        ]),
+    );
+    fx.refused(&[], &["\"emb\"", "2 columns", "3"]);
+}
+
+#[test]
+fn axis_1_fewer_old_rows() {
+    let fx = Fixture::new();
+    // Vocabulary along columns: emb [2, 6] in the model, [1, 4] in the checkpoint.
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[1, 4], 1.0),
+            f32_tensor("dense", &[2, 3], 100.0),
+        ]),
+    );
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[2, 6], 0.0),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.plan("", "axis = 1");
+    fx.refused(&[], &["\"emb\"", "2 rows", "only 1"]);
+}
+
+#[test]
+fn partition_gap_in_checkpoint() {
+    let fx = Fixture::new();
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[4, 2], 1.0),
+            f32_tensor("dense/part_0", &[1, 3], 100.0),
+            f32_tensor("dense/part_2", &[1, 3], 103.0),
+        ]),
+    );
+    fx.refused(&[], &[CKPT, "dense/part_1"]);
+}
+
+#[test]
+fn partition_gap_in_model() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[6, 2], 0.0),
+            f32_tensor("dense/part_0", &[1, 3], 0.0),
+            f32_tensor("dense/part_2", &[1, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &[MODEL, "dense/part_1"]);
+}
+
+#[test]
+fn partitions_disagree_in_checkpoint() {
+    let fx = Fixture::new();
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[4, 2], 1.0),
+            f32_tensor("dense/part_0", &[1, 3], 100.0),
+            f32_tensor("dense/part_1", &[1, 2], 103.0),
+        ]),
+    );
+    fx.refused(&[], &[CKPT, "dense/part_1"]);
+}
+
+#[test]
+fn partitions_disagree_in_model() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[6, 2], 0.0),
+            f32_tensor("dense/part_0", &[1, 3], 0.0),
+            zero_tensor("dense/part_1", Dtype::F64, &[1, 3]),
+        ]),
+    );
+    fx.refused(&[], &[MODEL, "dense/part_1"]);
+}
+
+#[test]
+fn model_mixes_variable_and_its_partitions() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[6, 2], 0.0),
+            f32_tensor("dense", &[2, 3], 0.0),
+            f32_tensor("dense/part_0", &[2, 3], 0.0),
+        ]),
+    );
+    fx.refused(&[], &[MODEL, "\"dense\""]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys that name no selected variable.
+
+#[test]
+fn unused_prev_var_name_key() {
+    let fx = Fixture::new();
+    fx.plan("[prev_var_name]\n\"embedding\" = \"emb\"", "");
+    let run = fx.refused(&[], &["prev_var_name", "\"embedding\""]);
+    // The viable names are listed.
+    assert!(run.stderr.contains("\"dense\"") && run.stderr.contains("\"emb\""));
+}
+
+#[test]
+fn unused_vocab_key() {
+    let fx = Fixture::new();
+    let plan = format!(
+        "{}\n[vocab.\"embedding\"]\nnew_vocab = \"{NEW_VOCAB}\"\nnew_vocab_size = 5\n\
+         num_oov_buckets = 1\nold_vocab = \"{OLD_VOCAB}\"\n",
+        plan_text("", "")
+    );
+    fx.write(PLAN, plan);
+    let run = fx.refused(&[], &["vocab", "\"embedding\""]);
+    assert!(run.stderr.contains("\"dense\"") && run.stderr.contains("\"emb\""));
+}
+
+#[test]
+fn vocab_key_of_unselected_variable() {
+    let fx = Fixture::new();
+    fx.plan("vars_to_warm_start = \"dense\"", "");
+    let run = fx.refused(&[], &["vocab", "\"emb\""]);
+    assert!(run.stderr.contains("[\"dense\"]"), "viable: {}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Output paths.
+
+#[test]
+fn output_is_the_model_file() {
+    let fx = Fixture::new();
+    fx.refused(&["--output", MODEL], &[MODEL, "model"]);
+}
+
+#[test]
+fn output_is_the_model_file_by_another_spelling() {
+    let fx = Fixture::new();
+    fx.mkdir("sub");
+    fx.refused(
+        &["--output", "./sub/../model.safetensors"],
+        &["./sub/../model.safetensors", "input"],
+    );
+}
+
+#[test]
+fn output_is_the_model_file_through_the_plan() {
+    let fx = Fixture::new();
+    fx.edit_plan(
+        "output = \"out.safetensors\"",
+        "output = \"./model.safetensors\"",
+    );
+    fx.refused(&[], &[MODEL, "input"]);
+}
+
+#[test]
+fn output_is_the_checkpoint_file() {
+    let fx = Fixture::new();
+    fx.refused(&["--output", CKPT], &[CKPT, "checkpoint"]);
+}
+
+#[test]
+fn output_is_a_checkpoint_shard() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.refused(
+        &["--output", "ckpt/shard2.safetensors"],
+        &["shard2.safetensors", "checkpoint"],
+    );
+}
+
+#[test]
+fn output_is_the_checkpoint_index() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.refused(
+        &["--output", "ckpt/model.safetensors.index.json"],
+        &["model.safetensors.index.json", "checkpoint"],
+    );
+}
+
+#[test]
+fn output_is_the_new_vocab() {
+    let fx = Fixture::new();
+    fx.refused(&["--output", NEW_VOCAB], &[NEW_VOCAB, "vocabulary"]);
+}
+
+#[test]
+fn output_is_the_old_vocab_by_absolute_path() {
+    let fx = Fixture::new();
+    let abs = fx.path(OLD_VOCAB).display().to_string();
+    fx.refused(&["--output", &abs], &[OLD_VOCAB, "vocabulary"]);
+}
+
+#[test]
+fn output_is_the_plan_file() {
+    let fx = Fixture::new();
+    fx.refused(&["--output", PLAN], &[PLAN, "plan"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn output_is_a_symlink_to_the_model() {
+    let fx = Fixture::new();
+    std::os::unix::fs::symlink(MODEL, fx.path("alias.safetensors")).unwrap();
+    fx.refused(
+        &["--output", "alias.safetensors"],
+        &["alias.safetensors", "model"],
+    );
+}
+
+#[test]
+fn output_in_missing_directory() {
+    let fx = Fixture::new();
+    fx.refused(
+        &["--output", "no_such_dir/out.safetensors"],
+        &["no_such_dir"],
+    );
+}
+
+#[test]
+fn output_is_a_directory() {
+    let fx = Fixture::new();
+    fx.mkdir("outdir");
+    fx.refused(&["--output", "outdir"], &["outdir", "directory"]);
+}
+
+#[test]
+fn output_is_a_directory_with_trailing_slash() {
+    let fx = Fixture::new();
+    fx.mkdir("outdir");
+    fx.refused(&["--output", "outdir/"], &["outdir", "directory"]);
+}
+
+#[test]
+fn output_is_dot() {
+    let fx = Fixture::new();
+    fx.refused(&["--output", "."], &["output: ."]);
+}
+
+// ---------------------------------------------------------------------------------------
+// --dry-run and --report.
+
+#[test]
+fn dry_run_of_a_bad_plan_is_refused() {
+    let fx = Fixture::new();
+    fx.plan("", "axis = 2");
+    fx.refused(&["--dry-run"], &["vocab.\"emb\"", "axis"]);
+}
+
+#[test]
+fn dry_run_of_a_bad_vocabulary_is_refused() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "a\nb\nc\nb\n");
+    fx.refused(&["--dry-run"], &[OLD_VOCAB, "\"b\""]);
+}
+
+#[test]
+fn dry_run_of_a_good_plan_writes_nothing() {
+    let fx = Fixture::new();
+    let before = snapshot(fx.root());
+    let run = fx.run(&["--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("emb") && run.stdout.contains("remap"));
+    assert_eq!(diff(&before, &snapshot(fx.root())), Vec::<String>::new());
+}
+
+fn read_report(fx: &Fixture, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fx.path(name)).expect("report written");
+    serde_json::from_str(&text).expect("report is JSON")
+}
+
+#[test]
+fn report_of_a_successful_run() {
+    let fx = Fixture::new();
+    fx.succeeds(&["--report", "r.json"]);
+    let r = read_report(&fx, "r.json");
+    assert_eq!(r["backend"], "cpu", "{r:#}");
+    assert_eq!(r["outcome"]["status"], "ok", "{r:#}");
+    let vars = r["variables"].as_array().expect("variables is an array");
+    let emb = vars
+        .iter()
+        .find(|v| v["name"] == "emb")
+        .expect("emb reported");
+    assert_eq!(emb["action"], "remap");
+    assert_eq!(
+        (&emb["copied"], &emb["initialised"], &emb["oov"]),
+        (&3.into(), &2.into(), &1.into())
+    );
+    let dense = vars
+        .iter()
+        .find(|v| v["name"] == "dense")
+        .expect("dense reported");
+    assert_eq!(dense["action"], "copy");
+}
+
+#[test]
+fn report_of_a_refused_run() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "a\nb\nc\nb\n");
+    let before = snapshot(fx.root());
+    let run = fx.run(&["--report", "r.json"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let r = read_report(&fx, "r.json");
+    assert_eq!(r["outcome"]["status"], "refused", "{r:#}");
+    assert_eq!(r["outcome"]["exit_code"], 2, "{r:#}");
+    let error = r["outcome"]["error"].as_str().expect("error is a string");
+    assert!(
+        error.contains(OLD_VOCAB) && error.contains("\"b\""),
+        "{error}"
+    );
+    // Only the report is new.
+    assert_eq!(diff(&before, &snapshot(fx.root())), ["created r.json"]);
+}
+
+#[test]
+fn report_path_is_an_input() {
+    let fx = Fixture::new();
+    fx.refused(&["--report", MODEL], &[MODEL, "report"]);
+}
+
+#[test]
+fn report_path_is_the_output() {
+    let fx = Fixture::new();
+    fx.refused(&["--report", OUT], &[OUT, "report"]);
+}
+
+#[test]
+fn report_path_is_the_plan_file_of_a_broken_plan() {
+    let fx = Fixture::new();
+    fx.plan("vars_to_warmstart = \".*\"", "");
+    fx.refused(&["--report", PLAN], &[PLAN, "report", "plan file"]);
+}
+
+#[test]
+fn report_path_is_the_vocabulary_that_is_refused() {
+    let fx = Fixture::new();
+    fx.write(OLD_VOCAB, "a\nb\nc\nb\n");
+    fx.refused(&["--report", OLD_VOCAB], &[OLD_VOCAB, "report"]);
+}
+
+#[test]
+fn report_path_is_a_checkpoint_shard() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fx.refused(
+        &["--report", "ckpt/shard1.safetensors"],
+        &["shard1.safetensors", "report", "checkpoint"],
+    );
+}
+
+#[test]
+fn report_path_in_missing_directory() {
+    let fx = Fixture::new();
+    fx.refused(
+        &["--report", "no_such_dir/r.json"],
+        &["no_such_dir/r.json", "report"],
+    );
+}
+
+#[test]
+fn report_path_is_a_directory() {
+    let fx = Fixture::new();
+    fx.mkdir("reports");
+    fx.refused(&["--report", "reports"], &["reports", "directory"]);
+}
