@@ -37,12 +37,19 @@ impl Plan {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        let shown = dir;
         let dir = dir.canonicalize().map_err(|e| {
             Error::setting(
                 "output",
-                format!("directory {} is not usable: {e}", dir.display()),
+                format!("directory {} is not usable: {e}", shown.display()),
             )
         })?;
+        if !dir.is_dir() {
+            return Err(Error::setting(
+                "output",
+                format!("{} is not a directory", shown.display()),
+            ));
+        }
         let Some(name) = path.file_name() else {
             return Err(Error::setting(
                 "output",

@@ -157,7 +157,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
 }
 
 /// `path` as a write to it would resolve: the file itself if it exists (links followed),
-/// else its canonical directory joined with its name. `None` if the directory is missing.
+/// else its canonical directory joined with its name. `None` if there is no such directory.
 fn resolve_target(path: &Path) -> Option<PathBuf> {
     if let Ok(p) = path.canonicalize() {
         return Some(p);
@@ -166,7 +166,8 @@ fn resolve_target(path: &Path) -> Option<PathBuf> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    Some(dir.canonicalize().ok()?.join(path.file_name()?))
+    let dir = dir.canonicalize().ok().filter(|d| d.is_dir())?;
+    Some(dir.join(path.file_name()?))
 }
 
 /// Refuses a report path that cannot be written: a directory, or in a missing directory.
@@ -179,7 +180,7 @@ fn check_report_dir(report: Option<&Path>) -> Result<()> {
         message: message.to_string(),
     };
     match resolve_target(report) {
-        None => Err(bad("its directory does not exist")),
+        None => Err(bad("its directory does not exist or is not a directory")),
         Some(p) if p.is_dir() => Err(bad("is a directory")),
         Some(_) => Ok(()),
     }
