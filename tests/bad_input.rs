@@ -227,6 +227,21 @@ fn shard_is_broken() {
 }
 
 #[test]
+fn directory_shards_share_a_tensor() {
+    let fx = Fixture::new();
+    fx.write(
+        "ckpt/a.safetensors",
+        safetensors_bytes(&checkpoint_tensors()),
+    );
+    fx.write(
+        "ckpt/b.safetensors",
+        safetensors_bytes(&[f32_tensor("dense", &[2, 3], 0.0)]),
+    );
+    fx.edit_plan("checkpoint = \"ckpt.safetensors\"", "checkpoint = \"ckpt\"");
+    fx.refused(&[], &["\"dense\"", "a.safetensors", "b.safetensors"]);
+}
+
+#[test]
 fn index_invalid_json() {
     let fx = Fixture::new();
     fx.shard(Fixture::VALID_WEIGHT_MAP);
@@ -584,6 +599,29 @@ fn old_vocab_line_past_checkpoint_rows() {
     // `e` is on line 5 of the old vocabulary, but the checkpoint's emb has 4 rows.
     fx.write(OLD_VOCAB, "a\nb\nc\nd\ne\n");
     fx.refused(&[], &[&format!("{OLD_VOCAB}:5"), "\"e\"", "\"emb\""]);
+}
+
+#[test]
+fn old_vocab_line_past_checkpoint_columns() {
+    let fx = Fixture::new();
+    // Vocabulary along columns: `e` is on line 5, but the checkpoint's emb has 4 columns.
+    fx.write(OLD_VOCAB, "a\nb\nc\nd\ne\n");
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[2, 4], 1.0),
+            f32_tensor("dense", &[2, 3], 100.0),
+        ]),
+    );
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[
+            f32_tensor("emb", &[2, 6], 0.0),
+            f32_tensor("dense", &[2, 3], 0.0),
+        ]),
+    );
+    fx.plan("", "axis = 1");
+    fx.refused(&[], &[&format!("{OLD_VOCAB}:5"), "\"e\"", "columns"]);
 }
 
 #[test]
@@ -956,6 +994,15 @@ fn output_in_missing_directory() {
 }
 
 #[test]
+fn output_under_a_file() {
+    let fx = Fixture::new();
+    fx.refused(
+        &["--output", "out.safetensors/x.safetensors"],
+        &["out.safetensors", "not a directory"],
+    );
+}
+
+#[test]
 fn output_is_a_directory() {
     let fx = Fixture::new();
     fx.mkdir("outdir");
@@ -1092,6 +1139,15 @@ fn report_path_in_missing_directory() {
     fx.refused(
         &["--report", "no_such_dir/r.json"],
         &["no_such_dir/r.json", "report"],
+    );
+}
+
+#[test]
+fn report_path_under_a_file() {
+    let fx = Fixture::new();
+    fx.refused(
+        &["--report", "out.safetensors/r.json"],
+        &["out.safetensors/r.json", "not a directory"],
     );
 }
 
