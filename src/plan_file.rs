@@ -133,34 +133,43 @@ impl PlanFile {
             message: e.to_string().trim_end().to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
+        // An empty path would silently mean the plan's own directory.
+        let file = |key: &str, p: &Path| {
+            if p.as_os_str().is_empty() {
+                return Err(Error::PlanFile {
+                    file: path.to_path_buf(),
+                    message: format!("`{key}` is empty; it must name a file or directory"),
+                });
+            }
+            Ok(resolve(base, p))
+        };
         let vocab = toml
             .vocab
             .into_iter()
             .map(|(name, v)| {
-                (
-                    name,
-                    VocabInfo {
-                        new_vocab: resolve(base, &v.new_vocab),
-                        new_vocab_size: v.new_vocab_size,
-                        num_oov_buckets: v.num_oov_buckets,
-                        old_vocab: resolve(base, &v.old_vocab),
-                        old_vocab_size: v.old_vocab_size,
-                        backup_initializer: v.backup_initializer,
-                        axis: v.axis,
-                    },
-                )
+                let key = |field: &str| format!("vocab.{name:?}.{field}");
+                let info = VocabInfo {
+                    new_vocab: file(&key("new_vocab"), &v.new_vocab)?,
+                    new_vocab_size: v.new_vocab_size,
+                    num_oov_buckets: v.num_oov_buckets,
+                    old_vocab: file(&key("old_vocab"), &v.old_vocab)?,
+                    old_vocab_size: v.old_vocab_size,
+                    backup_initializer: v.backup_initializer,
+                    axis: v.axis,
+                };
+                Ok((name, info))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(PlanFile {
             path: path.to_path_buf(),
             settings: WarmStartSettings {
-                ckpt_to_initialize_from: resolve(base, &toml.checkpoint),
+                ckpt_to_initialize_from: file("checkpoint", &toml.checkpoint)?,
                 vars_to_warm_start: toml.vars_to_warm_start.map(|s| s.0).unwrap_or_default(),
                 var_name_to_vocab_info: vocab,
                 var_name_to_prev_var_name: toml.prev_var_name,
             },
-            model: resolve(base, &toml.model),
-            output: toml.output.map(|o| resolve(base, &o)),
+            model: file("model", &toml.model)?,
+            output: toml.output.map(|o| file("output", &o)).transpose()?,
             non_trainable: toml.non_trainable,
         })
     }
