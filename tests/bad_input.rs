@@ -337,6 +337,35 @@ fn plan_without_model_key() {
 }
 
 #[test]
+fn plan_with_empty_checkpoint_path() {
+    let fx = Fixture::new();
+    // "" would otherwise be the plan's directory, which holds safetensors files.
+    fx.edit_plan("checkpoint = \"ckpt.safetensors\"", "checkpoint = \"\"");
+    fx.refused(&[], &[PLAN, "`checkpoint` is empty"]);
+}
+
+#[test]
+fn plan_with_empty_model_path() {
+    let fx = Fixture::new();
+    fx.edit_plan("model = \"model.safetensors\"", "model = \"\"");
+    fx.refused(&[], &[PLAN, "`model` is empty"]);
+}
+
+#[test]
+fn plan_with_empty_output_path() {
+    let fx = Fixture::new();
+    fx.edit_plan("output = \"out.safetensors\"", "output = \"\"");
+    fx.refused(&[], &[PLAN, "`output` is empty"]);
+}
+
+#[test]
+fn plan_with_empty_vocab_path() {
+    let fx = Fixture::new();
+    fx.edit_plan("new_vocab = \"new_vocab.txt\"", "new_vocab = \"\"");
+    fx.refused(&[], &[PLAN, "new_vocab` is empty"]);
+}
+
+#[test]
 fn plan_without_output_and_no_flag() {
     let fx = Fixture::new();
     fx.edit_plan("output = \"out.safetensors\"\n", "");
