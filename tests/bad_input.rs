@@ -103,6 +103,12 @@ broken_safetensors! {
         bytes[11] = 0xff;
         bytes
     }, ["UTF-8"];
+    /// A tensor entry without data_offsets.
+    tensor_without_data_offsets: |_: &[u8]| {
+        raw_safetensors(r#"{"emb":{"dtype":"F32","shape":[2]}}"#, &[0; 8])
+    }, ["data_offsets"];
+    /// `__metadata__` values must be strings.
+    metadata_not_strings: |_: &[u8]| raw_safetensors(r#"{"__metadata__":{"step":3}}"#, &[]), ["JSON"];
     /// The header is JSON, but not an object of tensors.
     header_not_an_object: |_: &[u8]| raw_safetensors("[1, 2, 3]", &[]), ["JSON"];
     /// data_offsets end past the data (shape and byte count agree).
