@@ -1,0 +1,483 @@
+//! Host-side planning: the layout of a job on the device, and the dispatches of one output
+//! chunk.
+//!
+//! A job's output is produced in chunks of whole rows (at most one storage binding each). For a
+//! chunk the host looks up every row's source once and groups the rows by the window of the old
+//! table that holds their source: each window with rows in the chunk gets one gather dispatch
+//! (two for odd-width f16/bf16, one per row parity, see `shaders/rows.wgsl`), whose rows are a
+//! list of (output row, window row) pairs, or an arithmetic range when the rows map one to one
+//! (no row map). Rows without a source, and the new columns of an axis-1 remap, get fill
+//! dispatches. Every dispatch's uniform parameters and all lists go into one control blob per
+//! chunk: parameter entries at a fixed stride (a multiple of the uniform offset alignment),
+//! then the list words; it is uploaded once and each dispatch binds its own entry.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use bytemuck::Pod;
+
+use super::kernels::{
+    InitUniform, RowSet, DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_F64, FILL_CONSTANT, FILL_NORMAL,
+    FILL_TRUNCATED, FILL_UNIFORM, ROWS_LIST, ROWS_RANGE,
+};
+use super::{fill_missing, gather_rows, remap_cols};
+use crate::dtype::FloatType;
+use crate::error::{Error, Result};
+use crate::initializer::Fill;
+use crate::plan::RemapJob;
+use crate::vocab::MISSING;
+
+/// List bytes a chunk may need per row: a gather pair and a fill entry.
+pub(crate) const LIST_BYTES_PER_ROW: usize = 12;
+
+/// Device sizes a job is laid out with (see the module docs of `gpu` for their origin).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Largest storage binding, bytes.
+    pub binding: u64,
+    /// Target bytes of an output chunk.
+    pub chunk: u64,
+    /// Target bytes of an old-table window.
+    pub window: u64,
+    /// Distance between parameter entries in the control blob.
+    pub params_stride: u64,
+}
+
+/// How one job is laid out on the device.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub esize: usize,
+    pub cols: usize,
+    pub old_cols: usize,
+    pub row_bytes: usize,
+    pub old_row_bytes: usize,
+    pub words_per_row: u32,
+    /// Odd-width f16/bf16: rows 2i and 2i + 1 share a word, so each dispatch takes one parity.
+    pub parity: bool,
+    pub old_rows: usize,
+    pub window_rows: usize,
+    pub chunk_rows: usize,
+    /// Axis 1: the column kernel, with a col_map binding.
+    pub columns: bool,
+    /// Some column is MISSING: rows with a source also need the fill.
+    pub col_gaps: bool,
+    /// Some column has a source: rows with a source need a gather.
+    pub col_sources: bool,
+    pub init: InitUniform,
+    pub params_stride: u64,
+}
+
+fn too_wide(job: &RemapJob, what: &str, bytes: usize, limit: u64) -> Error {
+    Error::variable(
+        &job.variable,
+        format!(
+            "{what} of {bytes} bytes does not fit one GPU storage binding ({limit} bytes); \
+             use the CPU engine"
+        ),
+    )
+}
+
+impl Layout {
+    /// Checks `job` and lays it out within `limits`.
+    pub(crate) fn new(job: &RemapJob, limits: &Limits) -> Result<Layout> {
+        let bad = |m: String| Err(Error::variable(&job.variable, m));
+        let esize = job.dtype.size();
+        if FloatType::from_dtype(job.old.dtype()) != Some(job.dtype) {
+            return bad(format!(
+                "old tensor {:?} has dtype {:?}, the job {:?}",
+                job.old.name(),
+                job.old.dtype(),
+                job.dtype
+            ));
+        }
+        let old_rows = job.old.shape().first().copied().unwrap_or(1);
+        let old_row_elems: usize = job.old.shape().iter().skip(1).product();
+        if old_row_elems != job.old_cols
+            || old_rows.checked_mul(job.old_row_bytes()) != Some(job.old.byte_len())
+        {
+            return bad(format!(
+                "old tensor {:?} of shape {:?} is not a table of {} columns",
+                job.old.name(),
+                job.old.shape(),
+                job.old_cols
+            ));
+        }
+        let row_bytes = job.row_bytes();
+        let old_row_bytes = job.old_row_bytes();
+        if let Some(m) = &job.row_map {
+            if m.len() < job.rows.end {
+                return bad(format!(
+                    "row map has {} entries for rows up to {}",
+                    m.len(),
+                    job.rows.end
+                ));
+            }
+        } else if job.rows.end > old_rows {
+            return bad(format!(
+                "rows up to {} but the old tensor has {old_rows}",
+                job.rows.end
+            ));
+        }
+        let (columns, col_gaps, col_sources) = match &job.col_map {
+            None => {
+                if job.old_cols != job.cols {
+                    return bad(format!(
+                        "{} columns without a column map, but the old tensor has {}",
+                        job.cols, job.old_cols
+                    ));
+                }
+                (false, false, job.cols > 0)
+            }
+            Some(m) => {
+                if m.len() != job.cols {
+                    return bad(format!(
+                        "column map has {} entries for {} columns",
+                        m.len(),
+                        job.cols
+                    ));
+                }
+                if let Some(c) = m
+                    .iter()
+                    .find(|&&c| c != MISSING && c as usize >= job.old_cols)
+                {
+                    return bad(format!(
+                        "column map names column {c} of an old tensor of {} columns",
+                        job.old_cols
+                    ));
+                }
+                if (m.len() * 4) as u64 > limits.binding {
+                    return Err(too_wide(job, "the column map", m.len() * 4, limits.binding));
+                }
+                (true, m.contains(&MISSING), m.iter().any(|&c| c != MISSING))
+            }
+        };
+        if row_bytes as u64 > limits.binding {
+            return Err(too_wide(job, "a row", row_bytes, limits.binding));
+        }
+        if old_row_bytes as u64 > limits.binding {
+            return Err(too_wide(job, "an old row", old_row_bytes, limits.binding));
+        }
+        let parity = esize == 2 && job.cols % 2 == 1;
+        let mut chunk_rows = (limits.chunk as usize / (row_bytes + LIST_BYTES_PER_ROW)).max(1);
+        if parity {
+            // chunks must start on a word: an even number of rows
+            chunk_rows = (chunk_rows & !1).max(2);
+            if (2 * row_bytes) as u64 > limits.binding {
+                return Err(too_wide(
+                    job,
+                    "a pair of rows",
+                    2 * row_bytes,
+                    limits.binding,
+                ));
+            }
+        }
+        let window_rows = match old_row_bytes {
+            0 => old_rows.max(1),
+            b => (limits.window as usize / b).max(1),
+        };
+        Ok(Layout {
+            esize,
+            cols: job.cols,
+            old_cols: job.old_cols,
+            row_bytes,
+            old_row_bytes,
+            words_per_row: row_bytes.div_ceil(4) as u32,
+            parity,
+            old_rows,
+            window_rows,
+            chunk_rows,
+            columns,
+            col_gaps,
+            col_sources,
+            init: init_uniform(job),
+            params_stride: limits.params_stride,
+        })
+    }
+
+    /// The chunks of `rows`, in order.
+    pub(crate) fn chunks(&self, rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+        let step = self.chunk_rows;
+        (rows.start..rows.end)
+            .step_by(step)
+            .map(move |s| s..(s + step).min(rows.end))
+    }
+
+    /// Old rows of window `w`.
+    pub(crate) fn window(&self, w: usize) -> Range<usize> {
+        let start = w * self.window_rows;
+        start..(start + self.window_rows).min(self.old_rows)
+    }
+
+    /// Bytes of an output chunk buffer.
+    pub(crate) fn chunk_bytes(&self) -> u64 {
+        (self.chunk_rows * self.row_bytes)
+            .next_multiple_of(4)
+            .max(4) as u64
+    }
+}
+
+/// The initializer as the fill kernel takes it (without the chunk's base index).
+fn init_uniform(job: &RemapJob) -> InitUniform {
+    let spec = &job.init;
+    let dtype = match job.dtype {
+        FloatType::F32 => DTYPE_F32,
+        FloatType::F64 => DTYPE_F64,
+        FloatType::F16 => DTYPE_F16,
+        FloatType::BF16 => DTYPE_BF16,
+    };
+    let (fill, a, b, constant) = match spec.fill {
+        Fill::Constant(_) => (
+            FILL_CONSTANT,
+            0,
+            0,
+            spec.constant_bits(job.dtype).unwrap_or(0),
+        ),
+        Fill::Uniform { minval, range } => (FILL_UNIFORM, minval.to_bits(), range.to_bits(), 0),
+        Fill::Normal { mean, stddev } => (FILL_NORMAL, mean.to_bits(), stddev.to_bits(), 0),
+        Fill::TruncatedNormal { mean, stddev } => {
+            (FILL_TRUNCATED, mean.to_bits(), stddev.to_bits(), 0)
+        }
+    };
+    InitUniform {
+        fill,
+        dtype,
+        const_lo: constant as u32,
+        const_hi: (constant >> 32) as u32,
+        a,
+        b,
+        key_lo: spec.key[0],
+        key_hi: spec.key[1],
+        stream_lo: spec.stream[0],
+        stream_hi: spec.stream[1],
+        base_lo: 0,
+        base_hi: 0,
+    }
+}
+
+/// One dispatch of a chunk: where its parameters are in the control blob, and its threads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dispatch {
+    pub params: u64,
+    pub threads: u32,
+}
+
+/// The work of one output chunk.
+#[derive(Debug)]
+pub(crate) struct ChunkPlan {
+    /// Rows of the variable.
+    pub rows: Range<usize>,
+    /// Gathers, per window of the old table (ascending).
+    pub windows: Vec<(usize, Vec<Dispatch>)>,
+    /// Fills.
+    pub fills: Vec<Dispatch>,
+    /// Parameter entries, then the list words.
+    pub ctrl: Vec<u8>,
+    /// Offset and size in `ctrl` of the list binding.
+    pub list: (u64, u64),
+}
+
+/// Accumulates parameter entries and list words.
+struct Blob<'a> {
+    layout: &'a Layout,
+    params: Vec<u8>,
+    list: Vec<u32>,
+}
+
+impl Blob<'_> {
+    fn entry<P: Pod>(&mut self, params: &P) -> u64 {
+        let at = self.params.len();
+        self.params.extend_from_slice(bytemuck::bytes_of(params));
+        self.params
+            .resize(at + self.layout.params_stride as usize, 0);
+        at as u64
+    }
+
+    fn listed(&mut self, entries: &[u32], width: usize) -> RowSet {
+        let offset = self.list.len() as u32;
+        self.list.extend_from_slice(entries);
+        RowSet {
+            count: (entries.len() / width) as u32,
+            mode: ROWS_LIST,
+            list_offset: offset,
+            words_per_row: self.layout.words_per_row,
+            ..RowSet::default()
+        }
+    }
+
+    /// The ranges of rows `out0 + i` (source `src0 + i`), `i < count`: one, or one per parity.
+    fn ranges(&self, out0: usize, src0: usize, count: usize) -> Vec<RowSet> {
+        let range = |out0: usize, src0: usize, count: usize, step: usize| RowSet {
+            count: count as u32,
+            mode: ROWS_RANGE,
+            step: step as u32,
+            out_row0: out0 as u32,
+            src_row0: src0 as u32,
+            words_per_row: self.layout.words_per_row,
+            ..RowSet::default()
+        };
+        let sets = if self.layout.parity {
+            vec![
+                range(out0, src0, count.div_ceil(2), 2),
+                range(out0 + 1, src0 + 1, count / 2, 2),
+            ]
+        } else {
+            vec![range(out0, src0, count, 1)]
+        };
+        sets.into_iter().filter(|s| s.count > 0).collect()
+    }
+
+    fn gather(&mut self, rows: RowSet) -> Dispatch {
+        let l = self.layout;
+        let params = if l.columns {
+            self.entry(&remap_cols::Params {
+                rows,
+                cols: l.cols as u32,
+                old_cols: l.old_cols as u32,
+                esize: l.esize as u32,
+                _pad: 0,
+            })
+        } else {
+            self.entry(&gather_rows::Params {
+                rows,
+                row_bytes: l.row_bytes as u32,
+                cols: l.cols as u32,
+                _pad: [0; 2],
+            })
+        };
+        Dispatch {
+            params,
+            threads: rows.count * rows.words_per_row,
+        }
+    }
+
+    fn fill(&mut self, rows: RowSet, whole: bool, base: u64) -> Dispatch {
+        let l = self.layout;
+        let params = self.entry(&fill_missing::Params {
+            rows,
+            cols: l.cols as u32,
+            esize: l.esize as u32,
+            whole: whole as u32,
+            _pad: 0,
+            init: InitUniform {
+                base_lo: base as u32,
+                base_hi: (base >> 32) as u32,
+                ..l.init
+            },
+        });
+        Dispatch {
+            params,
+            threads: rows.count * rows.words_per_row,
+        }
+    }
+}
+
+/// Plans chunk `rows` (variable rows) of `job`.
+pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Result<ChunkPlan> {
+    let mut blob = Blob {
+        layout,
+        params: Vec::new(),
+        list: Vec::new(),
+    };
+    let parity = |r: usize| if layout.parity { r & 1 } else { 0 };
+    let c0 = rows.start;
+    let gathers = layout.col_sources;
+    let mut windows: Vec<(usize, Vec<Dispatch>)> = Vec::new();
+    let mut fills = Vec::new();
+    let base = (c0 as u64) * layout.cols as u64;
+
+    match &job.row_map {
+        None => {
+            // Row r of the chunk is old row c0 + r: one range per window it crosses.
+            if gathers {
+                let mut g = c0;
+                while g < rows.end {
+                    let w = g / layout.window_rows;
+                    let end = rows.end.min(layout.window(w).end);
+                    let sets = blob.ranges(g - c0, g - layout.window(w).start, end - g);
+                    let d = sets.into_iter().map(|s| blob.gather(s)).collect();
+                    windows.push((w, d));
+                    g = end;
+                }
+            }
+            if layout.col_gaps || !gathers {
+                for s in blob.ranges(0, 0, rows.len()) {
+                    fills.push(blob.fill(s, !gathers, base));
+                }
+            }
+        }
+        Some(map) => {
+            // Buckets of (output row, window row) pairs per window and parity.
+            let mut index: HashMap<usize, usize> = HashMap::new();
+            let mut buckets: Vec<(usize, [Vec<u32>; 2])> = Vec::new();
+            let mut missing: [Vec<u32>; 2] = Default::default();
+            let mut present: [Vec<u32>; 2] = Default::default();
+            let mut last = (usize::MAX, 0usize);
+            for (r, &m) in map[rows.clone()].iter().enumerate() {
+                let p = parity(r);
+                if m == MISSING || !gathers {
+                    missing[p].push(r as u32);
+                    continue;
+                }
+                let m = m as usize;
+                if m >= layout.old_rows {
+                    return Err(Error::variable(
+                        &job.variable,
+                        format!(
+                            "row map names old row {m} of a tensor of {} rows",
+                            layout.old_rows
+                        ),
+                    ));
+                }
+                let w = m / layout.window_rows;
+                if last.0 != w {
+                    let next = buckets.len();
+                    let b = *index.entry(w).or_insert(next);
+                    if b == next {
+                        buckets.push((w, Default::default()));
+                    }
+                    last = (w, b);
+                }
+                let bucket = &mut buckets[last.1].1[p];
+                bucket.push(r as u32);
+                bucket.push((m - w * layout.window_rows) as u32);
+                if layout.col_gaps {
+                    present[p].push(r as u32);
+                }
+            }
+            buckets.sort_unstable_by_key(|b| b.0);
+            for (w, lists) in buckets {
+                let mut d = Vec::new();
+                for list in lists.iter().filter(|l| !l.is_empty()) {
+                    let rows = blob.listed(list, 2);
+                    d.push(blob.gather(rows));
+                }
+                windows.push((w, d));
+            }
+            for (list, whole) in missing
+                .iter()
+                .map(|l| (l, true))
+                .chain(present.iter().map(|l| (l, false)))
+            {
+                if !list.is_empty() {
+                    let rows = blob.listed(list, 1);
+                    fills.push(blob.fill(rows, whole, base));
+                }
+            }
+        }
+    }
+
+    if blob.list.is_empty() {
+        blob.list.push(0); // bindings cannot be empty
+    }
+    let list_offset = blob.params.len() as u64;
+    let mut ctrl = blob.params;
+    ctrl.extend_from_slice(bytemuck::cast_slice(&blob.list));
+    let list_len = ctrl.len() as u64 - list_offset;
+    Ok(ChunkPlan {
+        rows,
+        windows,
+        fills,
+        ctrl,
+        list: (list_offset, list_len),
+    })
+}

@@ -1,0 +1,231 @@
+//! Adapter and device acquisition, and the device context every other module uses: bounded
+//! waits, error capture and checked buffer creation.
+//!
+//! Adapter choice: wgpu's instance is created from the environment (`WGPU_BACKEND`,
+//! `WGPU_POWER_PREF`, `WGPU_DEBUG`, ...). `WGPU_ADAPTER_NAME` is matched here (a
+//! case-insensitive substring of the adapter's name, like wgpu's own helper, which panics when
+//! nothing matches; this returns an error naming the adapters there are). Otherwise hardware
+//! adapters come first (discrete, then integrated, unless `WGPU_POWER_PREF=low`), the software
+//! driver (a `Cpu` adapter such as Mesa's lavapipe) last. The device is requested with the
+//! adapter's own limits, so windows can be as large as the hardware allows.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the adapter to use (case-insensitive substring of its name).
+pub const ADAPTER_NAME_VAR: &str = "WGPU_ADAPTER_NAME";
+
+/// The adapters wgpu finds with the environment's backends.
+fn enumerate() -> Vec<wgpu::Adapter> {
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let backends = desc.backends;
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Preference rank of an adapter type: lower is better.
+fn rank(kind: wgpu::DeviceType, low_power: bool) -> u8 {
+    match (kind, low_power) {
+        (wgpu::DeviceType::DiscreteGpu, false) | (wgpu::DeviceType::IntegratedGpu, true) => 0,
+        (wgpu::DeviceType::IntegratedGpu, false) | (wgpu::DeviceType::DiscreteGpu, true) => 1,
+        (wgpu::DeviceType::VirtualGpu, _) => 2,
+        (wgpu::DeviceType::Other, _) => 3,
+        (wgpu::DeviceType::Cpu, _) => 4,
+    }
+}
+
+/// Picks the adapter the GPU engine would use, honouring `WGPU_ADAPTER_NAME`.
+pub(crate) fn select_adapter() -> Result<wgpu::Adapter> {
+    let adapters = enumerate();
+    let names = || {
+        adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+            })
+            .collect::<Vec<_>>()
+    };
+    if let Some(wanted) = std::env::var_os(ADAPTER_NAME_VAR) {
+        let wanted = wanted.to_string_lossy().to_lowercase();
+        return adapters
+            .iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+            .cloned()
+            .ok_or_else(|| {
+                Error::Gpu(format!(
+                    "{ADAPTER_NAME_VAR}={wanted:?} matches no adapter; adapters found: {:?}",
+                    names()
+                ))
+            });
+    }
+    let low_power = wgpu::PowerPreference::from_env() == Some(wgpu::PowerPreference::LowPower);
+    adapters
+        .iter()
+        .min_by_key(|a| rank(a.get_info().device_type, low_power))
+        .cloned()
+        .ok_or_else(|| {
+            Error::Gpu(
+                "no GPU adapter found (wgpu: Vulkan, Metal or DX12); install a driver \
+                 (on Debian: mesa-vulkan-drivers libvulkan1), or use --backend cpu"
+                    .into(),
+            )
+        })
+}
+
+/// Whether the adapter the GPU engine would pick is hardware (not a software rasteriser
+/// such as lavapipe). `--backend auto` uses the GPU engine only then.
+pub fn hardware_adapter_available() -> bool {
+    select_adapter().is_ok_and(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+/// Requests a device with the adapter's own limits.
+pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("warmstart"),
+        required_features: wgpu::Features::empty(),
+        required_limits: adapter.limits(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    };
+    pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+        Error::Gpu(format!(
+            "cannot open a device on {}: {e}",
+            adapter.get_info().name
+        ))
+    })
+}
+
+/// A device and queue, with bounded waits and error capture.
+pub(crate) struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    /// How long a wait for the device may take before the engine gives up.
+    pub(crate) timeout: Duration,
+    /// Set by the device-lost callback and the uncaptured-error handler (devices the engine
+    /// opened itself; a caller's device keeps the caller's handlers).
+    pub(crate) fault: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    pub(crate) fn new(device: wgpu::Device, queue: wgpu::Queue, timeout: Duration) -> Self {
+        Gpu {
+            device,
+            queue,
+            timeout,
+            fault: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Installs handlers that record device loss and errors outside any error scope, instead
+    /// of wgpu's default (a panic). Only for a device the engine opened.
+    pub(crate) fn install_handlers(&self) {
+        let fault = self.fault.clone();
+        self.device
+            .set_device_lost_callback(move |reason, message| {
+                record(&fault, format!("device lost ({reason:?}): {message}"));
+            });
+        let fault = self.fault.clone();
+        self.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                record(&fault, e.to_string())
+            }));
+    }
+
+    /// The recorded fault, if any.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.fault.lock().map(|f| f.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(Error::Gpu(message)),
+            Err(_) => Err(Error::Gpu("the device error handler panicked".into())),
+        }
+    }
+
+    /// Blocks until `submission` has finished on the device (its map callbacks have then run),
+    /// at most `timeout`.
+    pub(crate) fn wait(&self, submission: &wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission.clone()),
+                timeout: Some(self.timeout),
+            })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => Error::Gpu(format!(
+                    "the device did not finish its work within {:?}",
+                    self.timeout
+                )),
+                other => Error::Gpu(format!("waiting for the device: {other}")),
+            })?;
+        self.check()
+    }
+
+    /// Creates a buffer, turning out-of-memory and validation errors into `Error::Gpu` now
+    /// rather than at its first use.
+    pub(crate) fn buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        mapped_at_creation: bool,
+    ) -> Result<wgpu::Buffer> {
+        let scopes = Scopes::push(&self.device);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation,
+        });
+        match scopes.pop() {
+            None => Ok(buffer),
+            Some(e) => Err(Error::Gpu(format!(
+                "cannot allocate {label} buffer of {size} bytes: {e}"
+            ))),
+        }
+    }
+}
+
+fn record(fault: &Mutex<Option<String>>, message: String) {
+    if let Ok(mut f) = fault.lock() {
+        f.get_or_insert(message);
+    }
+}
+
+/// Error scopes for out-of-memory, validation and internal errors, popped together. Errors of
+/// the calling thread's operations on the device land here instead of the device's
+/// uncaptured-error handler.
+pub(crate) struct Scopes {
+    guards: Vec<wgpu::ErrorScopeGuard>,
+}
+
+impl Scopes {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
+        Scopes {
+            guards: vec![
+                device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
+                device.push_error_scope(wgpu::ErrorFilter::Validation),
+                device.push_error_scope(wgpu::ErrorFilter::Internal),
+            ],
+        }
+    }
+
+    /// Pops the scopes (innermost first) and returns the first error captured, if any.
+    pub(crate) fn pop(mut self) -> Option<String> {
+        let mut first = None;
+        while let Some(guard) = self.guards.pop() {
+            if let Some(e) = pollster::block_on(guard.pop()) {
+                first.get_or_insert_with(|| describe(&e));
+            }
+        }
+        first
+    }
+}
+
+fn describe(e: &wgpu::Error) -> String {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => "out of device memory".into(),
+        other => other.to_string(),
+    }
+}

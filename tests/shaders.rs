@@ -1,0 +1,69 @@
+//! Every WGSL file under `shaders/`, and every kernel as compiled (library files concatenated),
+//! parses and validates with naga. No device needed.
+//!
+//! Validation uses no optional capability: the kernels must run on any WebGPU-class device
+//! (no f16, no 64-bit integers, no `pack2x16float`).
+
+use std::path::Path;
+
+fn validate(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(source)));
+}
+
+#[test]
+fn every_wgsl_file_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 7,
+        "expected the kernel and library files, found {files:?}"
+    );
+    // Library files use each other's declarations; each is validated with the libraries it
+    // depends on in front of it (the same order as the kernels).
+    let order = ["philox.wgsl", "float.wgsl", "init.wgsl", "rows.wgsl"];
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let mut source = String::new();
+        for lib in order.iter().take_while(|&&l| l != name) {
+            source += &std::fs::read_to_string(dir.join(lib)).unwrap();
+            source += "\n";
+        }
+        source += &std::fs::read_to_string(file).unwrap();
+        validate(&name, &source);
+    }
+}
+
+#[test]
+fn every_kernel_validates() {
+    for (name, source) in warmstart::engine::gpu::kernel_sources() {
+        validate(name, source);
+        assert!(source.contains("fn main("), "{name} has no entry point");
+    }
+}
+
+#[test]
+fn every_kernel_file_is_compiled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let sources = warmstart::engine::gpu::kernel_sources();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            sources.iter().any(|(_, s)| s.contains(&text)),
+            "{} is part of no kernel",
+            path.display()
+        );
+    }
+}
