@@ -9,11 +9,10 @@
 //! Tokens are indexed in a hash table sharded by hash and built in parallel, so a vocabulary
 //! of millions of tokens remaps in a fraction of a second.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use hashbrown::HashTable;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -25,7 +24,9 @@ pub const MISSING: u32 = u32::MAX;
 pub struct Vocab {
     path: PathBuf,
     text: Vec<u8>,
-    lines: Vec<Range<usize>>,
+    /// Byte offset where each line starts (its token ends at the next `\n`, minus one `\r`);
+    /// 32 bits each, so vocabulary files are limited to 4 GiB.
+    lines: Vec<[u32; 2]>,
 }
 
 impl Vocab {
@@ -41,18 +42,25 @@ impl Vocab {
             ));
         }
         let text = std::fs::read(path).map_err(|e| Error::input(path, e))?;
+        if text.len() > u32::MAX as usize {
+            return Err(Error::vocab(
+                path,
+                None,
+                "vocabulary files larger than 4 GiB are not supported",
+            ));
+        }
         let mut lines = Vec::new();
         let mut start = 0usize;
         while start < text.len() && limit.is_none_or(|n| lines.len() < n) {
             let end = memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
-            let mut line = start..end;
-            if line.end > line.start && text[line.end - 1] == b'\r' {
-                line.end -= 1;
+            let mut token_end = end;
+            if token_end > start && text[token_end - 1] == b'\r' {
+                token_end -= 1;
             }
-            if line.is_empty() {
+            if token_end == start {
                 return Err(Error::vocab(path, Some(lines.len() + 1), "empty line"));
             }
-            lines.push(line);
+            lines.push([start as u32, token_end as u32]);
             start = end + 1;
         }
         if lines.is_empty() {
@@ -88,35 +96,60 @@ impl Vocab {
     }
 
     /// Token `i` (0-based line).
+    #[inline]
     pub fn token(&self, i: usize) -> &[u8] {
-        &self.text[self.lines[i].clone()]
+        let [a, b] = self.lines[i];
+        &self.text[a as usize..b as usize]
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    fn tokens(&self, n: usize) -> Vec<&[u8]> {
-        self.lines[..n]
-            .iter()
-            .map(|r| &self.text[r.clone()])
-            .collect()
-    }
 }
 
+/// The first `needle` in `hay`, a word at a time.
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * needle as u64;
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let word = u64::from_le_bytes(hay[i..i + 8].try_into().unwrap()) ^ pattern;
+        if (word.wrapping_sub(LO) & !word & HI) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
 }
 
 /// For each of the first `new_size` tokens of `new`, its line in `old`, or [`MISSING`].
 /// Refuses a duplicate token inside `old` or inside the first `new_size` tokens of `new`,
 /// naming the token and both lines.
 pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
-    check_window(new, 0, new_size)?;
-    let new_tokens = new.tokens(new_size);
-    TokenIndex::build(&new_tokens).map_err(|(a, b)| duplicate(new, a, b))?;
-    lookup(new, 0..new_size, old)
+    let map = lookup(new, 0..new_size, old)?;
+    // A token of the new window seen twice either maps to the same old line twice, or is
+    // missing from the old vocabulary both times; only the missing ones need an index.
+    let mut first_user = vec![MISSING; old.len()];
+    let mut dup: Option<(usize, usize)> = None;
+    let mut missing = Vec::new();
+    for (i, &m) in map.iter().enumerate() {
+        if m == MISSING {
+            missing.push(i as u32);
+        } else if first_user[m as usize] == MISSING {
+            first_user[m as usize] = i as u32;
+        } else if dup.is_none() {
+            dup = Some((first_user[m as usize] as usize, i));
+        }
+    }
+    if let Err(d) = TokenIndex::build(new, missing) {
+        dup = Some(dup.map_or(d, |e| if d.1 < e.1 { d } else { e }));
+    }
+    match dup {
+        Some((a, b)) => Err(duplicate(new, a, b)),
+        None => Ok(map),
+    }
 }
 
 /// For each token of `new` in `window`, its line in `old`, or [`MISSING`]; refuses a
@@ -131,12 +164,12 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
             "more than 2^32 - 2 tokens are not supported",
         ));
     }
-    let old_tokens = old.tokens(old.len());
-    let index = TokenIndex::build(&old_tokens).map_err(|(a, b)| duplicate(old, a, b))?;
-    Ok(new.lines[window]
-        .par_iter()
+    let index = TokenIndex::build(old, (0..old.len() as u32).collect())
+        .map_err(|(a, b)| duplicate(old, a, b))?;
+    Ok(window
+        .into_par_iter()
         .with_min_len(4096)
-        .map(|r| index.get(&new.text[r.clone()]).unwrap_or(MISSING))
+        .map(|i| index.get(new.token(i)).unwrap_or(MISSING))
         .collect())
 }
 
@@ -165,48 +198,11 @@ fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
     }
 }
 
-/// A token with its hash computed once.
-#[derive(Clone, Copy)]
-struct Key<'a> {
-    hash: u64,
-    bytes: &'a [u8],
-}
-
-impl Hash for Key<'_> {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.hash);
-    }
-}
-
-impl PartialEq for Key<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
-    }
-}
-
-impl Eq for Key<'_> {}
-
-/// Hands the precomputed hash through.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("Key hashes itself with write_u64")
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Shard<'a> = HashMap<Key<'a>, u32, BuildHasherDefault<PassThrough>>;
-
-/// token -> line, sharded by hash so that the shards are built in parallel.
-struct TokenIndex<'a> {
-    shards: Vec<Shard<'a>>,
+/// Lines of a vocabulary by token: hash tables of 4-byte line numbers, sharded by hash so
+/// that the shards are built in parallel.
+struct TokenIndex<'v> {
+    vocab: &'v Vocab,
+    shards: Vec<HashTable<u32>>,
 }
 
 const SHARD_BITS: u32 = 6;
@@ -218,59 +214,63 @@ fn shard_of(hash: u64) -> usize {
 }
 
 fn hash_token(bytes: &[u8]) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(bytes);
-    h.write_usize(bytes.len());
-    h.finish()
+    use std::hash::BuildHasher;
+    // foldhash (hashbrown's own hasher) with a fixed seed: well mixed in every bit, which
+    // the sharding, the buckets and the control bytes all rely on.
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(bytes)
 }
 
-impl<'a> TokenIndex<'a> {
-    /// Indexes `tokens` by position; `Err((first, second))` for the earliest duplicate pair
-    /// (smallest second position).
-    fn build(tokens: &[&'a [u8]]) -> std::result::Result<Self, (usize, usize)> {
-        let hashes: Vec<u64> = tokens
+impl<'v> TokenIndex<'v> {
+    /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
+    /// duplicate pair with the smallest second line.
+    fn build(vocab: &'v Vocab, ids: Vec<u32>) -> std::result::Result<Self, (usize, usize)> {
+        let hashes: Vec<u64> = ids
             .par_iter()
             .with_min_len(4096)
-            .map(|t| hash_token(t))
+            .map(|&i| hash_token(vocab.token(i as usize)))
             .collect();
-        let mut members: Vec<Vec<u32>> = vec![Vec::new(); 1 << SHARD_BITS];
-        for (i, &h) in hashes.iter().enumerate() {
-            members[shard_of(h)].push(i as u32);
+        let mut members: Vec<Vec<(u32, u64)>> = vec![Vec::new(); 1 << SHARD_BITS];
+        for (&i, &h) in ids.iter().zip(&hashes) {
+            members[shard_of(h)].push((i, h));
         }
-        let built: Vec<(Shard<'a>, Option<(usize, usize)>)> = members
+        drop(hashes);
+        let built: Vec<(HashTable<u32>, Option<(usize, usize)>)> = members
             .into_par_iter()
-            .map(|ids| {
-                let mut map = Shard::with_capacity_and_hasher(ids.len(), Default::default());
+            .map(|entries| {
+                let mut table = HashTable::with_capacity(entries.len());
                 let mut dup: Option<(usize, usize)> = None;
-                for i in ids {
-                    let key = Key {
-                        hash: hashes[i as usize],
-                        bytes: tokens[i as usize],
-                    };
-                    if let Some(&first) = map.get(&key) {
-                        let pair = (first as usize, i as usize);
-                        if dup.is_none_or(|d| pair.1 < d.1) {
-                            dup = Some(pair);
+                for (i, h) in entries {
+                    let token = vocab.token(i as usize);
+                    match table.find(h, |&j: &u32| vocab.token(j as usize) == token) {
+                        Some(&first) => {
+                            let pair = (first as usize, i as usize);
+                            if dup.is_none_or(|d| pair.1 < d.1) {
+                                dup = Some(pair);
+                            }
                         }
-                    } else {
-                        map.insert(key, i);
+                        None => {
+                            table.insert_unique(h, i, |&j: &u32| {
+                                hash_token(vocab.token(j as usize))
+                            });
+                        }
                     }
                 }
-                (map, dup)
+                (table, dup)
             })
             .collect();
         if let Some(d) = built.iter().filter_map(|(_, d)| *d).min_by_key(|d| d.1) {
             return Err(d);
         }
         Ok(TokenIndex {
-            shards: built.into_iter().map(|(m, _)| m).collect(),
+            vocab,
+            shards: built.into_iter().map(|(t, _)| t).collect(),
         })
     }
 
     fn get(&self, token: &[u8]) -> Option<u32> {
         let hash = hash_token(token);
         self.shards[shard_of(hash)]
-            .get(&Key { hash, bytes: token })
+            .find(hash, |&j| self.vocab.token(j as usize) == token)
             .copied()
     }
 }
