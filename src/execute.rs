@@ -129,7 +129,11 @@ impl Plan {
                         write(&mut out, piece)?;
                     }
                 }
-                Job::Remap(job) => engine.remap(job, &mut |chunk| write(&mut out, chunk))?,
+                Job::Remap(job) => engine.remap(job, &mut |slices| {
+                    out.write_slices(slices)?;
+                    progress(out.written() - start);
+                    Ok(())
+                })?,
             }
         }
         out.commit()
@@ -148,8 +152,10 @@ impl Plan {
                         data.extend_from_slice(piece);
                     }
                 }
-                Job::Remap(job) => engine.remap(job, &mut |chunk| {
-                    data.extend_from_slice(chunk);
+                Job::Remap(job) => engine.remap(job, &mut |slices| {
+                    for s in slices {
+                        data.extend_from_slice(s);
+                    }
                     Ok(())
                 })?,
             }

@@ -83,6 +83,29 @@ impl OutputFile {
         Ok(())
     }
 
+    /// Appends the slices, in order, with vectored writes (`writev`).
+    pub fn write_slices(&mut self, slices: &[std::io::IoSlice<'_>]) -> Result<()> {
+        let mut owned: Vec<std::io::IoSlice<'_>> = slices.to_vec();
+        let mut rest = &mut owned[..];
+        std::io::IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() {
+            let n = self
+                .tmp
+                .as_file_mut()
+                .write_vectored(rest)
+                .map_err(|e| Error::output(self.tmp.path(), e))?;
+            if n == 0 {
+                return Err(Error::output(
+                    self.tmp.path(),
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
+            }
+            self.written += n as u64;
+            std::io::IoSlice::advance_slices(&mut rest, n);
+        }
+        Ok(())
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written

@@ -266,9 +266,13 @@ proptest! {
         }
         prop_assert!(concat(&workers) == *whole, "workers' slices differ");
 
-        // Any chunk size.
-        let chunked = c.run(&files, Variable::partitioned("emb", c.dtype, shape.clone(), &c.parts), &mut CpuEngine::new().with_chunk_bytes(c.chunk_bytes));
+        // Any chunk size, and runs of old rows written from the memory map or gathered.
+        let mut engine = CpuEngine::new().with_chunk_bytes(c.chunk_bytes).with_mapped_run_bytes(c.chunk_bytes / 3);
+        let chunked = c.run(&files, Variable::partitioned("emb", c.dtype, shape.clone(), &c.parts), &mut engine);
         prop_assert!(concat(&chunked) == *whole, "chunk size {} changes the result", c.chunk_bytes);
+        let mut engine = CpuEngine::new().with_chunk_bytes(c.chunk_bytes).with_mapped_run_bytes(1);
+        let mapped = c.run(&files, Variable::new("emb", c.dtype, shape.clone()), &mut engine);
+        prop_assert!(concat(&mapped) == *whole, "rows written from the memory map differ");
     }
 
     #[test]

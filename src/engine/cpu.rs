@@ -1,9 +1,15 @@
-//! The CPU engine: rows gathered from the memory-mapped checkpoint and missing cells
-//! initialised, in parallel (rayon), one chunk while the previous one is being written.
+//! The CPU engine.
+//!
+//! A chunk of output rows is handed to the sink as a list of slices, written with `writev`:
+//! long runs of consecutive old rows (an unchanged stretch of vocabulary) straight from the
+//! memory-mapped checkpoint, so the kernel copies them once; everything else (scattered rows,
+//! initialised rows, column remaps) gathered into a buffer in parallel (rayon). While one
+//! chunk is being written, the next one is prepared on the other cores.
 //!
 //! [`fill_rows`] is the reference semantics of a [`RemapJob`]; the GPU engine is tested
 //! against it.
 
+use std::io::IoSlice;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -18,18 +24,21 @@ use crate::vocab::MISSING;
 #[derive(Clone, Debug)]
 pub struct CpuEngine {
     chunk_bytes: usize,
+    mapped_run_bytes: usize,
 }
 
 impl Default for CpuEngine {
     fn default() -> Self {
         CpuEngine {
-            chunk_bytes: 8 << 20,
+            chunk_bytes: 16 << 20,
+            mapped_run_bytes: 1 << 20,
         }
     }
 }
 
 impl CpuEngine {
-    /// An engine with the default chunk size (8 MiB; two chunks are in memory at a time).
+    /// An engine with the default chunk size (16 MiB of output per chunk; two chunks are in
+    /// flight at a time).
     pub fn new() -> Self {
         Self::default()
     }
@@ -38,6 +47,14 @@ impl CpuEngine {
     /// depend on it.
     pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
         self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets how long a run of consecutive old rows must be (in bytes) to be written straight
+    /// from the memory map instead of through the buffer (default 1 MiB). Results do not
+    /// depend on it.
+    pub fn with_mapped_run_bytes(mut self, bytes: usize) -> Self {
+        self.mapped_run_bytes = bytes.max(1);
         self
     }
 }
@@ -56,40 +73,134 @@ impl Engine for CpuEngine {
             return Ok(());
         }
         let chunk_rows = (self.chunk_bytes / row_bytes).clamp(1, job.rows.len());
-        let next_chunk = |start: usize| start..(start + chunk_rows).min(job.rows.end);
-        let mut front = vec![0u8; chunk_rows * row_bytes];
-        let mut back = vec![
-            0u8;
-            if chunk_rows < job.rows.len() {
-                front.len()
-            } else {
-                0
-            }
-        ];
-        let mut current = next_chunk(job.rows.start);
-        fill_rows(
-            job,
-            &old,
-            current.clone(),
-            &mut front[..current.len() * row_bytes],
-        );
-        loop {
-            let next = next_chunk(current.end);
-            let (written, ()) = rayon::join(
-                || sink(&front[..current.len() * row_bytes]),
-                || {
-                    if !next.is_empty() {
-                        fill_rows(job, &old, next.clone(), &mut back[..next.len() * row_bytes]);
-                    }
+        let chunks: Vec<Range<usize>> = (job.rows.start..job.rows.end)
+            .step_by(chunk_rows)
+            .map(|s| s..(s + chunk_rows).min(job.rows.end))
+            .collect();
+        if job.col_map.is_some() {
+            pipeline(
+                &chunks,
+                Vec::new,
+                |rows, buf| {
+                    buf.resize(rows.len() * row_bytes, 0);
+                    fill_rows(job, &old, rows, buf);
                 },
-            );
-            written?;
-            if next.is_empty() {
-                return Ok(());
-            }
-            std::mem::swap(&mut front, &mut back);
-            current = next;
+                |buf, sink| sink(&[IoSlice::new(buf)]),
+                sink,
+            )
+        } else {
+            // Long runs go straight from the memory map; a kernel copy of scattered small rows
+            // is single-threaded and slower than the parallel gather.
+            let min_run = self.mapped_run_bytes.div_ceil(row_bytes);
+            pipeline(
+                &chunks,
+                RowChunk::default,
+                |rows, chunk| chunk.prepare(job, &old, rows, min_run),
+                |chunk, sink| chunk.write(&old, sink),
+                sink,
+            )
         }
+    }
+}
+
+/// Prepares chunk k+1 while chunk k is written: two states, swapped each step.
+fn pipeline<S: Send + Sync>(
+    chunks: &[Range<usize>],
+    new_state: impl Fn() -> S,
+    prepare: impl Fn(Range<usize>, &mut S) + Sync,
+    write: impl Fn(&S, &mut Sink<'_>) -> Result<()> + Sync,
+    sink: &mut Sink<'_>,
+) -> Result<()> {
+    let (mut front, mut back) = (new_state(), new_state());
+    prepare(chunks[0].clone(), &mut front);
+    for k in 0..chunks.len() {
+        let next = chunks.get(k + 1).cloned();
+        let (written, ()) = rayon::join(
+            || write(&front, sink),
+            || {
+                if let Some(rows) = next {
+                    prepare(rows, &mut back);
+                }
+            },
+        );
+        written?;
+        std::mem::swap(&mut front, &mut back);
+    }
+    Ok(())
+}
+
+/// A chunk of a row remap: pieces in output order, either long runs of old rows straight from
+/// the memory map, or rows gathered (or initialised) into a buffer, in parallel.
+#[derive(Default)]
+struct RowChunk {
+    pieces: Vec<Piece>,
+    /// Variable rows that go through the buffer, in output order.
+    buffered: Vec<usize>,
+    buffer: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Piece {
+    /// `rows` old rows from `first` on, contiguous in one segment of the checkpoint.
+    Mapped { first: usize, rows: usize },
+    /// `len` bytes of the buffer from `at`.
+    Buffered { at: usize, len: usize },
+}
+
+impl RowChunk {
+    /// Lays out rows `rows`: runs of at least `min_run` consecutive old rows are mapped.
+    fn prepare(&mut self, job: &RemapJob, old: &RowView<'_>, rows: Range<usize>, min_run: usize) {
+        let row_bytes = job.row_bytes();
+        self.pieces.clear();
+        self.buffered.clear();
+        let mut g = rows.start;
+        while g < rows.end {
+            // The longest run of consecutive old rows from g.
+            let mut n = 0;
+            if let Some(first) = job.source_row(g) {
+                n = 1;
+                while g + n < rows.end
+                    && job.source_row(g + n) == Some(first + n)
+                    && old.contiguous(first, first + n)
+                {
+                    n += 1;
+                }
+                if n >= min_run {
+                    self.pieces.push(Piece::Mapped { first, rows: n });
+                    g += n;
+                    continue;
+                }
+            }
+            let n = n.max(1);
+            let at = self.buffered.len() * row_bytes;
+            match self.pieces.last_mut() {
+                Some(Piece::Buffered { len, .. }) => *len += n * row_bytes,
+                _ => self.pieces.push(Piece::Buffered {
+                    at,
+                    len: n * row_bytes,
+                }),
+            }
+            self.buffered.extend(g..g + n);
+            g += n;
+        }
+        self.buffer.resize(self.buffered.len() * row_bytes, 0);
+        self.buffer
+            .par_chunks_mut(row_bytes)
+            .with_min_len((64 << 10) / row_bytes + 1)
+            .zip(self.buffered.par_iter())
+            .for_each(|(out, &g)| fill_row(job, old, g, out));
+    }
+
+    fn write(&self, old: &RowView<'_>, sink: &mut Sink<'_>) -> Result<()> {
+        let slices: Vec<IoSlice<'_>> = self
+            .pieces
+            .iter()
+            .map(|piece| match *piece {
+                Piece::Mapped { first, rows } => IoSlice::new(old.rows_slice(first..first + rows)),
+                Piece::Buffered { at, len } => IoSlice::new(&self.buffer[at..at + len]),
+            })
+            .collect();
+        sink(&slices)
     }
 }
 
