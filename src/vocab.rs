@@ -16,17 +16,19 @@ use hashbrown::HashTable;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::mmap::MappedFile;
 
 /// The index vector entry for "no old row or column": initialise it.
 pub const MISSING: u32 = u32::MAX;
 
-/// The tokens of one vocabulary file (the part that was read).
+/// The tokens of one vocabulary file (the part that was read). The file is memory-mapped.
 pub struct Vocab {
     path: PathBuf,
-    text: Vec<u8>,
-    /// Byte offset where each line starts (its token ends at the next `\n`, minus one `\r`);
-    /// 32 bits each, so vocabulary files are limited to 4 GiB.
-    lines: Vec<[u32; 2]>,
+    text: MappedFile,
+    /// Where each line read starts, plus one past the end of the last one's `\n` (so line
+    /// `i` is `starts[i]..starts[i + 1] - 1`, less one trailing `\r`). 32 bits each, so
+    /// vocabulary files are limited to 4 GiB.
+    starts: Vec<u32>,
 }
 
 impl Vocab {
@@ -41,71 +43,92 @@ impl Vocab {
                 "a vocabulary size of 0 lines is not allowed",
             ));
         }
-        let text = std::fs::read(path).map_err(|e| Error::input(path, e))?;
-        if text.len() > u32::MAX as usize {
+        let text = MappedFile::open(path)?;
+        if text.len() >= u32::MAX as usize {
             return Err(Error::vocab(
                 path,
                 None,
-                "vocabulary files larger than 4 GiB are not supported",
+                "vocabulary files of 4 GiB or more are not supported",
             ));
         }
-        let mut lines = Vec::new();
+        let mut starts = vec![0u32];
         let mut start = 0usize;
-        while start < text.len() && limit.is_none_or(|n| lines.len() < n) {
+        while start < text.len() && limit.is_none_or(|n| starts.len() <= n) {
             let end = memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
-            let mut token_end = end;
-            if token_end > start && text[token_end - 1] == b'\r' {
-                token_end -= 1;
+            if end == start || (end == start + 1 && text[start] == b'\r') {
+                return Err(Error::vocab(path, Some(starts.len()), "empty line"));
             }
-            if token_end == start {
-                return Err(Error::vocab(path, Some(lines.len() + 1), "empty line"));
-            }
-            lines.push([start as u32, token_end as u32]);
             start = end + 1;
+            starts.push(start as u32);
         }
-        if lines.is_empty() {
+        let vocab = Vocab {
+            path: path.to_path_buf(),
+            text,
+            starts,
+        };
+        if vocab.is_empty() {
             return Err(Error::vocab(path, None, "the vocabulary file is empty"));
         }
         if let Some(n) = limit {
-            if lines.len() < n {
+            if vocab.len() < n {
                 return Err(Error::vocab(
                     path,
                     None,
                     format!(
                         "vocabulary size {n} was asked for, but the file has only {} lines",
-                        lines.len()
+                        vocab.len()
                     ),
                 ));
             }
         }
-        Ok(Vocab {
-            path: path.to_path_buf(),
-            text,
-            lines,
-        })
+        Ok(vocab)
     }
 
     /// Number of tokens read.
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.starts.len() - 1
     }
 
     /// Whether no token was read (never true for a successfully read file).
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.len() == 0
     }
 
     /// Token `i` (0-based line).
     #[inline]
     pub fn token(&self, i: usize) -> &[u8] {
-        let [a, b] = self.lines[i];
-        &self.text[a as usize..b as usize]
+        let start = self.starts[i] as usize;
+        let end = (self.starts[i + 1] as usize - 1).min(self.text.len());
+        strip_cr(&self.text[start..end])
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the token starting at byte `start` equals `token`.
+    #[inline]
+    fn token_at_is(&self, start: usize, token: &[u8]) -> bool {
+        let end = start + token.len();
+        self.text.get(start..end) == Some(token)
+            && match self.text.get(end..) {
+                Some([] | [b'\n', ..] | [b'\r'] | [b'\r', b'\n', ..]) => true,
+                _ => false,
+            }
+    }
+
+    /// The token starting at byte `start` (up to its line's end).
+    fn token_at(&self, start: usize) -> &[u8] {
+        let rest = &self.text[start..];
+        strip_cr(&rest[..memchr(b'\n', rest).unwrap_or(rest.len())])
+    }
+}
+
+/// A line without its one trailing `\r`.
+#[inline]
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// The first `needle` in `hay`, a word at a time.
@@ -198,11 +221,12 @@ fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
     }
 }
 
-/// Lines of a vocabulary by token: hash tables of 4-byte line numbers, sharded by hash so
-/// that the shards are built in parallel.
+/// Lines of a vocabulary by token: hash tables of (byte offset, line) pairs, 8 bytes an
+/// entry, sharded by hash so that the shards are built in parallel. Comparing a candidate
+/// reads the token straight from the mapped file.
 struct TokenIndex<'v> {
     vocab: &'v Vocab,
-    shards: Vec<HashTable<u32>>,
+    shards: Vec<HashTable<[u32; 2]>>,
 }
 
 const SHARD_BITS: u32 = 6;
@@ -234,24 +258,24 @@ impl<'v> TokenIndex<'v> {
             members[shard_of(h)].push((i, h));
         }
         drop(hashes);
-        let built: Vec<(HashTable<u32>, Option<(usize, usize)>)> = members
+        let rehash = |&[start, _]: &[u32; 2]| hash_token(vocab.token_at(start as usize));
+        let built: Vec<(HashTable<[u32; 2]>, Option<(usize, usize)>)> = members
             .into_par_iter()
             .map(|entries| {
                 let mut table = HashTable::with_capacity(entries.len());
                 let mut dup: Option<(usize, usize)> = None;
                 for (i, h) in entries {
                     let token = vocab.token(i as usize);
-                    match table.find(h, |&j: &u32| vocab.token(j as usize) == token) {
-                        Some(&first) => {
+                    let same = |&[start, _]: &[u32; 2]| vocab.token_at_is(start as usize, token);
+                    match table.find(h, same) {
+                        Some(&[_, first]) => {
                             let pair = (first as usize, i as usize);
                             if dup.is_none_or(|d| pair.1 < d.1) {
                                 dup = Some(pair);
                             }
                         }
                         None => {
-                            table.insert_unique(h, i, |&j: &u32| {
-                                hash_token(vocab.token(j as usize))
-                            });
+                            table.insert_unique(h, [vocab.starts[i as usize], i], rehash);
                         }
                     }
                 }
@@ -270,8 +294,10 @@ impl<'v> TokenIndex<'v> {
     fn get(&self, token: &[u8]) -> Option<u32> {
         let hash = hash_token(token);
         self.shards[shard_of(hash)]
-            .find(hash, |&j| self.vocab.token(j as usize) == token)
-            .copied()
+            .find(hash, |&[start, _]| {
+                self.vocab.token_at_is(start as usize, token)
+            })
+            .map(|&[_, line]| line)
     }
 }
 
