@@ -18,29 +18,32 @@ struct Params {
 @group(0) @binding(2) var<storage, read> col_map: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 
-// Output row of the i-th row of the dispatch (list entries are single rows here).
-fn out_row(i: u32) -> u32 {
-    let rs = params.rows;
-    if (rs.mode == ROWS_RANGE) {
-        return rs.out_row0 + i * rs.step;
-    }
-    return list[rs.list_offset + i];
-}
-
 fn is_missing(c: u32) -> bool {
     return params.whole == 1u || col_map[c] == MISSING;
 }
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let wpr = params.rows.words_per_row;
-    let total = params.rows.count * wpr;
+    let rs = params.rows;
+    let wpr = rs.words_per_row;
+    let total = rs.count * wpr;
     let cols = params.cols;
     let spec = params.init;
-    for (var t = gid.x; t < total; t += groups.x * WORKGROUP) {
-        let i = t / wpr;
-        let j = t - i * wpr;
-        let r = out_row(i);
+    // Item t = i * wpr + j is word j of the set's i-th row (see gather_rows.wgsl).
+    let stride = groups.x * WORKGROUP;
+    let stride_rows = stride / wpr;
+    let stride_words = stride - stride_rows * wpr;
+    var t = gid.x;
+    var i = t / wpr;
+    var j = t - i * wpr;
+    loop {
+        if (t >= total) {
+            break;
+        }
+        var r = rs.out_row0 + i * rs.step;
+        if (rs.mode == ROWS_LIST) {
+            r = list[rs.list_offset + i];
+        }
         let first = r * cols;
         if (params.esize == 4u) {
             if (is_missing(j)) {
@@ -70,6 +73,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             out[w] = word;
         } else if (mask != 0u) {
             out[w] = (out[w] & ~mask) | word;
+        }
+        continuing {
+            t += stride;
+            i += stride_rows;
+            j += stride_words;
+            if (j >= wpr) {
+                j -= wpr;
+                i += 1u;
+            }
         }
     }
 }

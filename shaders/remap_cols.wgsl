@@ -1,6 +1,9 @@
-// remap_cols.wgsl: the column remap of axis 1. Element (r, c) of the chunk becomes element
+// remap_cols.wgsl: the element-wise remap. Element (r, c) of the chunk becomes element
 // (s, col_map[c]) of the bound window of the old table, for every (r, s) of the dispatch's row
 // set; columns whose entry is MISSING (new and OOV columns) are left to fill_missing.wgsl.
+// Used for axis 1 (a column map), and with `identity` set (column c is old column c) for the
+// rows of odd-width f16/bf16 tables, which are not whole words.
+//
 // Needs rows.wgsl.
 
 // Mirrors `remap_cols::Params` in src/engine/gpu/remap_cols.rs.
@@ -9,7 +12,7 @@ struct Params {
     cols: u32, // columns of the output
     old_cols: u32, // columns of the old table
     esize: u32, // bytes per element: 2, 4 or 8
-    _pad: u32,
+    identity: u32, // 1: no column map, column c is old column c
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -18,51 +21,67 @@ struct Params {
 @group(0) @binding(3) var<storage, read> col_map: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
-fn row_pair(i: u32) -> vec2<u32> {
-    let rs = params.rows;
-    if (rs.mode == ROWS_RANGE) {
-        return vec2<u32>(rs.out_row0 + i * rs.step, rs.src_row0 + i * rs.step);
+// The old column of column c, or MISSING.
+fn source_col(c: u32) -> u32 {
+    if (params.identity == 1u) {
+        return c;
     }
-    let k = rs.list_offset + 2u * i;
-    return vec2<u32>(list[k], list[k + 1u]);
+    return col_map[c];
 }
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let wpr = params.rows.words_per_row;
-    let total = params.rows.count * wpr;
+    let rs = params.rows;
+    let wpr = rs.words_per_row;
+    let total = rs.count * wpr;
     let cols = params.cols;
     let old_cols = params.old_cols;
-    for (var t = gid.x; t < total; t += groups.x * WORKGROUP) {
-        let i = t / wpr;
-        let j = t - i * wpr;
-        let rs = row_pair(i);
-        if (params.esize == 4u) {
-            let c = col_map[j];
+    let esize = params.esize;
+    // Item t = i * wpr + j is word j of the set's i-th row (see gather_rows.wgsl).
+    let stride = groups.x * WORKGROUP;
+    let stride_rows = stride / wpr;
+    let stride_words = stride - stride_rows * wpr;
+    var t = gid.x;
+    var i = t / wpr;
+    var j = t - i * wpr;
+    loop {
+        if (t >= total) {
+            break;
+        }
+        var out_row = rs.out_row0 + i * rs.step;
+        var src_row = rs.src_row0 + i * rs.step;
+        if (rs.mode == ROWS_LIST) {
+            out_row = list[rs.list_offset + 2u * i];
+            src_row = list[rs.list_offset + 2u * i + 1u];
+        }
+        if (esize == 4u) {
+            let c = source_col(j);
             if (c != MISSING) {
-                out[rs.x * cols + j] = old[rs.y * old_cols + c];
+                out[out_row * cols + j] = old[src_row * old_cols + c];
             }
             continue;
         }
-        if (params.esize == 8u) {
+        if (esize == 8u) {
             // word j is half j % 2 of element j / 2
-            let c = col_map[j >> 1u];
+            let c = source_col(j >> 1u);
             if (c != MISSING) {
-                out[rs.x * cols * 2u + j] = old[(rs.y * old_cols + c) * 2u + (j & 1u)];
+                out[out_row * cols * 2u + j] = old[(src_row * old_cols + c) * 2u + (j & 1u)];
             }
             continue;
         }
-        // f16/bf16: the word holds up to two elements of this row, each with its own column.
-        let first = rs.x * cols;
+        // f16/bf16: word j of the row's span holds one or two of its elements, each with its own
+        // column; a word shared with the neighbour row (odd widths) or with a MISSING column is
+        // merged with what is there.
+        let first = out_row * cols;
         let w = first / 2u + j;
         var word = 0u;
         var mask = 0u;
         for (var s = 0u; s < 2u; s++) {
             let e = 2u * w + s;
             if (e >= first && e < first + cols) {
-                let c = col_map[e - first];
+                let c = source_col(e - first);
                 if (c != MISSING) {
-                    let src = rs.y * old_cols + c;
+                    let src = src_row * old_cols + c;
                     word |= half_of(old[src >> 1u], src & 1u) << (16u * s);
                     mask |= 0xFFFFu << (16u * s);
                 }
@@ -72,6 +91,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             out[w] = word;
         } else if (mask != 0u) {
             out[w] = (out[w] & ~mask) | word;
+        }
+        continuing {
+            t += stride;
+            i += stride_rows;
+            j += stride_words;
+            if (j >= wpr) {
+                j -= wpr;
+                i += 1u;
+            }
         }
     }
 }

@@ -5,11 +5,12 @@
 // Data layout: every table is a flat little-endian stream of elements stored as array<u32>
 // (2 elements per word for f16/bf16, 1 for f32, half an element for f64). An output chunk starts
 // on a word boundary. A dispatch handles a set of output rows (`RowSet`) of the chunk; a thread
-// owns one u32 word of one row: word j of the row's span, the ceil(row_bytes / 4) words that
-// hold the row. Rows of whole words never share a word. For f16/bf16 tables of odd width a row
-// is 2 mod 4 bytes, so local rows 2i and 2i + 1 share one word: the host then puts rows of one
-// parity per dispatch, and a thread writing only part of a word reads, merges and writes it
-// back; dispatches run one after the other, so the other half is never written concurrently.
+// handles one word of one row at a time: word j of the row's span, the `words_per_row` words
+// that hold the row (gather_rows.wgsl counts in its own unit, u32 or vec4<u32>). Rows of whole
+// words never share a word. For f16/bf16 tables of odd width a row is 2 mod 4 bytes, so local
+// rows 2i and 2i + 1 share one word: the host then puts rows of one parity per dispatch, and a
+// thread writing only part of a word reads, merges and writes it back; dispatches run one after
+// the other, so the other half is never written concurrently.
 
 // Mirrors `RowSet` in src/engine/gpu/kernels.rs (8 u32 = 32 bytes).
 struct RowSet {

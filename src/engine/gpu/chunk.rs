@@ -43,6 +43,16 @@ pub(crate) struct Limits {
     pub params_stride: u64,
 }
 
+/// The kernel that moves cells with a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mover {
+    /// `gather_rows`, whole rows in units of `unit` bytes (4 or 16).
+    Rows { unit: usize },
+    /// `remap_cols`, element by element: through the column map, or with identity columns
+    /// (odd-width f16/bf16 rows, which are not whole words).
+    Elements { identity: bool },
+}
+
 /// How one job is laid out on the device.
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
@@ -54,11 +64,11 @@ pub(crate) struct Layout {
     pub words_per_row: u32,
     /// Odd-width f16/bf16: rows 2i and 2i + 1 share a word, so each dispatch takes one parity.
     pub parity: bool,
+    /// The kernel that moves rows with a source.
+    pub mover: Mover,
     pub old_rows: usize,
     pub window_rows: usize,
     pub chunk_rows: usize,
-    /// Axis 1: the column kernel, with a col_map binding.
-    pub columns: bool,
     /// Some column is MISSING: rows with a source also need the fill.
     pub col_gaps: bool,
     /// Some column has a source: rows with a source need a gather.
@@ -118,7 +128,7 @@ impl Layout {
                 job.rows.end
             ));
         }
-        let (columns, col_gaps, col_sources) = match &job.col_map {
+        let (col_map, col_gaps, col_sources) = match &job.col_map {
             None => {
                 if job.old_cols != job.cols {
                     return bad(format!(
@@ -158,6 +168,12 @@ impl Layout {
             return Err(too_wide(job, "an old row", old_row_bytes, limits.binding));
         }
         let parity = esize == 2 && job.cols % 2 == 1;
+        let mover = match (col_map, row_bytes % 16, row_bytes % 4) {
+            (true, _, _) => Mover::Elements { identity: false },
+            (false, 0, _) => Mover::Rows { unit: 16 },
+            (false, _, 0) => Mover::Rows { unit: 4 },
+            (false, _, _) => Mover::Elements { identity: true },
+        };
         let mut chunk_rows = (limits.chunk as usize / (row_bytes + LIST_BYTES_PER_ROW)).max(1);
         if parity {
             // chunks must start on a word: an even number of rows
@@ -183,10 +199,10 @@ impl Layout {
             old_row_bytes,
             words_per_row: row_bytes.div_ceil(4) as u32,
             parity,
+            mover,
             old_rows,
             window_rows,
             chunk_rows,
-            columns,
             col_gaps,
             col_sources,
             init: init_uniform(job),
@@ -206,6 +222,42 @@ impl Layout {
     pub(crate) fn window(&self, w: usize) -> Range<usize> {
         let start = w * self.window_rows;
         start..(start + self.window_rows).min(self.old_rows)
+    }
+
+    /// Number of windows of the old table.
+    pub(crate) fn windows(&self) -> usize {
+        self.old_rows.div_ceil(self.window_rows)
+    }
+
+    /// For each window of the old table, the last chunk of `rows` that reads it (`None`: no
+    /// chunk does). After that chunk the window's buffer can take another window.
+    pub(crate) fn last_use(&self, job: &RemapJob, rows: Range<usize>) -> Vec<Option<u32>> {
+        let mut last = vec![None; self.windows()];
+        if !self.col_sources {
+            return last;
+        }
+        let start = rows.start;
+        let chunk_of = |g: usize| ((g - start) / self.chunk_rows) as u32;
+        match &job.row_map {
+            None => {
+                for (w, slot) in last.iter_mut().enumerate() {
+                    let win = self.window(w);
+                    let end = win.end.min(rows.end);
+                    if win.start.max(rows.start) < end {
+                        *slot = Some(chunk_of(end - 1));
+                    }
+                }
+            }
+            Some(map) => {
+                for g in rows {
+                    let m = map[g];
+                    if m != MISSING && (m as usize) < self.old_rows {
+                        last[m as usize / self.window_rows] = Some(chunk_of(g));
+                    }
+                }
+            }
+        }
+        last
     }
 
     /// Bytes of an output chunk buffer.
@@ -326,23 +378,20 @@ impl Blob<'_> {
         sets.into_iter().filter(|s| s.count > 0).collect()
     }
 
-    fn gather(&mut self, rows: RowSet) -> Dispatch {
+    fn gather(&mut self, mut rows: RowSet) -> Dispatch {
         let l = self.layout;
-        let params = if l.columns {
-            self.entry(&remap_cols::Params {
+        let params = match l.mover {
+            Mover::Elements { identity } => self.entry(&remap_cols::Params {
                 rows,
                 cols: l.cols as u32,
                 old_cols: l.old_cols as u32,
                 esize: l.esize as u32,
-                _pad: 0,
-            })
-        } else {
-            self.entry(&gather_rows::Params {
-                rows,
-                row_bytes: l.row_bytes as u32,
-                cols: l.cols as u32,
-                _pad: [0; 2],
-            })
+                identity: identity as u32,
+            }),
+            Mover::Rows { unit } => {
+                rows.words_per_row = (l.row_bytes / unit) as u32;
+                self.entry(&gather_rows::Params { rows })
+            }
         };
         Dispatch {
             params,

@@ -1,13 +1,26 @@
 //! The row gather of axis 0 (`shaders/gather_rows.wgsl`): output rows of a chunk copied from
-//! the old rows their index names, one dispatch per window of the old table.
+//! the old rows their index names, one dispatch per window of the old table. Rows move in
+//! units of `vec4<u32>` when their byte width is a multiple of 16, else of `u32`; rows that are
+//! not whole words (odd-width f16/bf16) go through `remap_cols` instead.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::kernels::{slice, Binding, Kernel, RowSet};
 
-/// The kernel's source: `rows.wgsl` + `gather_rows.wgsl`.
-pub(crate) const SOURCE: &str = concat!(
+/// The kernel's source moving `u32` units: `rows.wgsl`, `word_u32.wgsl`, `gather_rows.wgsl`.
+pub(crate) const SOURCE_U32: &str = concat!(
     include_str!("../../../shaders/rows.wgsl"),
+    "\n",
+    include_str!("../../../shaders/word_u32.wgsl"),
+    "\n",
+    include_str!("../../../shaders/gather_rows.wgsl"),
+);
+
+/// The kernel's source moving `vec4<u32>` units.
+pub(crate) const SOURCE_VEC4: &str = concat!(
+    include_str!("../../../shaders/rows.wgsl"),
+    "\n",
+    include_str!("../../../shaders/word_vec4.wgsl"),
     "\n",
     include_str!("../../../shaders/gather_rows.wgsl"),
 );
@@ -16,31 +29,37 @@ pub(crate) const SOURCE: &str = concat!(
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct Params {
-    /// Output rows and their source rows in the window.
+    /// Output rows and their source rows in the window; `words_per_row` in units.
     pub rows: RowSet,
-    /// Bytes of a row (old and new rows have the same columns on axis 0).
-    pub row_bytes: u32,
-    /// Columns (elements per row).
-    pub cols: u32,
-    pub _pad: [u32; 2],
 }
 
-/// The compiled kernel.
-pub(crate) struct GatherRows(Kernel);
+/// The compiled kernel, in both unit sizes.
+pub(crate) struct GatherRows {
+    u32s: Kernel,
+    vec4s: Kernel,
+}
 
 impl GatherRows {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
-        GatherRows(Kernel::new(
-            device,
-            "gather_rows",
-            SOURCE,
-            &[
-                Binding::Uniform(size_of::<Params>() as u64),
-                Binding::Read,      // list: (output row, window row) pairs
-                Binding::Read,      // the old window
-                Binding::ReadWrite, // the output chunk
-            ],
-        ))
+        let bindings = [
+            Binding::Uniform(size_of::<Params>() as u64),
+            Binding::Read,      // list: (output row, window row) pairs
+            Binding::Read,      // the old window
+            Binding::ReadWrite, // the output chunk
+        ];
+        GatherRows {
+            u32s: Kernel::new(device, "gather_rows (u32)", SOURCE_U32, &bindings),
+            vec4s: Kernel::new(device, "gather_rows (vec4)", SOURCE_VEC4, &bindings),
+        }
+    }
+
+    /// The kernel moving units of `unit` bytes (4 or 16).
+    pub(crate) fn kernel(&self, unit: usize) -> &Kernel {
+        if unit == 16 {
+            &self.vec4s
+        } else {
+            &self.u32s
+        }
     }
 
     /// The bind group of one dispatch: its params entry and list in `ctrl`, the old window,
@@ -48,13 +67,14 @@ impl GatherRows {
     pub(crate) fn bind(
         &self,
         device: &wgpu::Device,
+        unit: usize,
         ctrl: &wgpu::Buffer,
         params_offset: u64,
         list: (u64, u64),
         window: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
-        self.0.bind(
+        self.kernel(unit).bind(
             device,
             &[
                 slice(ctrl, params_offset, size_of::<Params>() as u64),
@@ -63,9 +83,5 @@ impl GatherRows {
                 out.as_entire_binding(),
             ],
         )
-    }
-
-    pub(crate) fn kernel(&self) -> &Kernel {
-        &self.0
     }
 }

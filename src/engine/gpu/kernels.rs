@@ -11,6 +11,10 @@ use bytemuck::{Pod, Zeroable};
 /// Threads per workgroup (`WORKGROUP` in `shaders/rows.wgsl`).
 pub(crate) const WORKGROUP: u32 = 256;
 
+/// Output words a thread handles at least (when there is enough work): the kernels divide
+/// once per thread, not once per word, and a grid of a few million threads still fills any GPU.
+pub(crate) const WORDS_PER_THREAD: u32 = 8;
+
 /// `ROWS_LIST` in `shaders/rows.wgsl`: the rows are entries of the list binding.
 pub(crate) const ROWS_LIST: u32 = 0;
 /// `ROWS_RANGE` in `shaders/rows.wgsl`: the rows are an arithmetic progression.
@@ -163,8 +167,8 @@ impl Kernel {
         })
     }
 
-    /// Records a dispatch of `threads` threads (one per output word), at most `max_groups`
-    /// workgroups: the kernels loop with a grid stride over what one grid does not cover.
+    /// Records a dispatch for `threads` work items (output words), with at most `max_groups`
+    /// workgroups: the kernels loop with a grid stride over what the grid does not cover.
     pub(crate) fn dispatch(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -175,7 +179,9 @@ impl Kernel {
         if threads == 0 {
             return;
         }
-        let groups = threads.div_ceil(WORKGROUP).clamp(1, max_groups.max(1));
+        let groups = threads
+            .div_ceil(WORKGROUP * WORDS_PER_THREAD)
+            .clamp(1, max_groups.max(1));
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(groups, 1, 1);

@@ -59,18 +59,19 @@ mod remap_cols;
 mod stream;
 mod windows;
 
+use std::io::IoSlice;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use device::{hardware_adapter_available, ADAPTER_NAME_VAR};
 
-use self::chunk::{ChunkPlan, Layout, Limits};
+use self::chunk::{ChunkPlan, Layout, Limits, Mover};
 use self::device::{Gpu, Scopes};
 use self::fill_missing::FillMissing;
 use self::gather_rows::GatherRows;
 use self::remap_cols::RemapCols;
-use self::stream::{copy_pieces, Mappable, Staging};
+use self::stream::{copy_pieces, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{Engine, Sink};
 use crate::dtype::Dtype;
@@ -83,6 +84,10 @@ const MIB: u64 = 1 << 20;
 pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
 /// Default budget on a software (CPU) adapter, whose "device memory" is host memory.
 pub const DEFAULT_CPU_ADAPTER_BUDGET: u64 = 512 * MIB;
+/// Default window on a software adapter: small windows stream through a few reused buffers
+/// (fresh memory is slow to fault in). On a GPU a window is one storage binding, so that a
+/// chunk with rows from all over the old table needs few dispatches.
+pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 32 * MIB;
 
 /// Settings of the GPU engine. Results never depend on them; memory use and speed do.
 #[derive(Clone, Debug)]
@@ -214,9 +219,10 @@ pub struct DeviceTensor {
 }
 
 /// The WGSL source of each kernel as compiled (library files concatenated), by name.
-pub fn kernel_sources() -> [(&'static str, &'static str); 3] {
+pub fn kernel_sources() -> [(&'static str, &'static str); 4] {
     [
-        ("gather_rows", gather_rows::SOURCE),
+        ("gather_rows (u32)", gather_rows::SOURCE_U32),
+        ("gather_rows (vec4)", gather_rows::SOURCE_VEC4),
         ("remap_cols", remap_cols::SOURCE),
         ("fill_missing", fill_missing::SOURCE),
     ]
@@ -250,7 +256,7 @@ pub struct GpuEngine {
     gather_rows: GatherRows,
     remap_cols: RemapCols,
     fill_missing: FillMissing,
-    staging: Staging,
+    stream: Stream,
     slots: Vec<Slot>,
     windows: Windows,
     col_map: Option<(Arc<[u32]>, wgpu::Buffer)>,
@@ -329,9 +335,14 @@ impl GpuEngine {
         }
         let chunk = (chunk & !3).max(16);
         let window_budget = budget.saturating_sub(chunk * ring_buffers);
+        let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
         let window = options
             .window_bytes
-            .unwrap_or(binding)
+            .unwrap_or(if is_cpu {
+                DEFAULT_CPU_ADAPTER_WINDOW
+            } else {
+                binding
+            })
             .min(binding)
             .min(window_budget.max(64 << 10))
             .max(4);
@@ -352,7 +363,7 @@ impl GpuEngine {
             gather_rows,
             remap_cols,
             fill_missing,
-            staging: Staging::new(options.staging_slots, chunk),
+            stream: Stream::new(options.staging_slots, chunk),
             slots: (0..options.output_slots).map(|_| Slot::default()).collect(),
             windows: Windows::new(window_budget),
             col_map: None,
@@ -445,10 +456,12 @@ impl GpuEngine {
                     )?;
                     let range = bytes.clone();
                     self.guarded(|e| {
-                        e.staging.upload(&e.gpu, &buffer, 0, len, |start, view| {
+                        e.stream.upload(&e.gpu, &buffer, 0, len, |start, view| {
                             let from = range.start + start;
                             copy_pieces(source.pieces(from..from + view.len()), view)
-                        })
+                        })?;
+                        e.stream.submit(&e.gpu);
+                        Ok(())
                     })?;
                     (buffer, len)
                 }
@@ -502,7 +515,7 @@ impl GpuEngine {
                 }
             }
         }
-        self.staging.recover(&self.gpu);
+        self.stream.recover(&self.gpu);
     }
 
     /// The col_map buffer of `job` (uploaded once per index vector), or a placeholder.
@@ -522,7 +535,7 @@ impl GpuEngine {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             false,
         )?;
-        self.staging.upload_bytes(&self.gpu, &buffer, 0, bytes)?;
+        self.stream.upload_bytes(&self.gpu, &buffer, 0, bytes)?;
         self.col_map = Some((map.clone(), buffer.clone()));
         Ok(buffer)
     }
@@ -536,6 +549,7 @@ impl GpuEngine {
         let tensor = self.windows.key(&job.old);
         let col_map = self.col_map_buffer(job)?;
         let chunks: Vec<Range<usize>> = layout.chunks(job.rows.clone()).collect();
+        let last_use = layout.last_use(job, job.rows.clone());
         let n = self.slots.len();
         for (k, rows) in chunks.iter().enumerate() {
             let s = k % n;
@@ -544,7 +558,17 @@ impl GpuEngine {
             }
             let plan = chunk::plan(job, &layout, rows.clone())?;
             let offset = ((rows.start - job.rows.start) * layout.row_bytes) as u64;
-            self.run_chunk(job, &layout, &tensor, &col_map, &plan, s, target, offset)?;
+            let dead = |w: usize| last_use[w].is_none_or(|last| (last as usize) < k);
+            let chunk = Chunk {
+                job,
+                layout: &layout,
+                tensor: &tensor,
+                col_map: &col_map,
+                plan: &plan,
+                offset,
+                dead: &dead,
+            };
+            self.run_chunk(&chunk, s, target)?;
         }
         if let Target::Sink(sink) = target {
             for k in chunks.len().saturating_sub(n)..chunks.len() {
@@ -571,45 +595,16 @@ impl GpuEngine {
             .buffer
             .get_mapped_range(..(bytes as u64).next_multiple_of(4))
         {
-            Ok(view) => sink(&[std::io::IoSlice::new(&view[..bytes])]),
+            Ok(view) => sink(&[IoSlice::new(&view[..bytes])]),
             Err(e) => Err(Error::Gpu(format!("reading back: {e}"))),
         };
         rb.buffer.unmap();
         result
     }
 
-    /// A buffer of at least `size` bytes in `slot`, reallocated when too small.
-    fn slot_buffer(
-        gpu: &Gpu,
-        buffer: &mut Option<wgpu::Buffer>,
-        label: &str,
-        size: u64,
-        usage: wgpu::BufferUsages,
-    ) -> Result<wgpu::Buffer> {
-        match buffer {
-            Some(b) if b.size() >= size => Ok(b.clone()),
-            _ => {
-                let b = gpu.buffer(label, size.next_power_of_two().max(256), usage, false)?;
-                *buffer = Some(b.clone());
-                Ok(b)
-            }
-        }
-    }
-
-    /// Uploads the chunk's control blob, makes its windows resident batch by batch, records
-    /// and submits its dispatches, and sends the chunk to the target.
-    #[allow(clippy::too_many_arguments)]
-    fn run_chunk(
-        &mut self,
-        job: &RemapJob,
-        layout: &Layout,
-        tensor: &Arc<TensorKey>,
-        col_map: &wgpu::Buffer,
-        plan: &ChunkPlan,
-        s: usize,
-        target: &mut Target<'_, '_>,
-        offset: u64,
-    ) -> Result<()> {
+    /// Records one chunk: its control blob, the windows it reads (batch by batch when they do
+    /// not all fit the cache), its dispatches and the copy to the target, then submits.
+    fn run_chunk(&mut self, c: &Chunk<'_>, s: usize, target: &mut Target<'_, '_>) -> Result<()> {
         use wgpu::BufferUsages as U;
         let GpuEngine {
             gpu,
@@ -617,11 +612,12 @@ impl GpuEngine {
             gather_rows,
             remap_cols,
             fill_missing,
-            staging,
+            stream,
             slots,
             windows,
             ..
         } = self;
+        let (layout, plan) = (c.layout, c.plan);
         let slot = &mut slots[s];
         let bytes = plan.rows.len() * layout.row_bytes;
         let padded = (bytes as u64).next_multiple_of(4);
@@ -639,27 +635,36 @@ impl GpuEngine {
                 b
             }
         };
-        let ctrl = Self::slot_buffer(
-            gpu,
-            &mut slot.ctrl,
-            "dispatch control",
-            plan.ctrl.len() as u64,
-            U::UNIFORM | U::STORAGE | U::COPY_DST,
-        )?;
-        staging.upload_bytes(gpu, &ctrl, 0, &plan.ctrl)?;
+        let ctrl = match &slot.ctrl {
+            Some(b) if b.size() >= plan.ctrl.len() as u64 => b.clone(),
+            _ => {
+                let size = (plan.ctrl.len() as u64).next_power_of_two().max(1024);
+                let b = gpu.buffer(
+                    "dispatch control",
+                    size,
+                    U::UNIFORM | U::STORAGE | U::COPY_DST,
+                    false,
+                )?;
+                slot.ctrl = Some(b.clone());
+                b
+            }
+        };
+        stream.upload_bytes(gpu, &ctrl, 0, &plan.ctrl)?;
+        if padded != bytes as u64 {
+            // zeros after an odd number of 16-bit elements
+            stream.encoder(gpu).clear_buffer(&out, padded - 4, Some(4));
+        }
 
-        // Windows already resident first, so a batch that evicts never evicts them.
+        // Windows already resident first, so that loading the others never evicts them.
         let mut order: Vec<usize> = (0..plan.windows.len()).collect();
         order.sort_by_key(|&i| {
             (
-                !windows.is_resident(tensor, plan.windows[i].0),
+                !windows.is_resident(c.tensor, plan.windows[i].0),
                 plan.windows[i].0,
             )
         });
         let window_bytes = |w: usize| (layout.window(w).len() * layout.old_row_bytes) as u64;
-
         let mut next = 0;
-        let mut first = true;
         loop {
             // The next batch: windows that fit the cache together (at least one).
             let mut batch = Vec::new();
@@ -677,48 +682,50 @@ impl GpuEngine {
             for &w in &keep {
                 let rows = layout.window(w);
                 let from = rows.start * layout.old_row_bytes;
-                let len = rows.len() * layout.old_row_bytes;
-                windows.ensure(gpu, tensor, w, len as u64, &keep, |buffer| {
-                    staging.upload(gpu, buffer, 0, len as u64, |start, view| {
+                let len = (rows.len() * layout.old_row_bytes) as u64;
+                // Uploads are recorded after the dispatches of earlier batches, so a buffer
+                // evicted here is overwritten only once those have read it.
+                windows.ensure(gpu, c.tensor, w, len, &keep, c.dead, |buffer| {
+                    stream.upload(gpu, buffer, 0, len, |start, view| {
                         let at = from + start;
-                        copy_pieces(job.old.pieces(at..at + view.len()), view)
+                        copy_pieces(c.job.old.pieces(at..at + view.len()), view)
                     })
                 })?;
             }
             let last = next >= order.len();
 
-            let mut encoder = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("remap chunk"),
-                });
-            if first && padded != bytes as u64 {
-                // zero padding after an odd number of 16-bit elements
-                encoder.clear_buffer(&out, padded - 4, Some(4));
-            }
-            first = false;
             let mut groups = Vec::new();
             for &i in &batch {
                 let (w, dispatches) = &plan.windows[i];
-                let Some(window) = windows.buffer(tensor, *w) else {
+                let Some(window) = windows.buffer(c.tensor, *w) else {
                     return Err(Error::Gpu("window evicted before use".into()));
                 };
                 for d in dispatches {
-                    let (kernel, bg) = if layout.columns {
-                        let bg = remap_cols.bind(
-                            &gpu.device,
-                            &ctrl,
-                            d.params,
-                            plan.list,
-                            window,
-                            col_map,
-                            &out,
-                        );
-                        (remap_cols.kernel(), bg)
-                    } else {
-                        let bg =
-                            gather_rows.bind(&gpu.device, &ctrl, d.params, plan.list, window, &out);
-                        (gather_rows.kernel(), bg)
+                    let (kernel, bg) = match layout.mover {
+                        Mover::Elements { .. } => (
+                            remap_cols.kernel(),
+                            remap_cols.bind(
+                                &gpu.device,
+                                &ctrl,
+                                d.params,
+                                plan.list,
+                                window,
+                                c.col_map,
+                                &out,
+                            ),
+                        ),
+                        Mover::Rows { unit } => (
+                            gather_rows.kernel(unit),
+                            gather_rows.bind(
+                                &gpu.device,
+                                unit,
+                                &ctrl,
+                                d.params,
+                                plan.list,
+                                window,
+                                &out,
+                            ),
+                        ),
                     };
                     groups.push((kernel, bg, d.threads));
                 }
@@ -726,51 +733,71 @@ impl GpuEngine {
             if last {
                 for d in &plan.fills {
                     let bg =
-                        fill_missing.bind(&gpu.device, &ctrl, d.params, plan.list, col_map, &out);
+                        fill_missing.bind(&gpu.device, &ctrl, d.params, plan.list, c.col_map, &out);
                     groups.push((fill_missing.kernel(), bg, d.threads));
                 }
             }
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("remap chunk"),
-                    timestamp_writes: None,
-                });
+                let mut pass =
+                    stream
+                        .encoder(gpu)
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some("remap chunk"),
+                            timestamp_writes: None,
+                        });
                 for (kernel, bg, threads) in &groups {
                     kernel.dispatch(&mut pass, bg, *threads, *max_groups);
                 }
             }
-            if !last {
-                gpu.queue.submit([encoder.finish()]);
-                continue;
+            if last {
+                break;
             }
-            match target {
-                Target::Buffer(dst, at) => {
-                    encoder.copy_buffer_to_buffer(&out, 0, dst, *at + offset, padded);
-                    gpu.queue.submit([encoder.finish()]);
-                }
-                Target::Sink(_) => {
-                    let size = layout.chunk_bytes().max(padded);
-                    if slot
-                        .readback
-                        .as_ref()
-                        .is_none_or(|r| r.buffer.size() < padded)
-                    {
-                        let b = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
-                        slot.readback = Some(Mappable::new(b, false));
-                    }
-                    let Some(rb) = slot.readback.as_mut() else {
-                        return Err(Error::Gpu("readback buffer missing".into()));
-                    };
-                    encoder.copy_buffer_to_buffer(&out, 0, &rb.buffer, 0, padded);
-                    rb.map_on_submit(&encoder, wgpu::MapMode::Read);
-                    let submission = gpu.queue.submit([encoder.finish()]);
-                    rb.submitted(submission);
-                    slot.pending = Some(bytes);
-                }
-            }
-            return Ok(());
         }
+
+        match target {
+            Target::Buffer(dst, at) => {
+                stream
+                    .encoder(gpu)
+                    .copy_buffer_to_buffer(&out, 0, dst, *at + c.offset, padded);
+                stream.submit(gpu);
+            }
+            Target::Sink(_) => {
+                if slot
+                    .readback
+                    .as_ref()
+                    .is_none_or(|r| r.buffer.size() < padded)
+                {
+                    let size = layout.chunk_bytes().max(padded);
+                    let b = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
+                    slot.readback = Some(Mappable::new(b, false));
+                }
+                let Some(rb) = slot.readback.as_mut() else {
+                    return Err(Error::Gpu("readback buffer missing".into()));
+                };
+                let encoder = stream.encoder(gpu);
+                encoder.copy_buffer_to_buffer(&out, 0, &rb.buffer, 0, padded);
+                rb.map_on_submit(encoder, wgpu::MapMode::Read);
+                if let Some(submission) = stream.submit(gpu) {
+                    rb.submitted(submission);
+                }
+                slot.pending = Some(bytes);
+            }
+        }
+        Ok(())
     }
+}
+
+/// What [`GpuEngine::run_chunk`] needs to know about a chunk and its job.
+struct Chunk<'a> {
+    job: &'a RemapJob,
+    layout: &'a Layout,
+    tensor: &'a Arc<TensorKey>,
+    col_map: &'a wgpu::Buffer,
+    plan: &'a ChunkPlan,
+    /// Byte offset of the chunk in the job's output.
+    offset: u64,
+    /// Whether a window of the old table is no longer needed by this job.
+    dead: &'a dyn Fn(usize) -> bool,
 }
 
 impl Engine for GpuEngine {

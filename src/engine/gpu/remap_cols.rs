@@ -1,6 +1,7 @@
-//! The column remap of axis 1 (`shaders/remap_cols.wgsl`): each output element taken from the
-//! old column its column index names (new and OOV columns are left to the fill), one dispatch
-//! per window of the old table.
+//! The element-wise remap (`shaders/remap_cols.wgsl`): each output element taken from the old
+//! column its column index names (new and OOV columns are left to the fill), one dispatch per
+//! window of the old table. Used for axis 1, and with identity columns for the rows of
+//! odd-width f16/bf16 tables, which `gather_rows` cannot move as whole words.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -25,7 +26,8 @@ pub(crate) struct Params {
     pub old_cols: u32,
     /// Bytes per element: 2, 4 or 8.
     pub esize: u32,
-    pub _pad: u32,
+    /// 1: no column map, column c is old column c.
+    pub identity: u32,
 }
 
 /// The compiled kernel.
@@ -41,7 +43,7 @@ impl RemapCols {
                 Binding::Uniform(size_of::<Params>() as u64),
                 Binding::Read,      // list: (output row, window row) pairs
                 Binding::Read,      // the old window
-                Binding::Read,      // col_map
+                Binding::Read,      // col_map (a placeholder with identity columns)
                 Binding::ReadWrite, // the output chunk
             ],
         ))

@@ -1,20 +1,21 @@
-//! Moving bytes between the host and the device: a ring of reusable upload (staging) buffers,
-//! and the readback buffers of the output slots.
+//! Moving bytes between the host and the device: the pending submission with its ring of
+//! reusable upload buffers, and the map state shared by upload and readback buffers.
 //!
 //! Uploads never go through `Queue::write_buffer` (which allocates a fresh staging buffer per
-//! call). The ring holds `slots` buffers of `slot_bytes` each, `MAP_WRITE | COPY_SRC`, created
-//! mapped. An upload fills the next slot's mapped memory from the source (the memory-mapped
-//! checkpoint, or host data), unmaps it, submits a copy into the destination, and asks for the
-//! slot to be mapped again when that submission completes (`map_buffer_on_submit`). Reusing a
-//! slot waits (bounded) for that submission: by then the device has consumed its bytes and
-//! the map callback has marked it writable. Since wgpu has a single queue, everything submitted
-//! later (kernels reading the destination) runs after the copy; while the device copies one
-//! slot, the host fills the next.
+//! call). [`Stream`] holds `slots` upload buffers of `slot_bytes` each, `MAP_WRITE | COPY_SRC`,
+//! created mapped, and one command encoder being recorded. An upload writes its bytes (from the
+//! memory-mapped checkpoint, or host data) into the mapped memory of the current slot, packing
+//! several uploads into a slot, and records a copy into the destination in the encoder. The
+//! kernels and the readback copy of a chunk are recorded in the same encoder, so a chunk is
+//! normally one submission. At submission the slots written are unmapped, and mapped again by
+//! `map_buffer_on_submit` when the submission completes. Reusing a slot waits (bounded) for
+//! that: by then the device has consumed its bytes. If an upload needs a slot that the pending
+//! submission already uses (the ring wrapped), the pending work is submitted first.
 //!
 //! There is no separate poll thread: a wait polls the device for exactly the submission it
 //! needs (`PollType::Wait` with a timeout), which also runs the map callbacks that are due. The
-//! device keeps executing later submissions meanwhile, so uploads, kernels and readbacks of
-//! different chunks still overlap.
+//! device keeps executing what was submitted meanwhile, so the host prepares chunk k + 1 and
+//! writes chunk k - 1 while the device computes chunk k.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -22,10 +23,13 @@ use std::sync::Arc;
 use super::device::Gpu;
 use crate::error::{Error, Result};
 
-/// Map state of a staging or readback buffer, set by its map callback.
-pub(crate) const PENDING: u8 = 0;
-pub(crate) const MAPPED: u8 = 1;
-pub(crate) const FAILED: u8 = 2;
+/// Map state of an upload or readback buffer, set by its map callback.
+const PENDING: u8 = 0;
+const MAPPED: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Offsets into a mapped range are multiples of this (`wgpu::MAP_ALIGNMENT`).
+const ALIGN: u64 = wgpu::MAP_ALIGNMENT;
 
 /// A buffer that goes back and forth between the host (mapped) and the device.
 pub(crate) struct Mappable {
@@ -49,6 +53,7 @@ impl Mappable {
     pub(crate) fn map_on_submit(&mut self, encoder: &wgpu::CommandEncoder, mode: wgpu::MapMode) {
         let state = self.state.clone();
         state.store(PENDING, Ordering::Release);
+        self.submission = None;
         encoder.map_buffer_on_submit(&self.buffer, mode, .., move |r| {
             state.store(if r.is_ok() { MAPPED } else { FAILED }, Ordering::Release);
         });
@@ -83,28 +88,72 @@ impl Mappable {
     }
 }
 
-/// The ring of upload buffers.
-pub(crate) struct Staging {
+/// The submission being recorded, and the ring of upload buffers it draws from.
+pub(crate) struct Stream {
     slots: Vec<Mappable>,
-    next: usize,
-    slot_bytes: u64,
     count: usize,
+    slot_bytes: u64,
+    /// The slot the next upload goes to.
+    next: usize,
+    /// Slots written for the pending submission; the last one may have room left.
+    open: Vec<usize>,
+    /// Bytes used in the last open slot.
+    used: u64,
+    encoder: Option<wgpu::CommandEncoder>,
 }
 
-impl Staging {
-    /// A ring of `count` buffers of `slot_bytes` (a multiple of 4), created lazily.
+impl Stream {
+    /// A ring of `count` upload buffers of `slot_bytes` (a multiple of 8), created lazily.
     pub(crate) fn new(count: usize, slot_bytes: u64) -> Self {
-        Staging {
+        Stream {
             slots: Vec::new(),
-            next: 0,
-            slot_bytes,
             count: count.max(1),
+            slot_bytes: slot_bytes.next_multiple_of(ALIGN),
+            next: 0,
+            open: Vec::new(),
+            used: 0,
+            encoder: None,
         }
     }
 
-    /// The next slot, mapped and ready to be written.
-    fn acquire(&mut self, gpu: &Gpu) -> Result<usize> {
+    /// The encoder of the pending submission.
+    pub(crate) fn encoder(&mut self, gpu: &Gpu) -> &mut wgpu::CommandEncoder {
+        self.encoder.get_or_insert_with(|| {
+            gpu.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("warmstart"),
+                })
+        })
+    }
+
+    /// Submits the pending work, if any. The upload buffers it read come back mapped when it
+    /// completes.
+    pub(crate) fn submit(&mut self, gpu: &Gpu) -> Option<wgpu::SubmissionIndex> {
+        let encoder = self.encoder.take()?;
+        for &i in &self.open {
+            let slot = &mut self.slots[i];
+            slot.buffer.unmap();
+            slot.map_on_submit(&encoder, wgpu::MapMode::Write);
+        }
+        let submission = gpu.queue.submit([encoder.finish()]);
+        for i in self.open.drain(..) {
+            self.slots[i].submitted(submission.clone());
+        }
+        Some(submission)
+    }
+
+    /// An upload slot with at least `ALIGN` free bytes; returns its index and free offset.
+    fn space(&mut self, gpu: &Gpu) -> Result<(usize, u64)> {
+        if let Some(&i) = self.open.last() {
+            if self.used + ALIGN <= self.slot_bytes {
+                return Ok((i, self.used));
+            }
+        }
         let i = self.next;
+        if self.open.contains(&i) {
+            // the ring wrapped within the pending submission: send it off first
+            self.submit(gpu);
+        }
         self.next = (i + 1) % self.count;
         if i == self.slots.len() {
             let buffer = gpu.buffer(
@@ -116,13 +165,15 @@ impl Staging {
             self.slots.push(Mappable::new(buffer, true));
         }
         self.slots[i].wait_mapped(gpu)?;
-        Ok(i)
+        self.open.push(i);
+        self.used = 0;
+        Ok((i, 0))
     }
 
-    /// Copies `len` bytes into `dst` at `dst_offset` (a multiple of 4), in pieces of at most
-    /// one slot. `write(start, view)` fills `view` with bytes `start..start + view.len()` of
-    /// the data. A length that is not a multiple of 4 is padded with zeros to the next
-    /// multiple (copies move whole words), so `dst` must have room for it.
+    /// Records the upload of `len` bytes into `dst` at `dst_offset` (a multiple of 4).
+    /// `write(start, view)` fills `view` with bytes `start..start + view.len()` of the data.
+    /// A length that is not a multiple of 4 is padded with zeros to the next multiple (copies
+    /// move whole words), so `dst` must have room for it.
     pub(crate) fn upload(
         &mut self,
         gpu: &Gpu,
@@ -133,36 +184,27 @@ impl Staging {
     ) -> Result<()> {
         let mut done = 0u64;
         while done < len {
-            let piece = (len - done).min(self.slot_bytes);
+            let (i, at) = self.space(gpu)?;
+            let piece = (len - done).min(self.slot_bytes - at);
             let padded = piece.next_multiple_of(4);
-            let i = self.acquire(gpu)?;
-            let slot = &mut self.slots[i];
+            let buffer = self.slots[i].buffer.clone();
             {
-                let mut view = slot
-                    .buffer
-                    .get_mapped_range_mut(..padded)
+                let mut view = buffer
+                    .get_mapped_range_mut(at..at + padded)
                     .map_err(|e| Error::Gpu(format!("upload buffer: {e}")))?;
-                let (data, pad) = view.slice(..).split_at(piece as usize);
+                let (data, mut pad) = view.slice(..).split_at(piece as usize);
                 write(done as usize, data);
-                let mut pad = pad;
                 pad.fill(0);
             }
-            slot.buffer.unmap();
-            let mut encoder = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("upload"),
-                });
-            encoder.copy_buffer_to_buffer(&slot.buffer, 0, dst, dst_offset + done, padded);
-            slot.map_on_submit(&encoder, wgpu::MapMode::Write);
-            let submission = gpu.queue.submit([encoder.finish()]);
-            slot.submitted(submission);
+            self.used = (at + padded).next_multiple_of(ALIGN);
+            self.encoder(gpu)
+                .copy_buffer_to_buffer(&buffer, at, dst, dst_offset + done, padded);
             done += piece;
         }
         Ok(())
     }
 
-    /// Uploads host bytes.
+    /// Records the upload of host bytes.
     pub(crate) fn upload_bytes(
         &mut self,
         gpu: &Gpu,
@@ -182,14 +224,17 @@ impl Staging {
         )
     }
 
-    /// After a failure: slots that are not mapped back (their submission failed or never
-    /// completed) are dropped and recreated on next use.
+    /// After a failure: the pending work is dropped, and upload buffers that are not mapped
+    /// back (their submission failed or never completed) are recreated on next use.
     pub(crate) fn recover(&mut self, gpu: &Gpu) {
+        self.encoder = None;
+        self.open.clear();
+        self.used = 0;
         let broken = self.slots.iter().position(|s| s.wait_mapped(gpu).is_err());
         if let Some(first) = broken {
             self.slots.truncate(first);
-            self.next = 0;
         }
+        self.next = 0;
     }
 }
 

@@ -98,9 +98,14 @@ impl Windows {
         self.find(tensor, index).map(|i| &self.resident[i].buffer)
     }
 
-    /// Makes window `index` of `tensor` resident: if it is not, frees room (never evicting a
-    /// window of `keep`, the windows the pending batch uses) and calls `load` to upload its
-    /// `bytes` bytes into a buffer of at least that size.
+    /// Makes window `index` of `tensor` resident: if it is not, calls `load` to upload its
+    /// `bytes` bytes into a buffer of at least that size. The buffer of a window of `tensor`
+    /// that the job no longer needs (`dead`) is reused first, even when the budget has room,
+    /// so that a roughly monotonic remap streams through a few buffers (fresh memory is slow
+    /// to fault in on a software driver, and scarce on a GPU). Otherwise windows are evicted
+    /// only to stay within the budget: dead ones, then other tensors', then the least recently
+    /// used; never one of `keep`, the windows the pending batch uses.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn ensure(
         &mut self,
         gpu: &Gpu,
@@ -108,6 +113,7 @@ impl Windows {
         index: usize,
         bytes: u64,
         keep: &[usize],
+        dead: impl Fn(usize) -> bool,
         load: impl FnOnce(&wgpu::Buffer) -> Result<()>,
     ) -> Result<()> {
         self.clock += 1;
@@ -115,15 +121,30 @@ impl Windows {
             self.resident[i].last_used = self.clock;
             return Ok(());
         }
+        let evictable = |r: &Resident| !(Arc::ptr_eq(&r.tensor, tensor) && keep.contains(&r.index));
+        let is_dead = |r: &Resident| Arc::ptr_eq(&r.tensor, tensor) && dead(r.index);
         let mut reused = None;
+        // the dead window unused longest: the device is most likely done reading it
+        if let Some((v, _)) = self
+            .resident
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| evictable(r) && is_dead(r) && r.buffer.size() >= bytes)
+            .min_by_key(|(_, r)| r.last_used)
+        {
+            reused = Some(self.resident.swap_remove(v).buffer);
+        }
         let mut held: u64 = self.resident.iter().map(|r| r.buffer.size()).sum();
-        while held + bytes > self.budget {
+        while reused.is_none() && held + bytes > self.budget {
             let victim = self
                 .resident
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| !(Arc::ptr_eq(&r.tensor, tensor) && keep.contains(&r.index)))
-                .min_by_key(|(_, r)| r.last_used)
+                .filter(|(_, r)| evictable(r))
+                .min_by_key(|(_, r)| {
+                    let this = Arc::ptr_eq(&r.tensor, tensor);
+                    (!is_dead(r), this, r.last_used)
+                })
                 .map(|(i, _)| i);
             let Some(v) = victim else { break };
             let old = self.resident.swap_remove(v);

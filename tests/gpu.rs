@@ -1,0 +1,889 @@
+//! The GPU engine against the CPU engine (the reference semantics), on the same `RemapJob`s.
+//!
+//! Jobs are built over small safetensors checkpoints written to a temporary directory (old
+//! tables split into `/part_<k>` tensors, in one file or several, so a table spans several
+//! segments), with random row or column maps, every initializer, odd widths, f16/bf16/f32/f64,
+//! and partitions (several jobs over sub-ranges of a variable). Engines are configured with tiny
+//! bindings, chunks, windows, budgets and workgroup counts, so that every boundary is crossed
+//! with small data.
+//!
+//! Expectations: bit-identical bytes for copies, constants and uniform fills; normal and
+//! truncated normal within 1e-4 absolute (or one unit in the last place of f16/bf16), and
+//! truncated values inside mean ± 2·stddev.
+//!
+//! Without a usable adapter these tests print a notice and pass, unless
+//! `WARMSTART_REQUIRE_GPU=1` (CI) makes them fail. The software Vulkan driver (lavapipe) counts;
+//! `WGPU_BACKEND=vulkan` and `VK_DRIVER_FILES` select it when several drivers are installed.
+
+use std::io::IoSlice;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use warmstart::dtype::FloatType;
+use warmstart::engine::gpu::{DeviceTensor, GpuOptions};
+use warmstart::initializer::{Distribution, FanMode, Fill};
+use warmstart::vocab::MISSING;
+use warmstart::{
+    Checkpoint, CpuEngine, Engine, GpuEngine, Initializer, Job, Model, Plan, RemapJob, TensorData,
+    Variable, VocabInfo, WarmStartSettings,
+};
+
+// ------------------------------------------------------------------------------------------
+// Harness
+// ------------------------------------------------------------------------------------------
+
+/// A GPU engine, or `None` (with a notice) when there is no adapter and CI does not require one.
+fn gpu(options: GpuOptions) -> Option<GpuEngine> {
+    match GpuEngine::new(options) {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("WARMSTART_REQUIRE_GPU=1 but the GPU engine is unavailable: {e}");
+            }
+            eprintln!("NOTICE: skipping GPU test, no usable GPU adapter: {e}");
+            None
+        }
+    }
+}
+
+/// Engines that cross every boundary with small tables: tiny bindings, chunks and windows, a
+/// budget of a few windows (evictions, batches), one or two workgroups (grid-stride loops).
+fn tiny_engine() -> Option<GpuEngine> {
+    gpu(GpuOptions::new()
+        .max_binding_bytes(4096)
+        .chunk_bytes(1000)
+        .window_bytes(700)
+        .vram_budget(10_000)
+        .staging_slots(2)
+        .output_slots(2)
+        .max_workgroups(1))
+}
+
+fn small_engine() -> Option<GpuEngine> {
+    gpu(GpuOptions::new()
+        .max_binding_bytes(64 << 10)
+        .chunk_bytes(16 << 10)
+        .vram_budget(256 << 10)
+        .max_workgroups(3))
+}
+
+/// Runs `job` on `engine`, collecting the bytes.
+fn run(engine: &mut dyn Engine, job: &RemapJob) -> Vec<u8> {
+    let mut out = Vec::new();
+    engine
+        .remap(job, &mut |slices: &[IoSlice<'_>]| {
+            for s in slices {
+                out.extend_from_slice(s);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{} failed: {e}", engine.name()));
+    out
+}
+
+/// Deterministic pseudo-random numbers (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+    fn float(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn dtype_of(t: FloatType) -> Dtype {
+    t.dtype()
+}
+
+/// Writes an old table of `rows` x `cols` elements of `dtype` as tensors `old/part_<k>` (rows
+/// split as `parts`), in one file or one file per part, and opens it as one logical tensor.
+fn old_table(
+    dir: &Path,
+    name: &str,
+    dtype: FloatType,
+    cols: usize,
+    parts: &[usize],
+    bytes: &[u8],
+    one_file: bool,
+) -> TensorData {
+    let ckpt = dir.join(name);
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let row_bytes = cols * dtype.size();
+    let mut views = Vec::new();
+    let mut at = 0;
+    for (k, &r) in parts.iter().enumerate() {
+        let data = &bytes[at * row_bytes..(at + r) * row_bytes];
+        at += r;
+        views.push((
+            format!("old/part_{k}"),
+            TensorView::new(dtype_of(dtype), vec![r, cols], data).unwrap(),
+        ));
+    }
+    if one_file {
+        let file = safetensors::serialize(views, None).unwrap();
+        std::fs::write(ckpt.join("a.safetensors"), file).unwrap();
+    } else {
+        for (k, v) in views.into_iter().enumerate() {
+            let file = safetensors::serialize([v], None).unwrap();
+            std::fs::write(ckpt.join(format!("{k:03}.safetensors")), file).unwrap();
+        }
+    }
+    Checkpoint::open(&ckpt)
+        .unwrap()
+        .tensor("old")
+        .unwrap()
+        .unwrap()
+}
+
+/// Splits `n` into 1..=max_parts positive parts (or fewer when n is small).
+fn split(rng: &mut Rng, n: usize, max_parts: usize) -> Vec<usize> {
+    let parts = (1 + rng.below(max_parts)).min(n.max(1));
+    let mut cuts: Vec<usize> = (0..parts - 1)
+        .map(|_| 1 + rng.below(n.max(2) - 1))
+        .collect();
+    cuts.push(0);
+    cuts.push(n);
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// An index vector of `len` entries into `0..bound`: random, monotonic with insertions, or
+/// with every entry missing.
+fn index_map(rng: &mut Rng, len: usize, bound: usize) -> Vec<u32> {
+    let missing = [0.0, 0.1, 0.5, 1.0][rng.below(4)];
+    let monotonic = rng.chance(0.5);
+    let mut next = 0usize;
+    (0..len)
+        .map(|_| {
+            if bound == 0 || rng.chance(missing) {
+                return MISSING;
+            }
+            if monotonic {
+                next = (next + rng.below(3)) % bound;
+                next as u32
+            } else {
+                rng.below(bound) as u32
+            }
+        })
+        .collect()
+}
+
+fn random_initializer(rng: &mut Rng) -> Initializer {
+    let seed = rng.next();
+    match rng.below(10) {
+        0 => Initializer::Zeros {},
+        1 => Initializer::Ones {},
+        2 => Initializer::Constant {
+            value: [0.1, -3.75, 1e-30, 65519.0, -0.0][rng.below(5)],
+        },
+        3 | 4 => {
+            let a = rng.float(-4.0, 4.0);
+            let b = rng.float(-4.0, 4.0);
+            Initializer::RandomUniform {
+                minval: a,
+                maxval: b,
+                seed,
+            }
+        }
+        5 => Initializer::RandomNormal {
+            mean: rng.float(-1.0, 1.0),
+            stddev: rng.float(0.0, 1.0),
+            seed,
+        },
+        6 => Initializer::TruncatedNormal {
+            mean: rng.float(-1.0, 1.0),
+            stddev: rng.float(0.0, 1.0),
+            seed,
+        },
+        7 => Initializer::GlorotUniform { seed },
+        8 => Initializer::GlorotNormal { seed },
+        _ => Initializer::VarianceScaling {
+            scale: rng.float(0.1, 3.0),
+            mode: [FanMode::FanIn, FanMode::FanOut, FanMode::FanAvg][rng.below(3)],
+            distribution: [
+                Distribution::TruncatedNormal,
+                Distribution::UntruncatedNormal,
+                Distribution::Uniform,
+            ][rng.below(3)],
+            seed,
+        },
+    }
+}
+
+/// A random variable remap, as one job per partition.
+fn random_jobs(rng: &mut Rng, dir: &Path, case: usize) -> Vec<RemapJob> {
+    let dtype = [
+        FloatType::F32,
+        FloatType::F64,
+        FloatType::F16,
+        FloatType::BF16,
+    ][rng.below(4)];
+    let axis1 = rng.chance(0.3);
+    let cols = 1 + rng.below(if axis1 { 40 } else { 24 });
+    let rows = 1 + rng.below(250);
+    let (old_rows, old_cols) = if axis1 {
+        (rows + rng.below(20), 1 + rng.below(40))
+    } else {
+        (1 + rng.below(250), cols)
+    };
+    let bytes = rng.bytes(old_rows * old_cols * dtype.size());
+    let parts = split(rng, old_rows, 3);
+    let old = old_table(
+        dir,
+        &format!("case{case}"),
+        dtype,
+        old_cols,
+        &parts,
+        &bytes,
+        rng.chance(0.5),
+    );
+    let (row_map, col_map) = if axis1 {
+        (None, Some(index_map(rng, cols, old_cols)))
+    } else if old_rows >= rows && rng.chance(0.15) {
+        (None, None) // identity rows: range dispatches
+    } else {
+        (Some(index_map(rng, rows, old_rows)), None)
+    };
+    let variable = format!("var{case}");
+    let init = random_initializer(rng)
+        .resolve(&variable, &[rows, cols], "test")
+        .unwrap();
+    let row_map: Option<Arc<[u32]>> = row_map.map(Into::into);
+    let col_map: Option<Arc<[u32]>> = col_map.map(Into::into);
+    let mut start = 0;
+    split(rng, rows, 3)
+        .into_iter()
+        .map(|n| {
+            let range = start..start + n;
+            start += n;
+            RemapJob {
+                variable: variable.clone(),
+                old: old.clone(),
+                dtype,
+                rows: range,
+                cols,
+                old_cols,
+                row_map: row_map.clone(),
+                col_map: col_map.clone(),
+                init,
+            }
+        })
+        .collect()
+}
+
+/// One unit in the last place of `x` in `dtype` (0 for f32/f64: the 1e-4 bound applies).
+fn ulp(dtype: FloatType, x: f64) -> f64 {
+    let (mantissa, min_exp) = match dtype {
+        FloatType::F16 => (10, -14),
+        FloatType::BF16 => (7, -126),
+        _ => return 0.0,
+    };
+    let e = if x == 0.0 {
+        min_exp
+    } else {
+        (x.abs().log2().floor() as i32).max(min_exp)
+    };
+    2f64.powi(e - mantissa)
+}
+
+/// Asserts that the GPU's bytes match the CPU's: exactly, except normal fills (tolerance).
+fn assert_matches(job: &RemapJob, cpu: &[u8], gpu: &[u8], what: &str) {
+    assert_eq!(cpu.len(), gpu.len(), "{what}: lengths differ");
+    let approximate = match job.init.fill {
+        Fill::Normal { mean, stddev } => Some((mean, stddev, false)),
+        Fill::TruncatedNormal { mean, stddev } => Some((mean, stddev, true)),
+        _ => None,
+    };
+    let Some((mean, stddev, truncated)) = approximate else {
+        if let Some(i) = (0..cpu.len()).find(|&i| cpu[i] != gpu[i]) {
+            let e = i / job.dtype.size();
+            panic!(
+                "{what}: byte {i} differs (element {e}, row {}, col {}): cpu {:?} gpu {:?}",
+                job.rows.start + e / job.cols,
+                e % job.cols,
+                &cpu[e * job.dtype.size()..(e + 1) * job.dtype.size()],
+                &gpu[e * job.dtype.size()..(e + 1) * job.dtype.size()],
+            );
+        }
+        return;
+    };
+    let size = job.dtype.size();
+    let bound = |x: f32| {
+        job.dtype
+            .decode(&job.dtype.bits_from_f32(x).to_le_bytes()[..size])
+    };
+    let (lo, hi) = (bound(mean - 2.0 * stddev), bound(mean + 2.0 * stddev));
+    for (e, (c, g)) in cpu.chunks(size).zip(gpu.chunks(size)).enumerate() {
+        let g_row = job.rows.start + e / job.cols;
+        let col = e % job.cols;
+        let initialised = job.source_row(g_row).is_none()
+            || job.col_map.as_ref().is_some_and(|m| m[col] == MISSING);
+        if !initialised {
+            assert_eq!(c, g, "{what}: copied element ({g_row}, {col}) differs");
+            continue;
+        }
+        let (c, g) = (job.dtype.decode(c), job.dtype.decode(g));
+        let tolerance = (1e-4 * stddev.max(1.0) as f64).max(1.01 * ulp(job.dtype, c));
+        assert!(
+            (c - g).abs() <= tolerance,
+            "{what}: element ({g_row}, {col}): cpu {c} gpu {g} (tolerance {tolerance})"
+        );
+        if truncated {
+            assert!(
+                g >= lo && g <= hi,
+                "{what}: truncated element ({g_row}, {col}) = {g} outside [{lo}, {hi}]"
+            );
+        }
+    }
+}
+
+fn describe(job: &RemapJob) -> String {
+    format!(
+        "{} {:?} rows {:?} cols {} old {:?} (cols {}) axis {} init {:?}",
+        job.variable,
+        job.dtype,
+        job.rows,
+        job.cols,
+        job.old.shape(),
+        job.old_cols,
+        if job.col_map.is_some() { 1 } else { 0 },
+        job.init.fill
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// Tests
+// ------------------------------------------------------------------------------------------
+
+/// Random remaps (axis 0 and 1, all dtypes and initializers, odd widths, partitions,
+/// multi-segment old tables) on three engine configurations, against the CPU engine.
+#[test]
+fn random_jobs_match_the_cpu_engine() {
+    let Some(tiny) = tiny_engine() else { return };
+    let Some(small) = small_engine() else { return };
+    let Some(default) = gpu(GpuOptions::new()) else {
+        return;
+    };
+    let mut engines = [tiny, small, default];
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5EED_0001);
+    let cases: usize = std::env::var("GPU_TEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
+    for case in 0..cases {
+        let jobs = random_jobs(&mut rng, dir.path(), case);
+        let mut cpu = CpuEngine::new().with_chunk_bytes(1 + rng.below(3000));
+        for job in &jobs {
+            let expected = run(&mut cpu, job);
+            // the tiny engine on every job; the others in turn
+            for e in [0, 1 + case % 2] {
+                let got = run(&mut engines[e], job);
+                let what = format!("case {case} engine {e}: {}", describe(job));
+                assert_matches(job, &expected, &got, &what);
+            }
+        }
+    }
+}
+
+/// Uniform fills with awkward parameters are bit-identical: negative and zero ranges, signed
+/// zeros, subnormal ranges and sums, cancellation to zero, every dtype.
+#[test]
+fn uniform_fills_are_bit_exact_on_edge_parameters() {
+    let Some(mut engine) = small_engine() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let old = old_table(dir.path(), "u", FloatType::F32, 1, &[1], &[0; 4], true);
+    let tiny = f32::from_bits(1) as f64; // smallest subnormal
+    let cases: &[(f64, f64)] = &[
+        (0.0, 1.0),
+        (-1.0, 1.0),
+        (1.0, -1.0),
+        (-0.0, 1.0),
+        (-0.0, -1.0),
+        (0.0, -0.0),
+        (-1.5, -1.5),
+        (3.0, 3.000_000_2),
+        (1e-38, 1.1e-38),
+        (-1e-38, 1e-38),
+        (-tiny, tiny),
+        (tiny, 0.0),
+        (-1.17e-38, 1e-45),
+        (1e30, 3e38),
+        (-3.0e38, 0.0),
+        (-2.5, 7.0),
+        (0.1, 0.2),
+    ];
+    for dtype in [
+        FloatType::F32,
+        FloatType::F64,
+        FloatType::F16,
+        FloatType::BF16,
+    ] {
+        let old = if dtype == FloatType::F32 {
+            old.clone()
+        } else {
+            let zero = vec![0u8; dtype.size()];
+            old_table(
+                dir.path(),
+                &format!("u{dtype:?}"),
+                dtype,
+                1,
+                &[1],
+                &zero,
+                true,
+            )
+        };
+        for (i, &(minval, maxval)) in cases.iter().enumerate() {
+            let rows = 3001;
+            let init = Initializer::RandomUniform {
+                minval,
+                maxval,
+                seed: i as u64,
+            }
+            .resolve("u", &[rows, 7], "test")
+            .unwrap();
+            let job = RemapJob {
+                variable: "u".into(),
+                old: old.clone(),
+                dtype,
+                rows: 0..rows,
+                cols: 1,
+                old_cols: 1,
+                row_map: Some(vec![MISSING; rows].into()),
+                col_map: None,
+                init,
+            };
+            let expected = run(&mut CpuEngine::new(), &job);
+            let got = run(&mut engine, &job);
+            assert_matches(
+                &job,
+                &expected,
+                &got,
+                &format!("uniform({minval}, {maxval}) {dtype:?}"),
+            );
+        }
+    }
+}
+
+/// A chunk larger than 65,535 workgroups of 256 threads: the dispatch is capped at the
+/// device's limit and the kernel's grid-stride loop covers the rest. The table (100 MB) also
+/// spans several default-size windows.
+#[test]
+fn dispatches_beyond_the_workgroup_limit() {
+    let Some(mut engine) = gpu(GpuOptions::new()
+        .chunk_bytes(96 << 20)
+        .window_bytes(40 << 20)
+        .vram_budget(1 << 30))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let (rows, cols) = (400_000, 64);
+    let bytes = rng.bytes(rows * cols * 4);
+    let old = old_table(
+        dir.path(),
+        "big",
+        FloatType::F32,
+        cols,
+        &[rows / 2, rows / 2],
+        &bytes,
+        false,
+    );
+    let map: Vec<u32> = (0..rows as u32)
+        .map(|r| {
+            if r % 97 == 3 {
+                MISSING
+            } else {
+                (r * 7) % rows as u32
+            }
+        })
+        .collect();
+    let job = RemapJob {
+        variable: "big".into(),
+        old,
+        dtype: FloatType::F32,
+        rows: 0..rows,
+        cols,
+        old_cols: cols,
+        row_map: Some(map.into()),
+        col_map: None,
+        init: Initializer::RandomUniform {
+            minval: -0.05,
+            maxval: 0.05,
+            seed: 3,
+        }
+        .resolve("big", &[rows, cols], "test")
+        .unwrap(),
+    };
+    let expected = run(&mut CpuEngine::new(), &job);
+    let got = run(&mut engine, &job);
+    assert_matches(&job, &expected, &got, "400k x 64 f32");
+}
+
+/// The device path: `remap_into` writes exactly the output's (padded) bytes at the offset and
+/// nothing else, and `remap_to_buffer` holds the same bytes as the CPU's.
+#[test]
+fn remap_into_a_caller_buffer_at_an_offset() {
+    let Some(mut engine) = tiny_engine() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(11);
+    for (dtype, cols) in [
+        (FloatType::BF16, 5),
+        (FloatType::F32, 3),
+        (FloatType::F64, 2),
+    ] {
+        let rows = 41;
+        let bytes = rng.bytes(30 * cols * dtype.size());
+        let old = old_table(
+            dir.path(),
+            &format!("o{dtype:?}"),
+            dtype,
+            cols,
+            &[10, 20],
+            &bytes,
+            false,
+        );
+        let map: Vec<u32> = (0..rows)
+            .map(|_| {
+                if rng.chance(0.3) {
+                    MISSING
+                } else {
+                    rng.below(30) as u32
+                }
+            })
+            .collect();
+        let job = RemapJob {
+            variable: "o".into(),
+            old,
+            dtype,
+            rows: 3..rows,
+            cols,
+            old_cols: cols,
+            row_map: Some(map.into()),
+            col_map: None,
+            init: Initializer::RandomUniform {
+                minval: 0.0,
+                maxval: 1.0,
+                seed: 1,
+            }
+            .resolve("o", &[rows, cols], "test")
+            .unwrap(),
+        };
+        let expected = run(&mut CpuEngine::new(), &job);
+        let padded = expected.len().next_multiple_of(4);
+
+        let offset = 24u64;
+        let size = offset + padded as u64 + 16;
+        let device = engine.device().clone();
+        let dst = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("caller's buffer"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        dst.get_mapped_range_mut(..).unwrap().slice(..).fill(0xAB);
+        dst.unmap();
+        engine.remap_into(&job, &dst, offset).unwrap();
+        let got = read_buffer(&engine, &dst);
+        let o = offset as usize;
+        assert!(
+            got[..o].iter().all(|&b| b == 0xAB),
+            "{dtype:?}: bytes before the offset changed"
+        );
+        assert_eq!(
+            &got[o..o + expected.len()],
+            &expected[..],
+            "{dtype:?}: output differs"
+        );
+        assert!(
+            got[o + expected.len()..o + padded].iter().all(|&b| b == 0),
+            "{dtype:?}: padding is not zero"
+        );
+        assert!(
+            got[o + padded..].iter().all(|&b| b == 0xAB),
+            "{dtype:?}: bytes after the output changed"
+        );
+
+        let buffer = engine.remap_to_buffer(&job).unwrap();
+        assert_eq!(
+            &read_buffer(&engine, &buffer)[..expected.len()],
+            &expected[..]
+        );
+
+        // refused destinations are errors, not panics
+        assert!(engine.remap_into(&job, &dst, 2).is_err());
+        assert!(engine.remap_into(&job, &dst, size - 4).is_err());
+    }
+}
+
+/// Reads a buffer back with its own staging buffer (as a caller would).
+fn read_buffer(engine: &GpuEngine, buffer: &wgpu::Buffer) -> Vec<u8> {
+    let device = engine.device();
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+    let index = engine.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: Some(std::time::Duration::from_secs(60)),
+        })
+        .unwrap();
+    let data = staging.get_mapped_range(..).unwrap().to_vec();
+    staging.unmap();
+    data
+}
+
+/// Embedding in a trainer: a caller's device handed in, the plan's warm-started tensors
+/// (copies and remaps) returned as device buffers equal to `Plan::to_host` on the CPU.
+#[test]
+fn to_device_on_a_callers_device_matches_to_host() {
+    let Some(probe) = tiny_engine() else { return };
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // old checkpoint: emb [4, 3] f32 (partitioned in two), bias [3] f16
+    let emb: Vec<u8> = (0..12)
+        .flat_map(|i| (i as f32 * 1.5).to_le_bytes())
+        .collect();
+    let bias: Vec<u8> = [1.0f32, -2.0, 0.5]
+        .iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect();
+    let file = safetensors::serialize(
+        [
+            (
+                "emb/part_0",
+                TensorView::new(Dtype::F32, vec![1, 3], &emb[..12]).unwrap(),
+            ),
+            (
+                "emb/part_1",
+                TensorView::new(Dtype::F32, vec![3, 3], &emb[12..]).unwrap(),
+            ),
+            ("bias", TensorView::new(Dtype::F16, vec![3], &bias).unwrap()),
+        ],
+        None,
+    )
+    .unwrap();
+    std::fs::write(d.join("old.safetensors"), file).unwrap();
+    std::fs::write(d.join("old.txt"), "a\nb\nc\nd\n").unwrap();
+    std::fs::write(d.join("new.txt"), "d\nx\nb\na\ny\n").unwrap();
+    let model = Model::new(vec![
+        Variable::partitioned("emb", Dtype::F32, vec![7, 3], &[4, 3]),
+        Variable::new("bias", Dtype::F16, vec![3]),
+    ])
+    .unwrap();
+    let settings = WarmStartSettings::new(d.join("old.safetensors")).vocab_info(
+        "emb",
+        VocabInfo::new(d.join("new.txt"), 5, 2, d.join("old.txt")).backup_initializer(
+            Initializer::TruncatedNormal {
+                mean: 0.0,
+                stddev: 0.1,
+                seed: 5,
+            },
+        ),
+    );
+    let plan = Plan::new(&settings, &model).unwrap();
+    let expected = plan.to_host(&mut CpuEngine::new()).unwrap();
+
+    // the caller's own device
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let mut engine = GpuEngine::from_device(device, queue).unwrap();
+    let tensors: Vec<DeviceTensor> = engine.to_device(&plan).unwrap();
+    assert_eq!(tensors.len(), expected.len());
+    for (t, e) in tensors.iter().zip(&expected) {
+        assert_eq!(
+            (t.name.as_str(), t.dtype, &t.shape),
+            (e.name.as_str(), e.dtype, &e.shape)
+        );
+        assert_eq!(t.byte_len as usize, e.data.len());
+        let got = read_buffer(&engine, &t.buffer);
+        let job = plan.tensors().iter().find(|p| p.name == t.name).unwrap();
+        match &job.job {
+            Job::Remap(job) => assert_matches(job, &e.data, &got[..e.data.len()], &t.name),
+            _ => assert_eq!(&got[..e.data.len()], &e.data[..], "{}", t.name),
+        }
+    }
+}
+
+/// Bad input and sink failures are errors, not panics, and the engine stays usable.
+#[test]
+fn errors_leave_the_engine_usable() {
+    let Some(mut engine) = gpu(GpuOptions::new().max_binding_bytes(64).chunk_bytes(32)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(3);
+    let bytes = rng.bytes(40 * 5 * 4);
+    let old = old_table(dir.path(), "e", FloatType::F32, 5, &[40], &bytes, true);
+    let job = |cols: usize, map: Vec<u32>| RemapJob {
+        variable: "e".into(),
+        old: old.clone(),
+        dtype: FloatType::F32,
+        rows: 0..map.len(),
+        cols,
+        old_cols: cols,
+        row_map: Some(map.into()),
+        col_map: None,
+        init: Initializer::Ones {}.resolve("e", &[40, cols], "t").unwrap(),
+    };
+    let good = job(5, (0..40).rev().collect());
+    // an old row past the table
+    let mut bad_map: Vec<u32> = (0..40).collect();
+    bad_map[17] = 40;
+    let mut sink = |_: &[IoSlice<'_>]| Ok(());
+    assert!(engine.remap(&job(5, bad_map), &mut sink).is_err());
+    // the sink fails on its second chunk
+    let mut calls = 0;
+    let err = engine
+        .remap(&good, &mut |_: &[IoSlice<'_>]| {
+            calls += 1;
+            if calls == 2 {
+                Err(warmstart::Error::Gpu("sink refuses".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("sink refuses"), "{err}");
+    // a row wider than one binding (64 bytes): refused with the CPU engine suggested
+    let wide = RemapJob {
+        old: old_table(
+            dir.path(),
+            "w",
+            FloatType::F32,
+            20,
+            &[10],
+            &rng.bytes(800),
+            true,
+        ),
+        ..job(20, (0..10).collect())
+    };
+    let err = engine.remap(&wide, &mut sink).unwrap_err();
+    assert!(err.to_string().contains("storage binding"), "{err}");
+    // still fine afterwards
+    let expected = run(&mut CpuEngine::new(), &good);
+    assert_eq!(run(&mut engine, &good), expected);
+}
+
+/// The CLI: `--backend gpu` with `WGPU_ADAPTER_NAME` naming no adapter fails with exit code 1,
+/// a message, and no output file; `--backend gpu` otherwise names the adapter in the report.
+#[test]
+fn cli_gpu_backend_and_adapter_errors() {
+    let Some(probe) = tiny_engine() else { return };
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: Vec<u8> = (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let file = safetensors::serialize(
+        [(
+            "emb",
+            TensorView::new(Dtype::F32, vec![4, 2], &data).unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    std::fs::write(d.join("old.safetensors"), &file).unwrap();
+    std::fs::write(d.join("model.safetensors"), &file).unwrap();
+    std::fs::write(d.join("old.txt"), "a\nb\nc\nd\n").unwrap();
+    std::fs::write(d.join("new.txt"), "d\nc\nz\na\n").unwrap();
+    std::fs::write(
+        d.join("plan.toml"),
+        "checkpoint = \"old.safetensors\"\nmodel = \"model.safetensors\"\n\
+         [vocab.emb]\nnew_vocab = \"new.txt\"\nnew_vocab_size = 4\nnum_oov_buckets = 0\nold_vocab = \"old.txt\"\n",
+    )
+    .unwrap();
+    let cli = env!("CARGO_BIN_EXE_warmstart");
+    let out = d.join("out.safetensors");
+    let run = |adapter: Option<&str>| {
+        let mut cmd = std::process::Command::new(cli);
+        cmd.args([
+            "run",
+            "plan.toml",
+            "--backend",
+            "gpu",
+            "--quiet",
+            "--output",
+        ])
+        .arg(&out)
+        .arg("--report")
+        .arg(d.join("report.json"))
+        .current_dir(d);
+        if let Some(name) = adapter {
+            cmd.env("WGPU_ADAPTER_NAME", name);
+        }
+        cmd.output().unwrap()
+    };
+    let failed = run(Some("no such adapter anywhere"));
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("WGPU_ADAPTER_NAME"), "{stderr}");
+    assert!(!out.exists());
+
+    let ok = run(None);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let report = std::fs::read_to_string(d.join("report.json")).unwrap();
+    assert!(report.contains("\"backend\": \"gpu: "), "{report}");
+    let written = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&written).unwrap();
+    let emb: Vec<f32> = st
+        .tensor("emb")
+        .unwrap()
+        .data()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(emb, [6.0, 7.0, 4.0, 5.0, 0.0, 0.0, 0.0, 1.0]);
+}
+
+/// `random_jobs` covers `split` and `index_map` edge cases; keep the helpers honest.
+#[test]
+fn helpers_split_and_map() {
+    let mut rng = Rng(1);
+    for n in 1..50 {
+        let parts = split(&mut rng, n, 3);
+        assert_eq!(parts.iter().sum::<usize>(), n);
+        assert!(parts.iter().all(|&p| p > 0));
+    }
+    let m = index_map(&mut rng, 100, 7);
+    assert!(m.iter().all(|&x| x == MISSING || x < 7));
+    let _: Range<usize> = 0..1;
+}
