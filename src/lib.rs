@@ -88,7 +88,7 @@ pub mod vocab;
 pub mod writer;
 
 pub use checkpoint::{Checkpoint, TensorData};
-pub use engine::{CpuEngine, Engine};
+pub use engine::{CpuEngine, Engine, GpuEngine};
 pub use error::{Error, Result};
 pub use execute::HostTensor;
 pub use initializer::Initializer;

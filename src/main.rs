@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use warmstart::{CpuEngine, Engine, Error, Plan, PlanFile, Result};
+use warmstart::engine::gpu::{self, GpuOptions};
+use warmstart::{CpuEngine, Engine, Error, GpuEngine, Plan, PlanFile, Result};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,14 @@ struct RunArgs {
     /// No progress bar and no summary.
     #[arg(long, short)]
     quiet: bool,
+    /// GPU engine: device memory it may use, in bytes or with a unit (`512MiB`, `4GiB`).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    vram_budget: Option<u64>,
+}
+
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    warmstart::engine::gpu::parse_bytes(text)
+        .ok_or_else(|| format!("{text:?} is not a byte count (e.g. 536870912, 512MiB, 4GiB)"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -133,7 +142,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["plan_sha256"] = serde_json::json!(plan.digest());
     report["variables"] = serde_json::json!(plan.variables());
 
-    let mut engine = engine(args.backend)?;
+    let mut engine = engine(args)?;
     report["backend"] = serde_json::json!(engine.name());
     if args.dry_run {
         print_plan(&plan, &engine.name());
@@ -213,10 +222,31 @@ fn missing_output(plan: &Path) -> Error {
     }
 }
 
-fn engine(backend: Backend) -> Result<Box<dyn Engine>> {
-    match backend {
-        Backend::Cpu | Backend::Auto => Ok(Box::new(CpuEngine::new())),
-        Backend::Gpu => Err(Error::Gpu("the GPU engine is not built yet".into())),
+/// `auto`: the GPU engine on a hardware adapter (never on a software driver such as
+/// lavapipe), else the CPU engine; `gpu`: any adapter, software included; `cpu`.
+fn engine(args: &RunArgs) -> Result<Box<dyn Engine>> {
+    let gpu = || {
+        let mut options = GpuOptions::new();
+        if let Some(bytes) = args.vram_budget {
+            options = options.vram_budget(bytes);
+        }
+        GpuEngine::new(options)
+    };
+    match args.backend {
+        Backend::Cpu => Ok(Box::new(CpuEngine::new())),
+        Backend::Gpu => Ok(Box::new(gpu()?)),
+        Backend::Auto => {
+            if gpu::hardware_adapter_available() {
+                match gpu() {
+                    Ok(engine) => return Ok(Box::new(engine)),
+                    Err(e) if !args.quiet => {
+                        eprintln!("warmstart: the GPU is unusable ({e}); using the CPU engine")
+                    }
+                    Err(_) => {}
+                }
+            }
+            Ok(Box::new(CpuEngine::new()))
+        }
     }
 }
 
