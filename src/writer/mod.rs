@@ -1,6 +1,12 @@
 //! Streaming safetensors output: the header is computed from the plan first, then tensor
 //! bytes are written in order to a temporary file in the output's directory, which is
 //! flushed to disk and renamed into place only after everything succeeded.
+//!
+//! On Linux the bytes go to the disk with direct I/O ([`direct`]); elsewhere, or where the
+//! filesystem refuses it, through the page cache with early writeback.
+
+#[cfg(target_os = "linux")]
+mod direct;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,6 +60,8 @@ pub struct OutputFile {
     written: u64,
     /// Bytes already handed to the disk (see [`OutputFile::start_writeback`]).
     submitted: u64,
+    #[cfg(target_os = "linux")]
+    direct: Option<direct::DirectWriter>,
 }
 
 /// How many written bytes are handed to the disk at a time while writing.
@@ -72,6 +80,8 @@ impl OutputFile {
             .tempfile_in(dir)
             .map_err(|e| Error::output(dir, e))?;
         Ok(OutputFile {
+            #[cfg(target_os = "linux")]
+            direct: direct::DirectWriter::start(tmp.as_file()),
             tmp,
             path: path.to_path_buf(),
             written: 0,
@@ -81,6 +91,14 @@ impl OutputFile {
 
     /// Appends bytes.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(direct) = &mut self.direct {
+            direct
+                .write(bytes)
+                .map_err(|e| Error::output(self.tmp.path(), e))?;
+            self.written += bytes.len() as u64;
+            return Ok(());
+        }
         self.tmp
             .as_file_mut()
             .write_all(bytes)
@@ -90,8 +108,15 @@ impl OutputFile {
         Ok(())
     }
 
-    /// Appends the slices, in order, with vectored writes (`writev`).
+    /// Appends the slices, in order (with vectored writes, `writev`, through the page cache).
     pub fn write_slices(&mut self, slices: &[std::io::IoSlice<'_>]) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if self.direct.is_some() {
+            for s in slices {
+                self.write(s)?;
+            }
+            return Ok(());
+        }
         let mut owned: Vec<std::io::IoSlice<'_>> = slices.to_vec();
         let mut rest = &mut owned[..];
         std::io::IoSlice::advance_slices(&mut rest, 0);
@@ -145,7 +170,18 @@ impl OutputFile {
     }
 
     /// Flushes the file to disk and renames it to the target path.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(direct) = self.direct.take() {
+            let len = direct
+                .finish()
+                .map_err(|e| Error::output(self.tmp.path(), e))?;
+            // The last block was padded to the direct-I/O alignment.
+            self.tmp
+                .as_file()
+                .set_len(len)
+                .map_err(|e| Error::output(self.tmp.path(), e))?;
+        }
         self.tmp
             .as_file()
             .sync_all()
