@@ -325,7 +325,12 @@ impl InitSpec {
 
     #[inline(always)]
     fn value_with_block(&self, index: u64, block: &[u32; 4]) -> f32 {
-        let bits = block[(index % 4) as usize];
+        self.value_of_bits(block[(index % 4) as usize])
+    }
+
+    /// The f32 value a random fill makes of one 32-bit Philox output.
+    #[inline(always)]
+    fn value_of_bits(&self, bits: u32) -> f32 {
         match self.fill {
             Fill::Constant(v) => v as f32,
             Fill::Uniform { minval, range } => philox::unit_f32(bits) * range + minval,
@@ -356,16 +361,54 @@ impl InitSpec {
             }
             return;
         }
-        let mut cached = u64::MAX;
-        let mut block = [0u32; 4];
-        for (i, chunk) in out.chunks_exact_mut(size).enumerate() {
-            let index = first + i as u64;
-            if index / 4 != cached {
-                cached = index / 4;
-                block = philox::block(self.key, self.stream, cached);
+        match (self.fill, dtype) {
+            (Fill::Uniform { minval, range }, FloatType::F32) => {
+                self.fill_random::<4>(first, out, |b| {
+                    (philox::unit_f32(b) * range + minval).to_bits() as u64
+                })
             }
-            let bits = dtype.bits_from_f32(self.value_with_block(index, &block));
-            chunk.copy_from_slice(&bits.to_le_bytes()[..size]);
+            (Fill::Normal { mean, stddev }, FloatType::F32) => {
+                self.fill_random::<4>(first, out, |b| {
+                    (mean + stddev * philox::normal_f32(b)).to_bits() as u64
+                })
+            }
+            (Fill::TruncatedNormal { mean, stddev }, FloatType::F32) => {
+                self.fill_random::<4>(first, out, |b| {
+                    (mean + stddev * philox::truncated_normal_f32(b)).to_bits() as u64
+                })
+            }
+            _ => match dtype.size() {
+                8 => self
+                    .fill_random::<8>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
+                2 => self
+                    .fill_random::<2>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
+                _ => self
+                    .fill_random::<4>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
+            },
+        }
+    }
+
+    /// Fills `out` (elements of `SIZE` bytes from global index `first`) with `bits_of` of
+    /// each element's Philox output, one block of four elements at a time.
+    #[inline(always)]
+    fn fill_random<const SIZE: usize>(
+        &self,
+        first: u64,
+        out: &mut [u8],
+        bits_of: impl Fn(u32) -> u64,
+    ) {
+        let mut index = first;
+        let mut rest = out;
+        while !rest.is_empty() {
+            let block = philox::block(self.key, self.stream, index / 4);
+            let lane = (index % 4) as usize;
+            let n = (4 - lane).min(rest.len() / SIZE);
+            let (now, later) = rest.split_at_mut(n * SIZE);
+            for (cell, &b) in now.chunks_exact_mut(SIZE).zip(&block[lane..lane + n]) {
+                cell.copy_from_slice(&bits_of(b).to_le_bytes()[..SIZE]);
+            }
+            index += n as u64;
+            rest = later;
         }
     }
 }

@@ -71,41 +71,60 @@ pub fn centered_f32(bits: u32) -> f32 {
 /// erf(sqrt(2)) = P(|Z| < 2) for a standard normal Z, rounded to f32.
 pub const ERF_SQRT2: f32 = 0.954_499_7;
 
+/// Natural logarithm of a positive, normal f32, within 3 ulp: `x = 2^e m` with `m` in
+/// `[2/3, 4/3)`, `ln m = 2 atanh(s)` with `s = (m - 1) / (m + 1)` as a polynomial in `s²`.
+/// No libm call: the GPU twin can compute the same formula.
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let ix = x.to_bits().wrapping_sub(0x3f2a_aaab) as i32;
+    let e = (ix >> 23) as f32;
+    let m = f32::from_bits((ix as u32 & 0x007f_ffff).wrapping_add(0x3f2a_aaab));
+    let f = m - 1.0;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let p = 1.0 + z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0))));
+    e * LN2_HI + (2.0 * s * p + e * LN2_LO)
+}
+
 /// Inverse error function, single precision (M. Giles, "Approximating the erfinv function",
-/// GPU Computing Gems, 2011): absolute error below 5e-7 on `(-1, 1)`. The coefficients are
-/// the published ones, written out in full.
-#[inline]
+/// GPU Computing Gems, 2011): absolute error below 5e-7 on `(-1, 1)`. Both branches are
+/// evaluated and one selected (no divergence on a GPU). The coefficients are the published
+/// ones, written out in full.
+#[inline(always)]
 #[allow(clippy::excessive_precision)]
 pub fn erfinv(x: f32) -> f32 {
-    let mut w = -((1.0 - x) * (1.0 + x)).ln();
-    let p = if w < 5.0 {
-        w -= 2.5;
-        let mut p = 2.810_226_36e-8;
-        p = 3.432_739_39e-7 + p * w;
-        p = -3.523_387_7e-6 + p * w;
-        p = -4.391_506_54e-6 + p * w;
-        p = 2.185_808_7e-4 + p * w;
-        p = -1.253_725_03e-3 + p * w;
-        p = -4.177_681_64e-3 + p * w;
-        p = 2.466_407_27e-1 + p * w;
-        1.501_409_41 + p * w
+    let w = -ln_f32((1.0 - x) * (1.0 + x));
+    let c = w - 2.5;
+    let mut p = 2.810_226_36e-8;
+    p = 3.432_739_39e-7 + p * c;
+    p = -3.523_387_7e-6 + p * c;
+    p = -4.391_506_54e-6 + p * c;
+    p = 2.185_808_7e-4 + p * c;
+    p = -1.253_725_03e-3 + p * c;
+    p = -4.177_681_64e-3 + p * c;
+    p = 2.466_407_27e-1 + p * c;
+    p = 1.501_409_41 + p * c;
+    let t = w.sqrt() - 3.0;
+    let mut q = -2.002_142_57e-4;
+    q = 1.009_505_58e-4 + q * t;
+    q = 1.349_343_22e-3 + q * t;
+    q = -3.673_428_44e-3 + q * t;
+    q = 5.739_507_73e-3 + q * t;
+    q = -7.622_461_3e-3 + q * t;
+    q = 9.438_870_47e-3 + q * t;
+    q = 1.001_674_06 + q * t;
+    q = 2.832_976_82 + q * t;
+    if w < 5.0 {
+        p * x
     } else {
-        w = w.sqrt() - 3.0;
-        let mut p = -2.002_142_57e-4;
-        p = 1.009_505_58e-4 + p * w;
-        p = 1.349_343_22e-3 + p * w;
-        p = -3.673_428_44e-3 + p * w;
-        p = 5.739_507_73e-3 + p * w;
-        p = -7.622_461_3e-3 + p * w;
-        p = 9.438_870_47e-3 + p * w;
-        p = 1.001_674_06 + p * w;
-        2.832_976_82 + p * w
-    };
-    p * x
+        q * x
+    }
 }
 
 /// A standard normal sample by inverse CDF: `sqrt(2) * erfinv(x)`, `x` from [`centered_f32`].
-#[inline]
+#[inline(always)]
 pub fn normal_f32(bits: u32) -> f32 {
     std::f32::consts::SQRT_2 * erfinv(centered_f32(bits))
 }
@@ -115,7 +134,7 @@ pub const TRUNCATED_MAX: f32 = 1.999_999_9;
 
 /// A standard normal sample truncated to `(-2, 2)` by inverse CDF: the uniform is scaled into
 /// `(-erf(sqrt 2), erf(sqrt 2))` before `erfinv`, so no sample is rejected.
-#[inline]
+#[inline(always)]
 pub fn truncated_normal_f32(bits: u32) -> f32 {
     let z = std::f32::consts::SQRT_2 * erfinv(centered_f32(bits) * ERF_SQRT2);
     z.clamp(-TRUNCATED_MAX, TRUNCATED_MAX)
@@ -154,6 +173,24 @@ mod tests {
                 f32::from_bits((127 << 23) | (b & 0x7F_FFFF)) - 1.0
             );
         }
+    }
+
+    #[test]
+    fn ln_is_within_three_ulp() {
+        let mut worst = 0f64;
+        let mut x = f32::from_bits(0x3480_0000); // 2^-22, the smallest argument erfinv gives
+        while x <= 1.0 {
+            for k in 0..64u32 {
+                let y = f32::from_bits(x.to_bits() + k * 977);
+                let want = (y as f64).ln();
+                let ulp = (want as f32).abs().max(f32::MIN_POSITIVE);
+                let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+                worst = worst.max((ln_f32(y) as f64 - want).abs() / ulp);
+            }
+            x *= 1.01;
+        }
+        assert!(worst <= 3.0, "ln error {worst} ulp");
+        assert_eq!(ln_f32(1.0), 0.0);
     }
 
     #[test]
