@@ -103,7 +103,9 @@ impl Engine for CpuEngine {
     }
 }
 
-/// Prepares chunk k+1 while chunk k is written: two states, swapped each step.
+/// Prepares chunk k+1 while chunk k is written: two states, swapped each step. The write runs
+/// on a thread of its own, outside rayon's pool, so that while it waits for the disk both
+/// cores prepare the next chunk.
 fn pipeline<S: Send + Sync>(
     chunks: &[Range<usize>],
     new_state: impl Fn() -> S,
@@ -115,14 +117,13 @@ fn pipeline<S: Send + Sync>(
     prepare(chunks[0].clone(), &mut front);
     for k in 0..chunks.len() {
         let next = chunks.get(k + 1).cloned();
-        let (written, ()) = rayon::join(
-            || write(&front, sink),
-            || {
-                if let Some(rows) = next {
-                    prepare(rows, &mut back);
-                }
-            },
-        );
+        let written = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write(&front, sink));
+            if let Some(rows) = next {
+                prepare(rows, &mut back);
+            }
+            writer.join().expect("the writer does not panic")
+        });
         written?;
         std::mem::swap(&mut front, &mut back);
     }
