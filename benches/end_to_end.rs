@@ -1,0 +1,335 @@
+//! End-to-end benchmark: the CLI, file to file, on generated recommender and language-model
+//! workloads, against a plain copy of the old checkpoint measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench end_to_end -- [--workloads 1m,2m,lm,huge] [--backend cpu|gpu|auto]
+//!                                   [--reps 3] [--dir /path/with/space] [--keep]
+//! ```
+//!
+//! Per workload it generates, once, an old checkpoint (one table of random values), a new
+//! model file (sparse: its values are never read) and old/new vocabularies, then alternates
+//! `reps` times: (1) copy the old checkpoint file and flush it to disk (`fs::copy` +
+//! `fsync`, the floor: the same bytes read and written once), (2) `warmstart run` with the
+//! given backend, whose output is flushed to disk too. It reports medians of the wall time,
+//! GB/s of output, the ratio to the copy, and the peak anonymous memory of the `warmstart`
+//! process (RssAnon sampled every 5 ms: file-backed pages of the memory maps do not count).
+//!
+//! Workloads (tokens are 90% kept / 10% new unless said, truncated_normal backup, 2 OOV):
+//! `1m`: 1M x 128 f32 (512 MB); `2m`: 2M x 128 f32 (1 GB); `lm`: 128k x 4096 bf16 (1 GB, 2% new
+//! tokens); `huge`: a table larger than a quarter of this machine's RAM (f32, 128 columns).
+//! `small` (100k x 64) is for trying the harness out.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+struct Workload {
+    name: &'static str,
+    rows: usize,
+    cols: usize,
+    bf16: bool,
+    kept_percent: usize,
+}
+
+fn workloads(ram: u64) -> Vec<Workload> {
+    let huge_rows = ((ram / 4) / (128 * 4)) as usize * 11 / 10; // a tenth over a quarter of RAM
+    vec![
+        Workload {
+            name: "small",
+            rows: 100_000,
+            cols: 64,
+            bf16: false,
+            kept_percent: 90,
+        },
+        Workload {
+            name: "1m",
+            rows: 1 << 20,
+            cols: 128,
+            bf16: false,
+            kept_percent: 90,
+        },
+        Workload {
+            name: "2m",
+            rows: 2 << 20,
+            cols: 128,
+            bf16: false,
+            kept_percent: 90,
+        },
+        Workload {
+            name: "lm",
+            rows: 128 << 10,
+            cols: 4096,
+            bf16: true,
+            kept_percent: 98,
+        },
+        Workload {
+            name: "huge",
+            rows: huge_rows,
+            cols: 128,
+            bf16: false,
+            kept_percent: 90,
+        },
+    ]
+}
+
+const OOV: usize = 2;
+
+impl Workload {
+    fn elem(&self) -> usize {
+        if self.bf16 {
+            2
+        } else {
+            4
+        }
+    }
+
+    fn dtype(&self) -> &'static str {
+        if self.bf16 {
+            "BF16"
+        } else {
+            "F32"
+        }
+    }
+
+    fn old_bytes(&self) -> u64 {
+        (self.rows * self.cols * self.elem()) as u64
+    }
+
+    fn new_rows(&self) -> usize {
+        self.rows + OOV
+    }
+
+    /// Writes old.safetensors, model.safetensors (sparse), the vocabularies and plan.toml.
+    fn generate(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        if dir.join("plan.toml").exists() {
+            return;
+        }
+        let t = Instant::now();
+        // Old vocabulary: tok0..; new: a shuffled kept share, then new tokens.
+        let old: Vec<String> = (0..self.rows).map(|i| format!("tok{i}")).collect();
+        let kept = self.rows * self.kept_percent / 100;
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        shuffle(&mut order, 0x5eed);
+        let mut new: Vec<String> = order[..kept].iter().map(|&i| old[i].clone()).collect();
+        new.extend((0..self.rows - kept).map(|i| format!("new{i}")));
+        write_lines(&dir.join("old_vocab.txt"), &old);
+        write_lines(&dir.join("new_vocab.txt"), &new);
+        drop((old, new, order));
+
+        write_table(
+            &dir.join("old.safetensors"),
+            self.dtype(),
+            self.rows,
+            self.cols,
+            self.elem(),
+            true,
+        );
+        write_table(
+            &dir.join("model.safetensors"),
+            self.dtype(),
+            self.new_rows(),
+            self.cols,
+            self.elem(),
+            false,
+        );
+        let plan = format!(
+            "checkpoint = \"old.safetensors\"\nmodel = \"model.safetensors\"\noutput = \"out.safetensors\"\n\n\
+             [vocab.emb]\nnew_vocab = \"new_vocab.txt\"\nnew_vocab_size = {}\nnum_oov_buckets = {OOV}\n\
+             old_vocab = \"old_vocab.txt\"\nbackup_initializer = {{ type = \"truncated_normal\", stddev = 0.01, seed = 42 }}\n",
+            self.rows
+        );
+        std::fs::write(dir.join("plan.toml"), plan).unwrap();
+        eprintln!(
+            "  generated {} in {:.1} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn shuffle(v: &mut [usize], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut f = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    for l in lines {
+        f.write_all(l.as_bytes()).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// One tensor `emb`; random values when `fill`, else a sparse file of zeros.
+fn write_table(path: &Path, dtype: &str, rows: usize, cols: usize, elem: usize, fill: bool) {
+    let bytes = rows * cols * elem;
+    let mut header = format!(
+        "{{\"emb\":{{\"dtype\":\"{dtype}\",\"shape\":[{rows},{cols}],\"data_offsets\":[0,{bytes}]}}}}"
+    );
+    while (header.len() + 8) % 8 != 0 {
+        header.push(' ');
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    if !fill {
+        f.set_len((8 + header.len() + bytes) as u64).unwrap();
+        return;
+    }
+    let chunk = 64 << 20;
+    let mut buf = vec![0u8; chunk];
+    let mut written = 0usize;
+    while written < bytes {
+        let n = chunk.min(bytes - written);
+        let base = written;
+        buf[..n]
+            .par_chunks_mut(1 << 16)
+            .enumerate()
+            .for_each(|(i, c)| {
+                let mut s = (base + i * (1 << 16)) as u64 | 1;
+                for w in c.chunks_mut(2) {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    // small finite values in both f32 and bf16: exponent byte kept low
+                    let v = ((s >> 40) as u16 & 0x3FFF) | 0x3800;
+                    w.copy_from_slice(&v.to_le_bytes()[..w.len()]);
+                }
+            });
+        f.write_all(&buf[..n]).unwrap();
+        written += n;
+    }
+    f.sync_all().unwrap();
+}
+
+fn copy_baseline(dir: &Path) -> f64 {
+    let dst = dir.join("copy.safetensors");
+    let t = Instant::now();
+    std::fs::copy(dir.join("old.safetensors"), &dst).unwrap();
+    std::fs::File::open(&dst).unwrap().sync_all().unwrap();
+    let s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&dst).unwrap();
+    s
+}
+
+/// Runs the CLI; returns (seconds, peak RssAnon bytes).
+fn run_cli(dir: &Path, backend: &str) -> (f64, u64) {
+    let out = dir.join("out.safetensors");
+    let _ = std::fs::remove_file(&out);
+    let t = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .args(["run", "plan.toml", "--quiet", "--backend", backend])
+        .current_dir(dir)
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            peak = peak.max(rss_anon(&text));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let s = t.elapsed().as_secs_f64();
+    assert!(status.success(), "warmstart failed in {}", dir.display());
+    std::fs::remove_file(&out).unwrap();
+    (s, peak)
+}
+
+fn rss_anon(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ram_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .map(|v| {
+                    v.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                })
+        })
+        .map_or(16 << 30, |kb| kb * 1024)
+}
+
+fn main() {
+    let mut names = "1m,2m,lm".to_string();
+    let mut backend = "cpu".to_string();
+    let mut reps = 3usize;
+    let mut dir = std::env::temp_dir().join("warmstart-bench");
+    let mut keep = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--workloads" => names = args.next().expect("--workloads LIST"),
+            "--backend" => backend = args.next().expect("--backend NAME"),
+            "--reps" => reps = args.next().expect("--reps N").parse().expect("a number"),
+            "--dir" => dir = PathBuf::from(args.next().expect("--dir PATH")),
+            "--keep" => keep = true,
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let all = workloads(ram_bytes());
+    println!("| workload | table | backend | copy s | warmstart s | GB/s | ratio to copy | peak anon MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in names.split(',') {
+        let w = all
+            .iter()
+            .find(|w| w.name == name)
+            .unwrap_or_else(|| panic!("no workload {name}"));
+        let wdir = dir.join(w.name);
+        w.generate(&wdir);
+        // Warm the page cache the same way for both: read the old file once.
+        copy_baseline(&wdir);
+        let (mut copies, mut runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps {
+            copies.push(copy_baseline(&wdir));
+            let (s, peak) = run_cli(&wdir, &backend);
+            runs.push(s);
+            peaks.push(peak as f64);
+        }
+        let (copy, run) = (median(copies), median(runs));
+        let out_bytes = (w.new_rows() * w.cols * w.elem()) as f64;
+        println!(
+            "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {run:.2} | {:.2} | {:.2} | {:.0} |",
+            w.name,
+            w.rows,
+            w.cols,
+            w.dtype(),
+            w.old_bytes() as f64 / 1e9,
+            out_bytes / run / 1e9,
+            run / copy,
+            peaks.iter().cloned().fold(0.0, f64::max) / (1 << 20) as f64,
+        );
+        if !keep && w.name == "huge" {
+            let _ = std::fs::remove_dir_all(&wdir);
+        }
+    }
+}

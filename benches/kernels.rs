@@ -1,0 +1,194 @@
+//! Criterion benchmarks of the kernels: vocabulary remapping, row remap and each initializer,
+//! on the CPU engine and, where an adapter is found, the GPU engine.
+//!
+//! ```text
+//! cargo bench --bench kernels                 # all
+//! cargo bench --bench kernels -- initializer  # one group
+//! ```
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use safetensors::tensor::TensorView;
+use warmstart::dtype::{Dtype, FloatType};
+use warmstart::vocab::{self, Vocab};
+use warmstart::{
+    CpuEngine, Engine, Initializer, Job, Model, Plan, RemapJob, Variable, VocabInfo,
+    WarmStartSettings,
+};
+
+/// Old vocabulary `tok0..n`; the new one keeps 90% in a shuffled order and adds 10%.
+fn write_vocabs(dir: &Path, n: usize) {
+    let mut kept: Vec<usize> = (0..n).collect();
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        kept.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    let old: String = (0..n).map(|i| format!("tok{i}\n")).collect();
+    let mut new: String = kept[..n * 9 / 10]
+        .iter()
+        .map(|i| format!("tok{i}\n"))
+        .collect();
+    new.extend((0..n - n * 9 / 10).map(|i| format!("new{i}\n")));
+    std::fs::write(dir.join("old.txt"), old).unwrap();
+    std::fs::write(dir.join("new.txt"), new).unwrap();
+}
+
+fn vocab_remap(c: &mut Criterion) {
+    let mut g = c.benchmark_group("vocab_remap");
+    g.sample_size(10);
+    for n in [1usize << 20, 2 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        write_vocabs(dir.path(), n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                let new = Vocab::read(&dir.path().join("new.txt"), None).unwrap();
+                let old = Vocab::read(&dir.path().join("old.txt"), None).unwrap();
+                black_box(vocab::remap(&new, n, &old).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A planned row remap of an `rows x cols` f32 table with the given backup initializer.
+fn row_remap_job(dir: &Path, rows: usize, cols: usize, init: Initializer) -> RemapJob {
+    write_vocabs(dir, rows);
+    let data: Vec<u8> = (0..rows * cols)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect();
+    let view = TensorView::new(Dtype::F32, vec![rows, cols], &data).unwrap();
+    std::fs::write(
+        dir.join("old.safetensors"),
+        safetensors::serialize([("emb", view)], None).unwrap(),
+    )
+    .unwrap();
+    let settings = WarmStartSettings::new(dir.join("old.safetensors")).vocab_info(
+        "emb",
+        VocabInfo::new(dir.join("new.txt"), rows as i64, 2, dir.join("old.txt"))
+            .backup_initializer(init),
+    );
+    let model = Model::new(vec![Variable::new("emb", Dtype::F32, vec![rows + 2, cols])]).unwrap();
+    let plan = Plan::new(&settings, &model).unwrap();
+    match &plan.tensors()[0].job {
+        Job::Remap(job) => job.clone(),
+        _ => unreachable!(),
+    }
+}
+
+fn engines() -> Vec<(String, Box<dyn Engine>)> {
+    let mut engines: Vec<(String, Box<dyn Engine>)> =
+        vec![("cpu".into(), Box::new(CpuEngine::new()))];
+    match warmstart::GpuEngine::new(Default::default()) {
+        Ok(gpu) => engines.push(("gpu".into(), Box::new(gpu))),
+        Err(e) => eprintln!("no GPU engine benchmarks: {e}"),
+    }
+    engines
+}
+
+fn row_remap(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (1 << 19, 128); // 256 MiB
+    let job = row_remap_job(dir.path(), rows, cols, Initializer::Zeros {});
+    let mut g = c.benchmark_group("row_remap_256MiB");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(((rows + 2) * cols * 4) as u64));
+    for (name, mut engine) in engines() {
+        g.bench_function(&name, |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                engine
+                    .remap(&job, &mut |s| {
+                        n += s.iter().map(|s| s.len()).sum::<usize>();
+                        Ok(())
+                    })
+                    .unwrap();
+                black_box(n)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn initializers(c: &mut Criterion) {
+    let n = 1usize << 22;
+    let mut g = c.benchmark_group("initializer_4M_f32");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    for init in [
+        Initializer::Constant { value: 0.5 },
+        Initializer::RandomUniform {
+            minval: -1.0,
+            maxval: 1.0,
+            seed: 1,
+        },
+        Initializer::RandomNormal {
+            mean: 0.0,
+            stddev: 1.0,
+            seed: 1,
+        },
+        Initializer::TruncatedNormal {
+            mean: 0.0,
+            stddev: 1.0,
+            seed: 1,
+        },
+    ] {
+        let name = format!("{init:?}")
+            .split([' ', '{'])
+            .next()
+            .unwrap()
+            .to_string();
+        let spec = init.resolve("emb", &[n], "bench").unwrap();
+        let mut out = vec![0u8; n * 4];
+        g.bench_function(BenchmarkId::new("cpu_one_thread", &name), |b| {
+            b.iter(|| spec.fill(FloatType::F32, 0, black_box(&mut out)))
+        });
+    }
+    g.finish();
+    // The engines on a table with no rows in common: every row is initialised.
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("fill_all_rows_64MiB");
+    g.sample_size(10);
+    for init in [
+        Initializer::RandomUniform {
+            minval: -1.0,
+            maxval: 1.0,
+            seed: 1,
+        },
+        Initializer::TruncatedNormal {
+            mean: 0.0,
+            stddev: 1.0,
+            seed: 1,
+        },
+    ] {
+        let mut job = row_remap_job(dir.path(), 1 << 17, 128, init.clone());
+        job.row_map = Some(vec![warmstart::vocab::MISSING; job.rows.len()].into());
+        g.throughput(Throughput::Elements((job.rows.len() * job.cols) as u64));
+        let name = format!("{init:?}")
+            .split([' ', '{'])
+            .next()
+            .unwrap()
+            .to_string();
+        for (engine_name, mut engine) in engines() {
+            g.bench_function(BenchmarkId::new(engine_name, &name), |b| {
+                b.iter(|| {
+                    engine
+                        .remap(&job, &mut |s| {
+                            black_box(s.len());
+                            Ok(())
+                        })
+                        .unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, vocab_remap, row_remap, initializers);
+criterion_main!(benches);
