@@ -189,11 +189,56 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
     }
     let index = TokenIndex::build(old, (0..old.len() as u32).collect())
         .map_err(|(a, b)| duplicate(old, a, b))?;
-    Ok(window
+    // Look tokens up shard by shard, in bucket order, and scatter the answers.
+    let start = window.start;
+    let ids: Vec<u32> = (window.start as u32..window.end as u32).collect();
+    let groups = by_shard(new, &ids, |shard, n| index.bucket_mask(shard, n));
+    let found: Vec<Vec<(u32, u32)>> = groups
         .into_par_iter()
+        .enumerate()
+        .map(|(shard, members)| {
+            members
+                .into_iter()
+                .map(|(i, h)| {
+                    (
+                        i,
+                        index
+                            .find(shard, h, new.token(i as usize))
+                            .unwrap_or(MISSING),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let mut map = vec![MISSING; window.len()];
+    for (i, line) in found.into_iter().flatten() {
+        map[i as usize - start] = line;
+    }
+    Ok(map)
+}
+
+/// Lines `ids` of `vocab` with their hashes, grouped by shard, each group in the order of
+/// the buckets the hashes fall in for a table of `mask(shard, group length)` (so that a
+/// table is walked from one end to the other instead of at random).
+fn by_shard(
+    vocab: &Vocab,
+    ids: &[u32],
+    mask: impl Fn(usize, usize) -> u64 + Sync,
+) -> Vec<Vec<(u32, u64)>> {
+    let hashes: Vec<u64> = ids
+        .par_iter()
         .with_min_len(4096)
-        .map(|i| index.get(new.token(i)).unwrap_or(MISSING))
-        .collect())
+        .map(|&i| hash_token(vocab.token(i as usize)))
+        .collect();
+    let mut groups: Vec<Vec<(u32, u64)>> = vec![Vec::new(); 1 << SHARD_BITS];
+    for (&i, &h) in ids.iter().zip(&hashes) {
+        groups[shard_of(h)].push((i, h));
+    }
+    groups.par_iter_mut().enumerate().for_each(|(shard, g)| {
+        let m = mask(shard, g.len());
+        g.sort_unstable_by_key(|&(i, h)| (h & m, i));
+    });
+    groups
 }
 
 fn check_window(new: &Vocab, offset: usize, size: usize) -> Result<()> {
@@ -219,6 +264,14 @@ fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
         first: first + 1,
         second: second + 1,
     }
+}
+
+/// The number of buckets hashbrown gives a table made with capacity `n`.
+fn buckets_for(n: usize) -> u64 {
+    if n < 8 {
+        return if n < 4 { 4 } else { 8 };
+    }
+    ((n * 8).div_ceil(7)).next_power_of_two() as u64
 }
 
 /// Lines of a vocabulary by token: hash tables of (byte offset, line) pairs, 8 bytes an
@@ -248,16 +301,8 @@ impl<'v> TokenIndex<'v> {
     /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
     /// duplicate pair with the smallest second line.
     fn build(vocab: &'v Vocab, ids: Vec<u32>) -> std::result::Result<Self, (usize, usize)> {
-        let hashes: Vec<u64> = ids
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&i| hash_token(vocab.token(i as usize)))
-            .collect();
-        let mut members: Vec<Vec<(u32, u64)>> = vec![Vec::new(); 1 << SHARD_BITS];
-        for (&i, &h) in ids.iter().zip(&hashes) {
-            members[shard_of(h)].push((i, h));
-        }
-        drop(hashes);
+        let members = by_shard(vocab, &ids, |_, n| buckets_for(n) - 1);
+        drop(ids);
         let rehash = |&[start, _]: &[u32; 2]| hash_token(vocab.token_at(start as usize));
         let built: Vec<(HashTable<[u32; 2]>, Option<(usize, usize)>)> = members
             .into_par_iter()
@@ -268,6 +313,7 @@ impl<'v> TokenIndex<'v> {
                     let token = vocab.token(i as usize);
                     let same = |&[start, _]: &[u32; 2]| vocab.token_at_is(start as usize, token);
                     match table.find(h, same) {
+                        // Entries of one bucket come in line order, so `first < i`.
                         Some(&[_, first]) => {
                             let pair = (first as usize, i as usize);
                             if dup.is_none_or(|d| pair.1 < d.1) {
@@ -291,13 +337,19 @@ impl<'v> TokenIndex<'v> {
         })
     }
 
-    fn get(&self, token: &[u8]) -> Option<u32> {
-        let hash = hash_token(token);
-        self.shards[shard_of(hash)]
+    /// The line of `token` (of hash `hash`, in shard `shard`).
+    fn find(&self, shard: usize, hash: u64, token: &[u8]) -> Option<u32> {
+        self.shards[shard]
             .find(hash, |&[start, _]| {
                 self.vocab.token_at_is(start as usize, token)
             })
             .map(|&[_, line]| line)
+    }
+
+    /// The bucket mask of shard `shard`'s table (as hashbrown sizes it; a guess that only
+    /// affects speed).
+    fn bucket_mask(&self, shard: usize, _lookups: usize) -> u64 {
+        buckets_for(self.shards[shard].len()) - 1
     }
 }
 
