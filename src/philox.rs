@@ -89,13 +89,22 @@ pub fn ln_f32(x: f32) -> f32 {
 }
 
 /// Inverse error function, single precision (M. Giles, "Approximating the erfinv function",
-/// GPU Computing Gems, 2011): absolute error below 5e-7 on `(-1, 1)`. Both branches are
-/// evaluated and one selected (no divergence on a GPU). The coefficients are the published
-/// ones, written out in full.
+/// GPU Computing Gems, 2011): absolute error below 5e-7 on `(-1, 1)`. The coefficients are
+/// the published ones, written out in full.
 #[inline(always)]
-#[allow(clippy::excessive_precision)]
 pub fn erfinv(x: f32) -> f32 {
     let w = -ln_f32((1.0 - x) * (1.0 + x));
+    if w < 5.0 {
+        erfinv_central(w) * x
+    } else {
+        erfinv_tail(w) * x
+    }
+}
+
+/// Giles' polynomial for `w = -ln(1 - x²) < 5` (`|x| < 0.9966`).
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+fn erfinv_central(w: f32) -> f32 {
     let c = w - 2.5;
     let mut p = 2.810_226_36e-8;
     p = 3.432_739_39e-7 + p * c;
@@ -105,7 +114,13 @@ pub fn erfinv(x: f32) -> f32 {
     p = -1.253_725_03e-3 + p * c;
     p = -4.177_681_64e-3 + p * c;
     p = 2.466_407_27e-1 + p * c;
-    p = 1.501_409_41 + p * c;
+    1.501_409_41 + p * c
+}
+
+/// Giles' polynomial for `w >= 5`.
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+fn erfinv_tail(w: f32) -> f32 {
     let t = w.sqrt() - 3.0;
     let mut q = -2.002_142_57e-4;
     q = 1.009_505_58e-4 + q * t;
@@ -115,12 +130,7 @@ pub fn erfinv(x: f32) -> f32 {
     q = -7.622_461_3e-3 + q * t;
     q = 9.438_870_47e-3 + q * t;
     q = 1.001_674_06 + q * t;
-    q = 2.832_976_82 + q * t;
-    if w < 5.0 {
-        p * x
-    } else {
-        q * x
-    }
+    2.832_976_82 + q * t
 }
 
 /// A standard normal sample by inverse CDF: `sqrt(2) * erfinv(x)`, `x` from [`centered_f32`].
@@ -136,7 +146,10 @@ pub const TRUNCATED_MAX: f32 = 1.999_999_9;
 /// `(-erf(sqrt 2), erf(sqrt 2))` before `erfinv`, so no sample is rejected.
 #[inline(always)]
 pub fn truncated_normal_f32(bits: u32) -> f32 {
-    let z = std::f32::consts::SQRT_2 * erfinv(centered_f32(bits) * ERF_SQRT2);
+    // |x| < erf(sqrt 2) keeps w = -ln(1 - x²) below 2.5: Giles' central branch only.
+    let x = centered_f32(bits) * ERF_SQRT2;
+    let w = -ln_f32((1.0 - x) * (1.0 + x));
+    let z = std::f32::consts::SQRT_2 * erfinv_central(w) * x;
     z.clamp(-TRUNCATED_MAX, TRUNCATED_MAX)
 }
 
