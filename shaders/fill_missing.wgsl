@@ -14,74 +14,71 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> list: array<u32>;
+@group(0) @binding(1) var<storage, read> list: array<u32>; // output rows
 @group(0) @binding(2) var<storage, read> col_map: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+fn set_row(i: u32) -> vec2<u32> {
+    let rs = params.rows;
+    if (rs.mode == ROWS_LIST) {
+        return vec2<u32>(list[rs.list_offset + i], 0u);
+    }
+    return vec2<u32>(rs.out_row0 + i * rs.step, 0u);
+}
 
 fn is_missing(c: u32) -> bool {
     return params.whole == 1u || col_map[c] == MISSING;
 }
 
-@compute @workgroup_size(WORKGROUP)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let rs = params.rows;
-    let wpr = rs.words_per_row;
-    let total = rs.count * wpr;
-    let cols = params.cols;
+fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     let spec = params.init;
-    // Item t = i * wpr + j is word j of the set's i-th row (see gather_rows.wgsl).
-    let stride = groups.x * WORKGROUP;
-    let stride_rows = stride / wpr;
-    let stride_words = stride - stride_rows * wpr;
-    var t = gid.x;
-    var i = t / wpr;
-    var j = t - i * wpr;
-    loop {
-        if (t >= total) {
-            break;
-        }
-        var r = rs.out_row0 + i * rs.step;
-        if (rs.mode == ROWS_LIST) {
-            r = list[rs.list_offset + i];
-        }
-        let first = r * cols;
-        if (params.esize == 4u) {
+    let first = row.x * params.cols; // first element of the output row, chunk-local
+    if (params.esize == 4u) {
+        for (var j = first_word; j < end; j++) {
             if (is_missing(j)) {
                 out[first + j] = init_element(spec, first + j).x;
             }
-            continue;
         }
-        if (params.esize == 8u) {
+        return;
+    }
+    if (params.esize == 8u) {
+        // word j is half j % 2 of element j / 2
+        for (var j = first_word; j < end; j++) {
             let c = j >> 1u;
             if (is_missing(c)) {
                 let bits = init_element(spec, first + c);
                 out[first * 2u + j] = select(bits.x, bits.y, (j & 1u) == 1u);
             }
-            continue;
         }
-        let w = first / 2u + j;
-        var word = 0u;
-        var mask = 0u;
-        for (var s = 0u; s < 2u; s++) {
-            let e = 2u * w + s;
-            if (e >= first && e < first + cols && is_missing(e - first)) {
-                word |= (init_element(spec, e).x & 0xFFFFu) << (16u * s);
-                mask |= 0xFFFFu << (16u * s);
-            }
-        }
-        if (mask == 0xFFFFFFFFu) {
-            out[w] = word;
-        } else if (mask != 0u) {
-            out[w] = (out[w] & ~mask) | word;
-        }
-        continuing {
-            t += stride;
-            i += stride_rows;
-            j += stride_words;
-            if (j >= wpr) {
-                j -= wpr;
-                i += 1u;
-            }
+        return;
+    }
+    for (var j = first_word; j < end; j++) {
+        half_word(row, j);
+    }
+}
+
+// f16/bf16: the word may be shared with the neighbour row or a column with a source.
+fn half_word(row: vec2<u32>, j: u32) {
+    let cols = params.cols;
+    let first = row.x * cols;
+    let w = first / 2u + j;
+    var word = 0u;
+    var mask = 0u;
+    for (var s = 0u; s < 2u; s++) {
+        let e = 2u * w + s;
+        if (e >= first && e < first + cols && is_missing(e - first)) {
+            word |= (init_element(params.init, e).x & 0xFFFFu) << (16u * s);
+            mask |= 0xFFFFu << (16u * s);
         }
     }
+    if (mask == 0xFFFFFFFFu) {
+        out[w] = word;
+    } else if (mask != 0u) {
+        out[w] = (out[w] & ~mask) | word;
+    }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for_each_item(params.rows, gid.x, groups.x);
 }

@@ -13,42 +13,28 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> list: array<u32>;
+@group(0) @binding(1) var<storage, read> list: array<u32>; // (output row, window row) pairs
 @group(0) @binding(2) var<storage, read> old: array<Word>;
 @group(0) @binding(3) var<storage, read_write> out: array<Word>;
 
+fn set_row(i: u32) -> vec2<u32> {
+    let rs = params.rows;
+    if (rs.mode == ROWS_LIST) {
+        return vec2<u32>(list[rs.list_offset + 2u * i], list[rs.list_offset + 2u * i + 1u]);
+    }
+    return vec2<u32>(rs.out_row0 + i * rs.step, rs.src_row0 + i * rs.step);
+}
+
+fn do_words(row: vec2<u32>, first: u32, end: u32) {
+    let wpr = params.rows.words_per_row;
+    let out_at = row.x * wpr;
+    let old_at = row.y * wpr;
+    for (var j = first; j < end; j++) {
+        out[out_at + j] = old[old_at + j];
+    }
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let rs = params.rows;
-    let wpr = rs.words_per_row;
-    let total = rs.count * wpr;
-    // Item t = i * wpr + j is word j of the set's i-th row. A grid stride covers any number of
-    // items; (i, j) advance by the stride without a division per item.
-    let stride = groups.x * WORKGROUP;
-    let stride_rows = stride / wpr;
-    let stride_words = stride - stride_rows * wpr;
-    var t = gid.x;
-    var i = t / wpr;
-    var j = t - i * wpr;
-    loop {
-        if (t >= total) {
-            break;
-        }
-        var out_row = rs.out_row0 + i * rs.step;
-        var src_row = rs.src_row0 + i * rs.step;
-        if (rs.mode == ROWS_LIST) {
-            out_row = list[rs.list_offset + 2u * i];
-            src_row = list[rs.list_offset + 2u * i + 1u];
-        }
-        out[out_row * wpr + j] = old[src_row * wpr + j];
-        continuing {
-            t += stride;
-            i += stride_rows;
-            j += stride_words;
-            if (j >= wpr) {
-                j -= wpr;
-                i += 1u;
-            }
-        }
-    }
+    for_each_item(params.rows, gid.x, groups.x);
 }

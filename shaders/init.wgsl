@@ -9,7 +9,9 @@
 // * constant: the host passes the element bits, already rounded to the dtype;
 // * uniform: minval + unit * range, computed exactly in integers (float.wgsl): bit-identical;
 // * normal, truncated normal: mean + stddev * sqrt(2) * erfinv(x), with x exact and the same
-//   polynomial as the CPU; only WGSL's `log`/`sqrt` may differ in the last bits.
+//   logarithm, polynomials and branches as the CPU; the device may still round differently in
+//   the last bits (WGSL's division and sqrt are not correctly rounded, and a driver may fuse
+//   a * b + c), so these agree with the CPU to about 1e-7 relative, not bit for bit.
 
 // What a missing element receives. Mirrors `InitUniform` in src/engine/gpu/kernels.rs
 // (12 u32 = 48 bytes, a multiple of 16 as uniform buffers require of nested structs).
@@ -52,35 +54,59 @@ fn centered_f32(bits: u32) -> f32 {
     return f32(2 * k + 1 - 8388608) * (1.0f / 8388608.0f);
 }
 
+// `philox::ln_f32`: natural logarithm of a positive normal f32 without a library call:
+// x = 2^e m with m in [2/3, 4/3), ln m = 2 atanh(s), s = (m - 1) / (m + 1), as a polynomial in
+// s^2. (WGSL's `log` is both slower on the software driver and less predictable.)
+const LN2_HI: f32 = 0.69314575f;
+const LN2_LO: f32 = 1.4286068e-6f;
+
+fn ln_f32(x: f32) -> f32 {
+    let ix = i32(bitcast<u32>(x) - 0x3f2aaaabu);
+    let e = f32(ix >> 23u);
+    let m = bitcast<f32>((u32(ix) & 0x007fffffu) + 0x3f2aaaabu);
+    let f = m - 1.0f;
+    let s = f / (2.0f + f);
+    let z = s * s;
+    let p = 1.0f + z * (1.0f / 3.0f + z * (1.0f / 5.0f + z * (1.0f / 7.0f + z * (1.0f / 9.0f))));
+    return e * LN2_HI + (2.0f * s * p + e * LN2_LO);
+}
+
 // `philox::erfinv`: Giles' single-precision inverse error function, same coefficients (the
-// `f` literals parse exactly as Rust's f32 literals).
+// `f` literals parse exactly as Rust's f32 literals) and the same branches.
 fn erfinv(x: f32) -> f32 {
-    var w = -log((1.0f - x) * (1.0f + x));
-    var p: f32;
+    let w = -ln_f32((1.0f - x) * (1.0f + x));
     if (w < 5.0f) {
-        w = w - 2.5f;
-        p = 2.81022636e-8f;
-        p = 3.43273939e-7f + p * w;
-        p = -3.5233877e-6f + p * w;
-        p = -4.39150654e-6f + p * w;
-        p = 2.1858087e-4f + p * w;
-        p = -1.25372503e-3f + p * w;
-        p = -4.17768164e-3f + p * w;
-        p = 2.46640727e-1f + p * w;
-        p = 1.50140941f + p * w;
-    } else {
-        w = sqrt(w) - 3.0f;
-        p = -2.00214257e-4f;
-        p = 1.00950558e-4f + p * w;
-        p = 1.34934322e-3f + p * w;
-        p = -3.67342844e-3f + p * w;
-        p = 5.73950773e-3f + p * w;
-        p = -7.6224613e-3f + p * w;
-        p = 9.43887047e-3f + p * w;
-        p = 1.00167406f + p * w;
-        p = 2.83297682f + p * w;
+        return erfinv_central(w) * x;
     }
-    return p * x;
+    return erfinv_tail(w) * x;
+}
+
+// Giles' polynomial for w = -ln(1 - x^2) < 5.
+fn erfinv_central(w: f32) -> f32 {
+    let c = w - 2.5f;
+    var p = 2.81022636e-8f;
+    p = 3.43273939e-7f + p * c;
+    p = -3.5233877e-6f + p * c;
+    p = -4.39150654e-6f + p * c;
+    p = 2.1858087e-4f + p * c;
+    p = -1.25372503e-3f + p * c;
+    p = -4.17768164e-3f + p * c;
+    p = 2.46640727e-1f + p * c;
+    return 1.50140941f + p * c;
+}
+
+// Giles' polynomial for w >= 5.
+fn erfinv_tail(w: f32) -> f32 {
+    let t = sqrt(w) - 3.0f;
+    var q = -2.00214257e-4f;
+    q = 1.00950558e-4f + q * t;
+    q = 1.34934322e-3f + q * t;
+    q = -3.67342844e-3f + q * t;
+    q = 5.73950773e-3f + q * t;
+    q = -7.6224613e-3f + q * t;
+    q = 9.43887047e-3f + q * t;
+    q = 1.00167406f + q * t;
+    return 2.83297682f + q * t;
 }
 
 // The f32 bits of a random fill for the Philox bits `bits`.
@@ -94,8 +120,11 @@ fn random_value(spec: InitSpec, bits: u32) -> u32 {
     if (spec.fill == FILL_NORMAL) {
         z = SQRT_2 * erfinv(centered_f32(bits));
     } else {
-        z = SQRT_2 * erfinv(centered_f32(bits) * ERF_SQRT2);
-        z = clamp(z, -TRUNCATED_MAX, TRUNCATED_MAX);
+        // `philox::truncated_normal_f32`: |x| < erf(sqrt 2) keeps w below 2.5, so only the
+        // central polynomial is needed.
+        let x = centered_f32(bits) * ERF_SQRT2;
+        let w = -ln_f32((1.0f - x) * (1.0f + x));
+        z = clamp(SQRT_2 * erfinv_central(w) * x, -TRUNCATED_MAX, TRUNCATED_MAX);
     }
     return bitcast<u32>(mean + stddev * z);
 }

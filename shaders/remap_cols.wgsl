@@ -16,10 +16,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> list: array<u32>;
+@group(0) @binding(1) var<storage, read> list: array<u32>; // (output row, window row) pairs
 @group(0) @binding(2) var<storage, read> old: array<u32>;
 @group(0) @binding(3) var<storage, read> col_map: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
+
+fn set_row(i: u32) -> vec2<u32> {
+    let rs = params.rows;
+    if (rs.mode == ROWS_LIST) {
+        return vec2<u32>(list[rs.list_offset + 2u * i], list[rs.list_offset + 2u * i + 1u]);
+    }
+    return vec2<u32>(rs.out_row0 + i * rs.step, rs.src_row0 + i * rs.step);
+}
 
 // The old column of column c, or MISSING.
 fn source_col(c: u32) -> u32 {
@@ -29,77 +37,62 @@ fn source_col(c: u32) -> u32 {
     return col_map[c];
 }
 
-@compute @workgroup_size(WORKGROUP)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let rs = params.rows;
-    let wpr = rs.words_per_row;
-    let total = rs.count * wpr;
+fn do_words(row: vec2<u32>, first: u32, end: u32) {
     let cols = params.cols;
     let old_cols = params.old_cols;
-    let esize = params.esize;
-    // Item t = i * wpr + j is word j of the set's i-th row (see gather_rows.wgsl).
-    let stride = groups.x * WORKGROUP;
-    let stride_rows = stride / wpr;
-    let stride_words = stride - stride_rows * wpr;
-    var t = gid.x;
-    var i = t / wpr;
-    var j = t - i * wpr;
-    loop {
-        if (t >= total) {
-            break;
-        }
-        var out_row = rs.out_row0 + i * rs.step;
-        var src_row = rs.src_row0 + i * rs.step;
-        if (rs.mode == ROWS_LIST) {
-            out_row = list[rs.list_offset + 2u * i];
-            src_row = list[rs.list_offset + 2u * i + 1u];
-        }
-        if (esize == 4u) {
+    if (params.esize == 4u) {
+        for (var j = first; j < end; j++) {
             let c = source_col(j);
             if (c != MISSING) {
-                out[out_row * cols + j] = old[src_row * old_cols + c];
+                out[row.x * cols + j] = old[row.y * old_cols + c];
             }
-            continue;
         }
-        if (esize == 8u) {
-            // word j is half j % 2 of element j / 2
+        return;
+    }
+    if (params.esize == 8u) {
+        // word j is half j % 2 of element j / 2
+        for (var j = first; j < end; j++) {
             let c = source_col(j >> 1u);
             if (c != MISSING) {
-                out[out_row * cols * 2u + j] = old[(src_row * old_cols + c) * 2u + (j & 1u)];
-            }
-            continue;
-        }
-        // f16/bf16: word j of the row's span holds one or two of its elements, each with its own
-        // column; a word shared with the neighbour row (odd widths) or with a MISSING column is
-        // merged with what is there.
-        let first = out_row * cols;
-        let w = first / 2u + j;
-        var word = 0u;
-        var mask = 0u;
-        for (var s = 0u; s < 2u; s++) {
-            let e = 2u * w + s;
-            if (e >= first && e < first + cols) {
-                let c = source_col(e - first);
-                if (c != MISSING) {
-                    let src = src_row * old_cols + c;
-                    word |= half_of(old[src >> 1u], src & 1u) << (16u * s);
-                    mask |= 0xFFFFu << (16u * s);
-                }
+                out[row.x * cols * 2u + j] = old[(row.y * old_cols + c) * 2u + (j & 1u)];
             }
         }
-        if (mask == 0xFFFFFFFFu) {
-            out[w] = word;
-        } else if (mask != 0u) {
-            out[w] = (out[w] & ~mask) | word;
-        }
-        continuing {
-            t += stride;
-            i += stride_rows;
-            j += stride_words;
-            if (j >= wpr) {
-                j -= wpr;
-                i += 1u;
+        return;
+    }
+    for (var j = first; j < end; j++) {
+        half_word(row, j);
+    }
+}
+
+// f16/bf16: word j of the row's span holds one or two of its elements, each with its own
+// column; a word shared with the neighbour row (odd widths) or with a MISSING column is merged
+// with what is there.
+fn half_word(row: vec2<u32>, j: u32) {
+    let cols = params.cols;
+    let old_cols = params.old_cols;
+    let first = row.x * cols;
+    let w = first / 2u + j;
+    var word = 0u;
+    var mask = 0u;
+    for (var s = 0u; s < 2u; s++) {
+        let e = 2u * w + s;
+        if (e >= first && e < first + cols) {
+            let c = source_col(e - first);
+            if (c != MISSING) {
+                let src = row.y * old_cols + c;
+                word |= half_of(old[src >> 1u], src & 1u) << (16u * s);
+                mask |= 0xFFFFu << (16u * s);
             }
         }
     }
+    if (mask == 0xFFFFFFFFu) {
+        out[w] = word;
+    } else if (mask != 0u) {
+        out[w] = (out[w] & ~mask) | word;
+    }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for_each_item(params.rows, gid.x, groups.x);
 }

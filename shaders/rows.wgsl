@@ -1,6 +1,10 @@
 // rows.wgsl: which output rows a dispatch handles, and 16-bit halves of u32 words.
 //
-// Library file (no entry point) shared by the three kernels.
+// Library file (no entry point) shared by the three kernels. It holds the loop every kernel
+// runs over its rows (`for_each_item`), which calls two functions the kernel defines:
+//   fn set_row(i: u32) -> vec2<u32>                  the i-th row of the set: (output, source)
+//   fn do_words(row: vec2<u32>, first: u32, end: u32) the kernel's work on words first..end
+//                                                    of that row
 //
 // Data layout: every table is a flat little-endian stream of elements stored as array<u32>
 // (2 elements per word for f16/bf16, 1 for f32, half an element for f64). An output chunk starts
@@ -21,7 +25,7 @@ struct RowSet {
     out_row0: u32, // ROWS_RANGE: first output row (chunk-local)
     src_row0: u32, // ROWS_RANGE: its source row (window-local)
     words_per_row: u32, // words in a row's span: ceil(row_bytes / 4)
-    _pad: u32,
+    span: u32, // consecutive words of a row per thread item (1..=words_per_row)
 }
 
 // Entries in `list`: (output row, source row) pairs for the gathers, output rows for the fill.
@@ -39,3 +43,39 @@ const WORKGROUP: u32 = 256u;
 fn half_of(word: u32, which: u32) -> u32 {
     return (word >> (16u * which)) & 0xFFFFu;
 }
+
+// Runs `do_words` on every word of every row of the set `rs`. An item is `span` consecutive
+// words of one row: the host picks 1 on GPUs, where neighbouring threads then touch
+// neighbouring words, and longer spans on the software driver, where every item has a fixed
+// cost. Thread `gid` of `groups` workgroups takes items gid, gid + stride, ... (a grid stride,
+// so any number of items works within the workgroup limit); (row, block) advance by the
+// stride without a division per item.
+fn for_each_item(rs: RowSet, gid: u32, groups: u32) {
+    let wpr = rs.words_per_row;
+    let span = max(rs.span, 1u);
+    let ipr = (wpr + span - 1u) / span; // items per row
+    let total = rs.count * ipr;
+    let stride = groups * WORKGROUP;
+    let stride_rows = stride / ipr;
+    let stride_blocks = stride - stride_rows * ipr;
+    var t = gid;
+    var i = t / ipr;
+    var b = t - i * ipr;
+    loop {
+        if (t >= total) {
+            break;
+        }
+        let first = b * span;
+        do_words(set_row(i), first, min(first + span, wpr));
+        continuing {
+            t += stride;
+            i += stride_rows;
+            b += stride_blocks;
+            if (b >= ipr) {
+                b -= ipr;
+                i += 1u;
+            }
+        }
+    }
+}
+

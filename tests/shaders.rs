@@ -33,7 +33,8 @@ fn every_wgsl_file_validates() {
     // A file is validated with the library files it needs in front of it, as in the kernels.
     let needs = |name: &str| -> &'static [&'static str] {
         match name {
-            "philox.wgsl" | "rows.wgsl" | "word_u32.wgsl" | "word_vec4.wgsl" => &[],
+            "philox.wgsl" | "word_u32.wgsl" | "word_vec4.wgsl" => &[],
+            "rows.wgsl" => &["kernel stub"],
             "float.wgsl" => &["philox.wgsl"],
             "init.wgsl" => &["philox.wgsl", "float.wgsl"],
             "gather_rows.wgsl" => &["rows.wgsl", "word_u32.wgsl"],
@@ -45,6 +46,12 @@ fn every_wgsl_file_validates() {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let mut source = String::new();
         for lib in needs(&name) {
+            if *lib == "kernel stub" {
+                // rows.wgsl calls these two functions of the kernel it is part of
+                source += "fn set_row(i: u32) -> vec2<u32> { return vec2<u32>(i, i); }\n\
+                           fn do_words(row: vec2<u32>, first: u32, end: u32) {}\n";
+                continue;
+            }
             source += &std::fs::read_to_string(dir.join(lib)).unwrap();
             source += "\n";
         }

@@ -41,6 +41,9 @@ pub(crate) struct Limits {
     pub window: u64,
     /// Distance between parameter entries in the control blob.
     pub params_stride: u64,
+    /// Most words of a row a thread handles per item: 1 on GPUs (neighbouring threads touch
+    /// neighbouring words), more on the software driver (every item has a fixed cost).
+    pub span: u32,
 }
 
 /// The kernel that moves cells with a source.
@@ -75,6 +78,8 @@ pub(crate) struct Layout {
     pub col_sources: bool,
     pub init: InitUniform,
     pub params_stride: u64,
+    /// See [`Limits::span`].
+    pub span: u32,
 }
 
 fn too_wide(job: &RemapJob, what: &str, bytes: usize, limit: u64) -> Error {
@@ -207,6 +212,7 @@ impl Layout {
             col_sources,
             init: init_uniform(job),
             params_stride: limits.params_stride,
+            span: limits.span,
         })
     }
 
@@ -380,6 +386,7 @@ impl Blob<'_> {
 
     fn gather(&mut self, mut rows: RowSet) -> Dispatch {
         let l = self.layout;
+        let threads = items(&mut rows, l.span);
         let params = match l.mover {
             Mover::Elements { identity } => self.entry(&remap_cols::Params {
                 rows,
@@ -390,17 +397,19 @@ impl Blob<'_> {
             }),
             Mover::Rows { unit } => {
                 rows.words_per_row = (l.row_bytes / unit) as u32;
-                self.entry(&gather_rows::Params { rows })
+                let threads = items(&mut rows, l.span);
+                return Dispatch {
+                    params: self.entry(&gather_rows::Params { rows }),
+                    threads,
+                };
             }
         };
-        Dispatch {
-            params,
-            threads: rows.count * rows.words_per_row,
-        }
+        Dispatch { params, threads }
     }
 
-    fn fill(&mut self, rows: RowSet, whole: bool, base: u64) -> Dispatch {
+    fn fill(&mut self, mut rows: RowSet, whole: bool, base: u64) -> Dispatch {
         let l = self.layout;
+        let threads = items(&mut rows, l.span);
         let params = self.entry(&fill_missing::Params {
             rows,
             cols: l.cols as u32,
@@ -413,11 +422,14 @@ impl Blob<'_> {
                 ..l.init
             },
         });
-        Dispatch {
-            params,
-            threads: rows.count * rows.words_per_row,
-        }
+        Dispatch { params, threads }
     }
+}
+
+/// Sets the span of `rows` (at most `cap` words per item) and returns its number of items.
+fn items(rows: &mut RowSet, cap: u32) -> u32 {
+    rows.span = rows.words_per_row.min(cap).max(1);
+    rows.count * rows.words_per_row.div_ceil(rows.span)
 }
 
 /// Plans chunk `rows` (variable rows) of `job`.

@@ -81,11 +81,17 @@ pub fn hardware_adapter_available() -> bool {
     select_adapter().is_ok_and(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }
 
-/// Requests a device with the adapter's own limits.
+/// Requests a device with the adapter's own limits. On a software adapter, whose "device
+/// memory" is host memory, also `MAPPABLE_PRIMARY_BUFFERS`, so that output chunks are read
+/// where the kernels wrote them instead of through a copy.
 pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
+    let mut required_features = wgpu::Features::empty();
+    if adapter.get_info().device_type == wgpu::DeviceType::Cpu {
+        required_features |= adapter.features() & wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+    }
     let desc = wgpu::DeviceDescriptor {
         label: Some("warmstart"),
-        required_features: wgpu::Features::empty(),
+        required_features,
         required_limits: adapter.limits(),
         experimental_features: wgpu::ExperimentalFeatures::disabled(),
         memory_hints: wgpu::MemoryHints::Performance,

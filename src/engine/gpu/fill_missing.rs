@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::kernels::{slice, Binding, InitUniform, Kernel, RowSet};
+use super::kernels::{Binding, Control, InitUniform, Kernel, RowSet};
 
 /// The kernel's source: the Philox, float and initializer libraries, `rows.wgsl` and
 /// `fill_missing.wgsl`.
@@ -58,17 +58,16 @@ impl FillMissing {
     pub(crate) fn bind(
         &self,
         device: &wgpu::Device,
-        ctrl: &wgpu::Buffer,
-        params_offset: u64,
-        list: (u64, u64),
+        ctrl: Control<'_>,
         col_map: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
+        let [params, list] = ctrl.bindings(size_of::<Params>());
         self.0.bind(
             device,
             &[
-                slice(ctrl, params_offset, size_of::<Params>() as u64),
-                slice(ctrl, list.0, list.1),
+                params,
+                list,
                 col_map.as_entire_binding(),
                 out.as_entire_binding(),
             ],

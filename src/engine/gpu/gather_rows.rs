@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::kernels::{slice, Binding, Kernel, RowSet};
+use super::kernels::{Binding, Control, Kernel, RowSet};
 
 /// The kernel's source moving `u32` units: `rows.wgsl`, `word_u32.wgsl`, `gather_rows.wgsl`.
 pub(crate) const SOURCE_U32: &str = concat!(
@@ -62,23 +62,22 @@ impl GatherRows {
         }
     }
 
-    /// The bind group of one dispatch: its params entry and list in `ctrl`, the old window,
-    /// the output chunk.
+    /// The bind group of one dispatch: its params entry and list, the old window, the output
+    /// chunk.
     pub(crate) fn bind(
         &self,
         device: &wgpu::Device,
         unit: usize,
-        ctrl: &wgpu::Buffer,
-        params_offset: u64,
-        list: (u64, u64),
+        ctrl: Control<'_>,
         window: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
+        let [params, list] = ctrl.bindings(size_of::<Params>());
         self.kernel(unit).bind(
             device,
             &[
-                slice(ctrl, params_offset, size_of::<Params>() as u64),
-                slice(ctrl, list.0, list.1),
+                params,
+                list,
                 window.as_entire_binding(),
                 out.as_entire_binding(),
             ],

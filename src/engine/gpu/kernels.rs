@@ -11,10 +11,6 @@ use bytemuck::{Pod, Zeroable};
 /// Threads per workgroup (`WORKGROUP` in `shaders/rows.wgsl`).
 pub(crate) const WORKGROUP: u32 = 256;
 
-/// Output words a thread handles at least (when there is enough work): the kernels divide
-/// once per thread, not once per word, and a grid of a few million threads still fills any GPU.
-pub(crate) const WORDS_PER_THREAD: u32 = 8;
-
 /// `ROWS_LIST` in `shaders/rows.wgsl`: the rows are entries of the list binding.
 pub(crate) const ROWS_LIST: u32 = 0;
 /// `ROWS_RANGE` in `shaders/rows.wgsl`: the rows are an arithmetic progression.
@@ -36,9 +32,10 @@ pub(crate) struct RowSet {
     pub out_row0: u32,
     /// Range mode: its source row, window-local.
     pub src_row0: u32,
-    /// Words of a row's span: `ceil(row_bytes / 4)`.
+    /// Words of a row's span: `ceil(row_bytes / 4)` (gather_rows: in its unit).
     pub words_per_row: u32,
-    pub _pad: u32,
+    /// gather_rows: consecutive words a thread copies per item.
+    pub span: u32,
 }
 
 /// The initializer of the missing cells (`InitSpec` in `shaders/init.wgsl`).
@@ -167,8 +164,9 @@ impl Kernel {
         })
     }
 
-    /// Records a dispatch for `threads` work items (output words), with at most `max_groups`
-    /// workgroups: the kernels loop with a grid stride over what the grid does not cover.
+    /// Records a dispatch for `threads` work items (one thread each), with at most
+    /// `max_groups` workgroups: the kernels loop with a grid stride over what the grid does
+    /// not cover.
     pub(crate) fn dispatch(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -179,12 +177,31 @@ impl Kernel {
         if threads == 0 {
             return;
         }
-        let groups = threads
-            .div_ceil(WORKGROUP * WORDS_PER_THREAD)
-            .clamp(1, max_groups.max(1));
+        let groups = threads.div_ceil(WORKGROUP).clamp(1, max_groups.max(1));
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(groups, 1, 1);
+    }
+}
+
+/// Where a dispatch finds its uniform parameters and its row list: its entry and the list in
+/// the chunk's control buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct Control<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    /// Offset of the dispatch's parameter entry.
+    pub params: u64,
+    /// Offset and size of the list.
+    pub list: (u64, u64),
+}
+
+impl<'a> Control<'a> {
+    /// The uniform binding of a `Params` of `size` bytes, and the list binding.
+    pub(crate) fn bindings(&self, size: usize) -> [wgpu::BindingResource<'a>; 2] {
+        [
+            slice(self.buffer, self.params, size as u64),
+            slice(self.buffer, self.list.0, self.list.1),
+        ]
     }
 }
 

@@ -70,6 +70,7 @@ use self::chunk::{ChunkPlan, Layout, Limits, Mover};
 use self::device::{Gpu, Scopes};
 use self::fill_missing::FillMissing;
 use self::gather_rows::GatherRows;
+use self::kernels::Control;
 use self::remap_cols::RemapCols;
 use self::stream::{copy_pieces, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
@@ -80,20 +81,28 @@ use crate::plan::{Job, Plan, RemapJob};
 
 const MIB: u64 = 1 << 20;
 
+/// Words of a row a kernel thread handles per item on a software adapter (1 on a GPU).
+const CPU_ADAPTER_SPAN: u32 = 64;
+
 /// Default VRAM budget on a hardware adapter.
 pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
 /// Default budget on a software (CPU) adapter, whose "device memory" is host memory.
 pub const DEFAULT_CPU_ADAPTER_BUDGET: u64 = 512 * MIB;
-/// Default window on a software adapter: small windows stream through a few reused buffers
-/// (fresh memory is slow to fault in). On a GPU a window is one storage binding, so that a
-/// chunk with rows from all over the old table needs few dispatches.
-pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 32 * MIB;
+/// Default output chunk (and upload buffer) on a hardware adapter.
+pub const DEFAULT_CHUNK: u64 = 16 * MIB;
+/// Default chunk on a software adapter: fewer fresh pages to fault in (slow on a CPU), and
+/// the two cores it shares with the host gain nothing from larger transfers.
+pub const DEFAULT_CPU_ADAPTER_CHUNK: u64 = 4 * MIB;
+/// Default window on a software adapter: small windows stream through a few reused buffers.
+/// On a GPU a window is one storage binding, so that a chunk with rows from all over the old
+/// table needs few dispatches.
+pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
 
 /// Settings of the GPU engine. Results never depend on them; memory use and speed do.
 #[derive(Clone, Debug)]
 pub struct GpuOptions {
     vram_budget: Option<u64>,
-    chunk_bytes: u64,
+    chunk_bytes: Option<u64>,
     window_bytes: Option<u64>,
     staging_slots: usize,
     output_slots: usize,
@@ -106,7 +115,7 @@ impl Default for GpuOptions {
     fn default() -> Self {
         GpuOptions {
             vram_budget: None,
-            chunk_bytes: 16 * MIB,
+            chunk_bytes: None,
             window_bytes: None,
             staging_slots: 3,
             output_slots: 3,
@@ -131,14 +140,16 @@ impl GpuOptions {
         self
     }
 
-    /// Target size of an output chunk and of an upload buffer (default 16 MiB; at most one
-    /// storage binding, at least one row).
+    /// Target size of an output chunk and of an upload buffer (default [`DEFAULT_CHUNK`], or
+    /// [`DEFAULT_CPU_ADAPTER_CHUNK`] on a software adapter; at most one storage binding, at
+    /// least one row).
     pub fn chunk_bytes(mut self, bytes: u64) -> Self {
-        self.chunk_bytes = bytes.max(4);
+        self.chunk_bytes = Some(bytes.max(4));
         self
     }
 
-    /// Target size of an old-table window (default: one storage binding; at least one row).
+    /// Target size of an old-table window (default: one storage binding, or
+    /// [`DEFAULT_CPU_ADAPTER_WINDOW`] on a software adapter; at least one row).
     pub fn window_bytes(mut self, bytes: u64) -> Self {
         self.window_bytes = Some(bytes.max(4));
         self
@@ -261,6 +272,10 @@ pub struct GpuEngine {
     windows: Windows,
     col_map: Option<(Arc<[u32]>, wgpu::Buffer)>,
     placeholder: wgpu::Buffer,
+    /// Output chunks are mapped and read where the kernels wrote them (a software adapter
+    /// with `MAPPABLE_PRIMARY_BUFFERS`: device memory is host memory), not copied to a
+    /// readback buffer first.
+    mapped_out: bool,
 }
 
 impl std::fmt::Debug for GpuEngine {
@@ -329,13 +344,20 @@ impl GpuEngine {
         // The ring: a chunk and its readback per output slot, plus the upload buffers; at
         // most half the budget.
         let ring_buffers = (2 * options.output_slots + options.staging_slots) as u64;
-        let mut chunk = options.chunk_bytes.min(binding);
+        let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let mut chunk = options
+            .chunk_bytes
+            .unwrap_or(if is_cpu {
+                DEFAULT_CPU_ADAPTER_CHUNK
+            } else {
+                DEFAULT_CHUNK
+            })
+            .min(binding);
         if chunk * ring_buffers > budget / 2 {
             chunk = chunk.min((budget / 2 / ring_buffers).max(64 << 10));
         }
         let chunk = (chunk & !3).max(16);
         let window_budget = budget.saturating_sub(chunk * ring_buffers);
-        let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
         let window = options
             .window_bytes
             .unwrap_or(if is_cpu {
@@ -351,6 +373,7 @@ impl GpuEngine {
             chunk,
             window,
             params_stride: u64::from(device_limits.min_uniform_buffer_offset_alignment).max(256),
+            span: if is_cpu { CPU_ADAPTER_SPAN } else { 1 },
         };
         let max_groups = device_limits
             .max_compute_workgroups_per_dimension
@@ -368,6 +391,11 @@ impl GpuEngine {
             windows: Windows::new(window_budget),
             col_map: None,
             placeholder,
+            mapped_out: is_cpu
+                && gpu
+                    .device
+                    .features()
+                    .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
             gpu,
         })
     }
@@ -417,7 +445,7 @@ impl GpuEngine {
     pub fn remap_into(&mut self, job: &RemapJob, buffer: &wgpu::Buffer, offset: u64) -> Result<()> {
         let bytes = (job.rows.len() as u64) * job.row_bytes() as u64;
         let padded = bytes.next_multiple_of(4);
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return Err(Error::Gpu(format!(
                 "destination offset {offset} is not a multiple of 4"
             )));
@@ -615,6 +643,7 @@ impl GpuEngine {
             stream,
             slots,
             windows,
+            mapped_out,
             ..
         } = self;
         let (layout, plan) = (c.layout, c.plan);
@@ -625,12 +654,11 @@ impl GpuEngine {
             Some(b) if b.size() >= padded => b.clone(),
             _ => {
                 let size = layout.chunk_bytes().max(padded);
-                let b = gpu.buffer(
-                    "output chunk",
-                    size,
-                    U::STORAGE | U::COPY_SRC | U::COPY_DST,
-                    false,
-                )?;
+                let mut usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+                if *mapped_out {
+                    usage |= U::MAP_READ;
+                }
+                let b = gpu.buffer("output chunk", size, usage, false)?;
                 slot.out = Some(b.clone());
                 b
             }
@@ -654,6 +682,12 @@ impl GpuEngine {
             // zeros after an odd number of 16-bit elements
             stream.encoder(gpu).clear_buffer(&out, padded - 4, Some(4));
         }
+
+        let control = |d: &chunk::Dispatch| Control {
+            buffer: &ctrl,
+            params: d.params,
+            list: plan.list,
+        };
 
         // Windows already resident first, so that loading the others never evicts them.
         let mut order: Vec<usize> = (0..plan.windows.len()).collect();
@@ -704,27 +738,11 @@ impl GpuEngine {
                     let (kernel, bg) = match layout.mover {
                         Mover::Elements { .. } => (
                             remap_cols.kernel(),
-                            remap_cols.bind(
-                                &gpu.device,
-                                &ctrl,
-                                d.params,
-                                plan.list,
-                                window,
-                                c.col_map,
-                                &out,
-                            ),
+                            remap_cols.bind(&gpu.device, control(d), window, c.col_map, &out),
                         ),
                         Mover::Rows { unit } => (
                             gather_rows.kernel(unit),
-                            gather_rows.bind(
-                                &gpu.device,
-                                unit,
-                                &ctrl,
-                                d.params,
-                                plan.list,
-                                window,
-                                &out,
-                            ),
+                            gather_rows.bind(&gpu.device, unit, control(d), window, &out),
                         ),
                     };
                     groups.push((kernel, bg, d.threads));
@@ -732,8 +750,7 @@ impl GpuEngine {
             }
             if last {
                 for d in &plan.fills {
-                    let bg =
-                        fill_missing.bind(&gpu.device, &ctrl, d.params, plan.list, c.col_map, &out);
+                    let bg = fill_missing.bind(&gpu.device, control(d), c.col_map, &out);
                     groups.push((fill_missing.kernel(), bg, d.threads));
                 }
             }
@@ -762,7 +779,12 @@ impl GpuEngine {
                 stream.submit(gpu);
             }
             Target::Sink(_) => {
-                if slot
+                if *mapped_out {
+                    // the chunk buffer itself is mapped and read
+                    if slot.readback.as_ref().is_none_or(|r| r.buffer != out) {
+                        slot.readback = Some(Mappable::new(out.clone(), false));
+                    }
+                } else if slot
                     .readback
                     .as_ref()
                     .is_none_or(|r| r.buffer.size() < padded)
@@ -775,7 +797,9 @@ impl GpuEngine {
                     return Err(Error::Gpu("readback buffer missing".into()));
                 };
                 let encoder = stream.encoder(gpu);
-                encoder.copy_buffer_to_buffer(&out, 0, &rb.buffer, 0, padded);
+                if !*mapped_out {
+                    encoder.copy_buffer_to_buffer(&out, 0, &rb.buffer, 0, padded);
+                }
                 rb.map_on_submit(encoder, wgpu::MapMode::Read);
                 if let Some(submission) = stream.submit(gpu) {
                     rb.submitted(submission);

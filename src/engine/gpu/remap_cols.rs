@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::kernels::{slice, Binding, Kernel, RowSet};
+use super::kernels::{Binding, Control, Kernel, RowSet};
 
 /// The kernel's source: `rows.wgsl` + `remap_cols.wgsl`.
 pub(crate) const SOURCE: &str = concat!(
@@ -50,22 +50,20 @@ impl RemapCols {
     }
 
     /// The bind group of one dispatch.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn bind(
         &self,
         device: &wgpu::Device,
-        ctrl: &wgpu::Buffer,
-        params_offset: u64,
-        list: (u64, u64),
+        ctrl: Control<'_>,
         window: &wgpu::Buffer,
         col_map: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
+        let [params, list] = ctrl.bindings(size_of::<Params>());
         self.0.bind(
             device,
             &[
-                slice(ctrl, params_offset, size_of::<Params>() as u64),
-                slice(ctrl, list.0, list.1),
+                params,
+                list,
                 window.as_entire_binding(),
                 col_map.as_entire_binding(),
                 out.as_entire_binding(),
