@@ -389,7 +389,7 @@ fn random_jobs_match_the_cpu_engine() {
     let cases: usize = std::env::var("GPU_TEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(250);
+        .unwrap_or(400);
     for case in 0..cases {
         let jobs = random_jobs(&mut rng, dir.path(), case);
         let mut cpu = CpuEngine::new().with_chunk_bytes(1 + rng.below(3000));
@@ -744,6 +744,27 @@ fn to_device_on_a_callers_device_matches_to_host() {
     }
 }
 
+// The embedding example, compiled into this test so that it is exercised by `cargo test`.
+#[path = "../examples/embed_in_trainer.rs"]
+#[allow(dead_code)]
+mod embed_in_trainer;
+
+/// `examples/embed_in_trainer.rs`: a trainer's device, the plan's tensors as device buffers.
+#[test]
+fn the_embedding_example_works() {
+    let Some(probe) = tiny_engine() else { return };
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let (shape, values) = embed_in_trainer::run(dir.path()).unwrap();
+    assert_eq!(shape, [5, 4]);
+    // c and a keep their old rows; d, e and the OOV bucket are truncated normal (stddev 0.02)
+    assert_eq!(values[..8], [8.0, 9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 3.0]);
+    assert!(
+        values[8..].iter().all(|v| v.abs() < 0.04 && *v != 0.0),
+        "{values:?}"
+    );
+}
+
 /// Bad input and sink failures are errors, not panics, and the engine stays usable.
 #[test]
 fn errors_leave_the_engine_usable() {
@@ -857,6 +878,31 @@ fn cli_gpu_backend_and_adapter_errors() {
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("WGPU_ADAPTER_NAME"), "{stderr}");
     assert!(!out.exists());
+
+    // `auto` uses the GPU engine only on a hardware adapter, never on the software driver
+    let auto = std::process::Command::new(cli)
+        .args([
+            "run",
+            "plan.toml",
+            "--backend",
+            "auto",
+            "--dry-run",
+            "--quiet",
+            "--report",
+        ])
+        .arg(d.join("auto.json"))
+        .arg("--output")
+        .arg(&out)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(auto.status.code(), Some(0), "{auto:?}");
+    let report = std::fs::read_to_string(d.join("auto.json")).unwrap();
+    if warmstart::engine::gpu::hardware_adapter_available() {
+        assert!(report.contains("\"backend\": \"gpu: "), "{report}");
+    } else {
+        assert!(report.contains("\"backend\": \"cpu\""), "{report}");
+    }
 
     let ok = run(None);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");

@@ -542,3 +542,135 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
         list: (list_offset, list_len),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::initializer::Initializer;
+
+    const LIMITS: Limits = Limits {
+        binding: 1 << 20,
+        chunk: 4096,
+        window: 100,
+        params_stride: 256,
+        span: 1,
+    };
+
+    /// A job over an old f16 table of `old_rows` x `cols`, written to a temporary file.
+    fn job(dir: &std::path::Path, cols: usize, old_rows: usize, map: Option<Vec<u32>>) -> RemapJob {
+        let data = vec![0u8; old_rows * cols * 2];
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F16,
+            vec![old_rows, cols],
+            &data,
+        )
+        .unwrap();
+        let path = dir.join(format!("old{cols}x{old_rows}.safetensors"));
+        std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
+        let old = Checkpoint::open(&path)
+            .unwrap()
+            .tensor("t")
+            .unwrap()
+            .unwrap();
+        let rows = map.as_ref().map_or(old_rows, |m| m.len());
+        RemapJob {
+            variable: "v".into(),
+            old,
+            dtype: FloatType::F16,
+            rows: 0..rows,
+            cols,
+            old_cols: cols,
+            row_map: map.map(Arc::from),
+            col_map: None,
+            init: Initializer::Zeros {}
+                .resolve("v", &[rows, cols], "t")
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn layout_picks_the_mover_and_keeps_chunks_on_words() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 f16 = 16 bytes: vec4 units; 2 f16: u32 units; 3 f16 (6 bytes): elements, by parity
+        let l = Layout::new(&job(dir.path(), 8, 10, None), &LIMITS).unwrap();
+        assert_eq!((l.mover, l.parity), (Mover::Rows { unit: 16 }, false));
+        let l = Layout::new(&job(dir.path(), 2, 10, None), &LIMITS).unwrap();
+        assert_eq!((l.mover, l.parity), (Mover::Rows { unit: 4 }, false));
+        let l = Layout::new(&job(dir.path(), 3, 40, None), &LIMITS).unwrap();
+        assert_eq!(
+            (l.mover, l.parity),
+            (Mover::Elements { identity: true }, true)
+        );
+        assert_eq!(
+            l.chunk_rows % 2,
+            0,
+            "odd-width chunks hold whole word pairs of rows"
+        );
+        assert_eq!(l.words_per_row, 2);
+        // 100-byte windows of 6-byte rows
+        assert_eq!(l.window_rows, 16);
+        assert_eq!((l.windows(), l.window(0), l.window(2)), (3, 0..16, 32..40));
+    }
+
+    #[test]
+    fn rows_are_grouped_by_window_and_parity() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 f16 per row (odd): 16 rows per window; rows 0..6 map to windows 0, 1 and missing
+        let map = vec![17, 2, MISSING, 30, 5, MISSING];
+        let j = job(dir.path(), 3, 40, Some(map));
+        let l = Layout::new(&j, &LIMITS).unwrap();
+        let p = plan(&j, &l, 0..6).unwrap();
+        let windows: Vec<usize> = p.windows.iter().map(|w| w.0).collect();
+        assert_eq!(windows, [0, 1]);
+        // window 0: rows 1 (odd) and 4 (even) -> one dispatch per parity
+        assert_eq!(p.windows[0].1.len(), 2);
+        // window 1: rows 0 and 3 (17 -> 1, 30 -> 14), also one even and one odd
+        assert_eq!(p.windows[1].1.len(), 2);
+        // missing rows 2 and 5: even and odd
+        assert_eq!(p.fills.len(), 2);
+        let list: &[u8] = &p.ctrl[p.list.0 as usize..];
+        let words: Vec<u32> = list
+            .chunks(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        // window 0 pairs (even first), then window 1 pairs, then the missing rows
+        assert_eq!(words, [4, 5, 1, 2, 0, 1, 3, 14, 2, 5]);
+    }
+
+    #[test]
+    fn last_use_marks_windows_the_job_no_longer_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(dir.path(), 8, 60, None);
+        let l = Layout {
+            chunk_rows: 10,
+            ..Layout::new(&j, &LIMITS).unwrap()
+        };
+        // 16-byte rows, 100-byte windows: 6 rows each; identity rows, chunks of 10 rows
+        assert_eq!(l.window_rows, 6);
+        let last = l.last_use(&j, 0..60);
+        assert_eq!(last[0], Some(0));
+        assert_eq!(last[1], Some(1)); // rows 6..12 end in chunk 1
+        assert_eq!(last[9], Some(5));
+        let last = l.last_use(&j, 20..30);
+        assert_eq!((last[0], last[3], last[4]), (None, Some(0), Some(0)));
+    }
+
+    #[test]
+    fn bad_maps_are_refused_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(dir.path(), 2, 5, Some(vec![0, 7]));
+        let l = Layout::new(&j, &LIMITS).unwrap();
+        assert!(plan(&j, &l, 0..2).is_err());
+        let mut wide = job(dir.path(), 2, 5, None);
+        wide.cols = 3; // no column map, but the old table has 2 columns
+        assert!(Layout::new(&wide, &LIMITS).is_err());
+        let narrow = Limits {
+            binding: 2,
+            ..LIMITS
+        };
+        assert!(Layout::new(&job(dir.path(), 2, 5, None), &narrow).is_err());
+    }
+}

@@ -833,3 +833,21 @@ impl Engine for GpuEngine {
         self.guarded(|e| e.run(job, &mut Target::Sink(sink)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse_with_units() {
+        assert_eq!(parse_bytes("1073741824"), Some(1 << 30));
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes(" 2 GiB "), Some(2 << 30));
+        assert_eq!(parse_bytes("1.5GB"), Some(1_500_000_000));
+        assert_eq!(parse_bytes("64k"), Some(64 << 10));
+        for bad in ["", "MiB", "12 parsecs", "-1", "1e400"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+    }
+}
