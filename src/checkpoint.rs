@@ -290,10 +290,9 @@ impl TensorData {
         debug_assert_eq!(at, out.len());
     }
 
-    /// A view of this tensor as a matrix of `rows` rows of `row_bytes` bytes each (axis 0 and
-    /// everything after it), for row gathers. `None` for sub-byte rows.
+    /// A view of this tensor as rows of `row_bytes` bytes each (axis 0 and everything after
+    /// it), for row gathers. `None` for sub-byte rows.
     pub(crate) fn rows(&self) -> Option<RowView<'_>> {
-        let rows = self.shape.first().copied().unwrap_or(1);
         let per_row: usize = self.shape.iter().skip(1).product();
         let row_bytes = byte_len(self.dtype, per_row)?;
         let mut starts = Vec::with_capacity(self.segments.len());
@@ -304,13 +303,17 @@ impl TensorData {
         }
         Some(RowView {
             data: self,
-            rows,
             row_bytes,
             starts,
         })
     }
 
-    fn concat(name: &str, parts: Vec<TensorData>) -> std::result::Result<TensorData, String> {
+    /// `parts` concatenated along axis 0 as tensor `name`; refuses scalars and parts whose
+    /// dtype or trailing dimensions differ.
+    pub(crate) fn concat(
+        name: &str,
+        parts: Vec<TensorData>,
+    ) -> std::result::Result<TensorData, String> {
         let first = &parts[0];
         if first.shape.is_empty() {
             return Err(format!(
@@ -350,7 +353,6 @@ impl TensorData {
 /// a tensor at row boundaries.
 pub(crate) struct RowView<'a> {
     data: &'a TensorData,
-    pub(crate) rows: usize,
     pub(crate) row_bytes: usize,
     /// First row of each segment.
     starts: Vec<usize>,
@@ -384,14 +386,6 @@ impl RowView<'_> {
         let s = self.segment(range.start);
         let at = (range.start - self.starts[s]) * self.row_bytes;
         &self.data.segments[s].slice()[at..at + range.len() * self.row_bytes]
-    }
-
-    /// Copies rows `range` into `out` (which must hold exactly those rows).
-    pub(crate) fn copy_rows(&self, range: Range<usize>, out: &mut [u8]) {
-        self.data.copy_to(
-            range.start * self.row_bytes..range.end * self.row_bytes,
-            out,
-        )
     }
 }
 

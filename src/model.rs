@@ -250,30 +250,12 @@ impl Model {
                 .iter()
                 .map(|n| tensors.iter().find(|t| t.name() == *n).expect("indexed"))
                 .collect();
-            let first = members[0];
-            if first.shape().is_empty() {
-                return Err(bad(format!(
-                    "{} is a scalar; partitions need a first axis",
-                    first.name()
-                )));
-            }
+            // The same consistency rules as partitioned checkpoint tensors.
+            let whole = TensorData::concat(base, members.iter().map(|m| (*m).clone()).collect())
+                .map_err(bad)?;
             let mut offset = 0;
             let mut partitions = Vec::new();
             for m in &members {
-                if m.dtype() != first.dtype()
-                    || m.shape().len() != first.shape().len()
-                    || m.shape()[1..] != first.shape()[1..]
-                {
-                    return Err(bad(format!(
-                        "partition {} ({:?} {:?}) does not match {} ({:?} {:?})",
-                        m.name(),
-                        m.dtype(),
-                        m.shape(),
-                        first.name(),
-                        first.dtype(),
-                        first.shape()
-                    )));
-                }
                 partitions.push(Partition {
                     tensor: m.name().to_string(),
                     offset,
@@ -282,11 +264,10 @@ impl Model {
                 });
                 offset += m.shape()[0];
             }
-            let mut shape = first.shape().to_vec();
-            shape[0] = offset;
+            let (dtype, shape) = (whole.dtype(), whole.shape().to_vec());
             variables.push(Variable {
                 name: base.to_string(),
-                dtype: first.dtype(),
+                dtype,
                 shape,
                 partitions,
                 trainable: true,
