@@ -39,6 +39,8 @@ pub(crate) struct Limits {
     pub chunk: u64,
     /// Target bytes of an old-table window.
     pub window: u64,
+    /// Bytes the window cache may hold.
+    pub window_budget: u64,
     /// Distance between parameter entries in the control blob.
     pub params_stride: u64,
     /// Most words of a row a thread handles per item: 1 on GPUs (neighbouring threads touch
@@ -76,6 +78,10 @@ pub(crate) struct Layout {
     pub col_gaps: bool,
     /// Some column has a source: rows with a source need a gather.
     pub col_sources: bool,
+    /// The row map reads all over the old table: chunks need many windows each.
+    pub scattered: bool,
+    /// The old table fits the window cache.
+    pub fits: bool,
     pub init: InitUniform,
     pub params_stride: u64,
     /// See [`Limits::span`].
@@ -192,9 +198,23 @@ impl Layout {
                 ));
             }
         }
+        let fits = (old_rows * old_row_bytes) as u64 <= limits.window_budget;
+        let mut scattered = false;
         let window_rows = match old_row_bytes {
             0 => old_rows.max(1),
-            b => (limits.window as usize / b).max(1),
+            b => {
+                let rows = (limits.window as usize / b).max(1);
+                scattered = spread(job, chunk_rows, rows) > SPREAD_LIMIT;
+                // A row map that reads all over the old table makes every chunk touch every
+                // window: when the whole table fits the cache anyway, use windows as large as
+                // a binding, so that a chunk needs few dispatches.
+                let widest = (limits.binding.min(limits.window_budget) as usize / b).max(1);
+                if scattered && fits && widest > rows {
+                    widest
+                } else {
+                    rows
+                }
+            }
         };
         Ok(Layout {
             esize,
@@ -210,6 +230,8 @@ impl Layout {
             chunk_rows,
             col_gaps,
             col_sources,
+            scattered,
+            fits,
             init: init_uniform(job),
             params_stride: limits.params_stride,
             span: limits.span,
@@ -272,6 +294,35 @@ impl Layout {
             .next_multiple_of(4)
             .max(4) as u64
     }
+}
+
+/// Above this many windows per chunk on average, a row map counts as scattered.
+const SPREAD_LIMIT: f64 = 4.0;
+
+/// The average number of distinct windows of `window_rows` rows that a chunk of `chunk_rows`
+/// rows reads, estimated on up to 8 chunks spread over the job.
+fn spread(job: &RemapJob, chunk_rows: usize, window_rows: usize) -> f64 {
+    let Some(map) = &job.row_map else {
+        return 1.0; // identity rows: one or two windows per chunk
+    };
+    let chunks = job.rows.len().div_ceil(chunk_rows);
+    let step = chunks.div_ceil(8).max(1);
+    let mut touched = 0usize;
+    let mut sampled = 0usize;
+    for k in (0..chunks).step_by(step) {
+        let start = job.rows.start + k * chunk_rows;
+        let end = (start + chunk_rows).min(job.rows.end);
+        let mut windows: Vec<u32> = map[start..end]
+            .iter()
+            .filter(|&&m| m != MISSING)
+            .map(|&m| m / window_rows as u32)
+            .collect();
+        windows.sort_unstable();
+        windows.dedup();
+        touched += windows.len();
+        sampled += 1;
+    }
+    touched as f64 / sampled.max(1) as f64
 }
 
 /// The initializer as the fill kernel takes it (without the chunk's base index).
@@ -555,6 +606,7 @@ mod tests {
         binding: 1 << 20,
         chunk: 4096,
         window: 100,
+        window_budget: 1000,
         params_stride: 256,
         span: 1,
     };

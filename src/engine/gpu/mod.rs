@@ -5,39 +5,55 @@
 //! # Design
 //!
 //! **Data as words.** Every table is a flat little-endian element stream in `array<u32>`
-//! buffers: no `shader-f16` feature, copies are bit-exact (NaN payloads, subnormals). A kernel
-//! thread owns one output word. F16/bf16 rows of odd width are 2 mod 4 bytes: such rows are
+//! buffers: no `shader-f16` feature, copies are bit-exact (NaN payloads, subnormals). Kernel
+//! threads own whole output words. F16/bf16 rows of odd width are 2 mod 4 bytes: such rows are
 //! never padded; instead output chunks hold an even number of rows (so they start on a word),
 //! each dispatch takes rows of one parity, and a thread that owns only half of a word merges it
 //! (`shaders/rows.wgsl`). The last word of an odd-length output is padded with zeros, and the
 //! padding is stripped on readback.
 //!
-//! **Kernels** (`shaders/`, one Rust module each): `gather_rows` (axis 0), `remap_cols`
-//! (axis 1) and `fill_missing` (the initializers, on the same Philox counters as the CPU).
+//! **Kernels** (`shaders/`, one Rust module each, owning its bind group layout and `Params`):
+//! `gather_rows` (axis 0, rows moved in `u32` or `vec4<u32>` units), `remap_cols` (axis 1,
+//! and odd-width f16/bf16 rows, element by element) and `fill_missing` (the initializers, on
+//! the same Philox counters as the CPU; uniform values computed in integer arithmetic so that
+//! no fused multiply-add or flushed subnormal can change a bit). A thread handles a span of
+//! words of one row per item: one word on a GPU, up to 64 on a software adapter.
 //!
 //! **Windows and budget.** One storage binding holds at most `max_storage_buffer_binding_size`
 //! bytes (128 MiB on lavapipe, under 2 GiB on Vulkan GPUs), and device memory is limited, so:
 //! - the output is produced in *chunks* of whole rows, each at most one binding
-//!   ([`GpuOptions::chunk_bytes`], default 16 MiB);
+//!   ([`GpuOptions::chunk_bytes`]);
 //! - the old table is cut into *windows* of whole rows, each at most one binding
-//!   ([`GpuOptions::window_bytes`]), kept in an LRU cache that owns whatever the VRAM budget
-//!   leaves after the transfer ring ([`GpuOptions::vram_budget`]; see `windows.rs`);
+//!   ([`GpuOptions::window_bytes`]), kept in a cache within what the VRAM budget leaves
+//!   after the transfer ring ([`GpuOptions::vram_budget`]; eviction policy in `windows.rs`);
 //! - for each chunk the host sorts the rows by the window that holds their source and records
 //!   one gather dispatch per window (plus fills), so the gather runs on the device whatever
-//!   the window layout (see `chunk.rs`). A chunk whose windows do not all fit the cache runs in
-//!   batches of windows that do.
+//!   the layout (`chunk.rs`). A chunk whose windows do not all fit the cache runs in batches
+//!   of windows that do.
+//! - A row map that reads all over the old table (a shuffled vocabulary) makes every chunk
+//!   touch every window. If the table fits the cache, its windows are then made as large as a
+//!   binding (fewer dispatches); if it does not, chunks are processed in *groups* that share
+//!   each pass over the table (half the cache holds the group's outputs), so the table is
+//!   streamed once per group instead of once per chunk (`GpuEngine::group_size`).
 //!
 //! Budget arithmetic: `output_slots` chunk buffers and as many readback buffers, plus
 //! `staging_slots` upload buffers of one chunk each, form the *ring*; the ring is shrunk to at
-//! most half the budget; the window cache gets the rest (at least one window, whatever the
-//! budget). Every dispatch uses at most the device's workgroup limit per dimension and loops
-//! with a grid stride over the rest, so dispatches of any size work.
+//! most half the budget; the window cache gets the rest (at least one window is held, whatever
+//! the budget). Every dispatch uses at most the device's workgroup limit per dimension and
+//! loops with a grid stride over the rest, so dispatches of any size work.
 //!
-//! **Streaming** (`stream.rs`): uploads go through a ring of reusable mapped `MAP_WRITE` buffers;
-//! chunk `k` uses output slot `k % output_slots`, whose `MAP_READ` readback buffer is mapped
-//! with `map_buffer_on_submit` and drained into the sink just before the slot is reused, so
-//! the device computes chunk `k` while the host writes chunk `k - 1` and uploads the windows of
+//! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
+//! buffers and recorded, with the chunk's dispatches and its readback copy, in one command
+//! buffer per chunk. Chunk `k` uses output slot `k % output_slots`, whose `MAP_READ` readback
+//! buffer is mapped with `map_buffer_on_submit` and drained into the sink just before the slot
+//! is reused, so the device computes chunk `k` while the host writes chunk `k - 1` and prepares
 //! chunk `k + 1`. Every wait is bounded by [`GpuOptions::timeout`].
+//!
+//! **Software adapters** (Mesa's lavapipe, whose device memory is host memory and whose
+//! "device" shares the host's cores): output chunks are read, and new windows written, in place
+//! (`MAPPABLE_PRIMARY_BUFFERS`) instead of through transfer buffers; chunks (4 MiB) and windows
+//! (8 MiB) are smaller, so that little fresh memory is faulted in; the budget defaults to a
+//! quarter of the host's memory.
 //!
 //! **Embedding.** A caller with its own `wgpu::Device` hands it in ([`GpuEngine::from_device`])
 //! and receives warm-started tensors as device buffers ([`GpuEngine::remap_to_buffer`],
@@ -48,7 +64,8 @@
 //! `Error::Gpu`; the writer then leaves nothing behind. Operations run inside error scopes, so
 //! a caller's device keeps its own error handlers.
 //!
-//! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe).
+//! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
+//! which the engine runs within 2x of the CPU engine end to end.
 
 mod chunk;
 mod device;
@@ -59,6 +76,7 @@ mod remap_cols;
 mod stream;
 mod windows;
 
+use std::collections::BTreeMap;
 use std::io::IoSlice;
 use std::ops::Range;
 use std::sync::Arc;
@@ -81,13 +99,31 @@ use crate::plan::{Job, Plan, RemapJob};
 
 const MIB: u64 = 1 << 20;
 
+/// Most chunks processed as one group (see `GpuEngine::group_size`).
+const MAX_GROUP: u64 = 256;
+
 /// Words of a row a kernel thread handles per item on a software adapter (1 on a GPU).
 const CPU_ADAPTER_SPAN: u32 = 64;
 
 /// Default VRAM budget on a hardware adapter.
 pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
-/// Default budget on a software (CPU) adapter, whose "device memory" is host memory.
-pub const DEFAULT_CPU_ADAPTER_BUDGET: u64 = 512 * MIB;
+/// Default budget on a software (CPU) adapter, whose "device memory" is host memory: a
+/// quarter of the machine's memory where it can be read (Linux), within these bounds.
+pub const DEFAULT_CPU_ADAPTER_BUDGET: std::ops::RangeInclusive<u64> = (512 * MIB)..=(16 << 30);
+
+/// A quarter of the machine's memory (Linux `MemTotal`), within
+/// [`DEFAULT_CPU_ADAPTER_BUDGET`]; its lower bound where it cannot be read.
+fn cpu_adapter_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+    let (lo, hi) = DEFAULT_CPU_ADAPTER_BUDGET.into_inner();
+    total.map_or(lo, |t| (t / 4).clamp(lo, hi))
+}
 /// Default output chunk (and upload buffer) on a hardware adapter.
 pub const DEFAULT_CHUNK: u64 = 16 * MIB;
 /// Default chunk on a software adapter: fewer fresh pages to fault in (slow on a CPU), and
@@ -109,6 +145,7 @@ pub struct GpuOptions {
     max_binding_bytes: Option<u64>,
     max_workgroups: Option<u32>,
     timeout: Duration,
+    unified: bool,
 }
 
 impl Default for GpuOptions {
@@ -122,6 +159,7 @@ impl Default for GpuOptions {
             max_binding_bytes: None,
             max_workgroups: None,
             timeout: Duration::from_secs(120),
+            unified: true,
         }
     }
 }
@@ -133,8 +171,10 @@ impl GpuOptions {
     }
 
     /// Device memory the engine may hold, in bytes: transfer buffers and the cache of
-    /// old-table windows (default [`DEFAULT_VRAM_BUDGET`], or [`DEFAULT_CPU_ADAPTER_BUDGET`]
-    /// on a software adapter). At least one window and one chunk are held whatever the budget.
+    /// old-table windows (default [`DEFAULT_VRAM_BUDGET`]; on a software adapter a quarter
+    /// of the host's memory, see [`DEFAULT_CPU_ADAPTER_BUDGET`]). At least one window and one
+    /// chunk are held whatever the budget. wgpu cannot tell how much memory a GPU has: set
+    /// this to what the card can spare.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
         self
@@ -178,6 +218,14 @@ impl GpuOptions {
     /// usually): tests use it to exercise the grid-stride loops.
     pub fn max_workgroups(mut self, groups: u32) -> Self {
         self.max_workgroups = Some(groups.max(1));
+        self
+    }
+
+    /// On a software adapter (device memory is host memory), read output chunks and write
+    /// new windows in place instead of through transfer buffers (default true). Tests turn it
+    /// off to run the transfer path a GPU takes.
+    pub fn unified_memory(mut self, unified: bool) -> Self {
+        self.unified = unified;
         self
     }
 
@@ -272,6 +320,8 @@ pub struct GpuEngine {
     windows: Windows,
     col_map: Option<(Arc<[u32]>, wgpu::Buffer)>,
     placeholder: wgpu::Buffer,
+    /// Bytes of the budget the window cache may use (the rest is the transfer ring).
+    window_budget: u64,
     /// Output chunks are mapped and read where the kernels wrote them (a software adapter
     /// with `MAPPABLE_PRIMARY_BUFFERS`: device memory is host memory), not copied to a
     /// readback buffer first.
@@ -337,7 +387,7 @@ impl GpuEngine {
         let budget = options
             .vram_budget
             .unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
-                DEFAULT_CPU_ADAPTER_BUDGET
+                cpu_adapter_budget()
             } else {
                 DEFAULT_VRAM_BUDGET
             });
@@ -372,9 +422,17 @@ impl GpuEngine {
             binding,
             chunk,
             window,
+            window_budget,
             params_stride: u64::from(device_limits.min_uniform_buffer_offset_alignment).max(256),
             span: if is_cpu { CPU_ADAPTER_SPAN } else { 1 },
         };
+        // Device memory is host memory: chunks are read and new windows written in place.
+        let unified = options.unified
+            && is_cpu
+            && gpu
+                .device
+                .features()
+                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         let max_groups = device_limits
             .max_compute_workgroups_per_dimension
             .min(options.max_workgroups.unwrap_or(u32::MAX))
@@ -388,14 +446,11 @@ impl GpuEngine {
             fill_missing,
             stream: Stream::new(options.staging_slots, chunk),
             slots: (0..options.output_slots).map(|_| Slot::default()).collect(),
-            windows: Windows::new(window_budget),
+            windows: Windows::new(window_budget, unified),
+            window_budget,
             col_map: None,
             placeholder,
-            mapped_out: is_cpu
-                && gpu
-                    .device
-                    .features()
-                    .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            mapped_out: unified,
             gpu,
         })
     }
@@ -568,35 +623,49 @@ impl GpuEngine {
         Ok(buffer)
     }
 
-    /// Streams `job` to `target`, chunk by chunk.
+    /// Streams `job` to `target`, a group of chunks at a time (usually one; see
+    /// [`GpuEngine::group_size`]).
     fn run(&mut self, job: &RemapJob, target: &mut Target<'_, '_>) -> Result<()> {
         if job.rows.is_empty() || job.row_bytes() == 0 {
             return Ok(());
         }
         let layout = Layout::new(job, &self.limits)?;
-        let tensor = self.windows.key(&job.old);
+        let tensor = self.windows.key(&job.old, layout.window_rows);
         let col_map = self.col_map_buffer(job)?;
         let chunks: Vec<Range<usize>> = layout.chunks(job.rows.clone()).collect();
         let last_use = layout.last_use(job, job.rows.clone());
+        let group = self.group_size(&layout);
+        if self.slots.len() < 2 * group {
+            self.slots.resize_with(2 * group, Slot::default);
+        }
         let n = self.slots.len();
-        for (k, rows) in chunks.iter().enumerate() {
-            let s = k % n;
+        for first in (0..chunks.len()).step_by(group) {
+            let ks = first..(first + group).min(chunks.len());
             if let Target::Sink(sink) = target {
-                self.drain(s, sink)?;
+                // the chunks that used these slots before, in order
+                for k in ks.clone() {
+                    self.drain(k % n, sink)?;
+                }
             }
-            let plan = chunk::plan(job, &layout, rows.clone())?;
-            let offset = ((rows.start - job.rows.start) * layout.row_bytes) as u64;
-            let dead = |w: usize| last_use[w].is_none_or(|last| (last as usize) < k);
-            let chunk = Chunk {
+            let mut members = Vec::with_capacity(ks.len());
+            for k in ks {
+                let rows = chunks[k].clone();
+                members.push(Member {
+                    slot: k % n,
+                    offset: ((rows.start - job.rows.start) * layout.row_bytes) as u64,
+                    plan: chunk::plan(job, &layout, rows)?,
+                });
+            }
+            let dead = |w: usize| last_use[w].is_none_or(|last| (last as usize) < first);
+            let g = Group {
                 job,
                 layout: &layout,
                 tensor: &tensor,
                 col_map: &col_map,
-                plan: &plan,
-                offset,
+                members: &members,
                 dead: &dead,
             };
-            self.run_chunk(&chunk, s, target)?;
+            self.run_group(&g, target)?;
         }
         if let Target::Sink(sink) = target {
             for k in chunks.len().saturating_sub(n)..chunks.len() {
@@ -604,6 +673,28 @@ impl GpuEngine {
             }
         }
         Ok(())
+    }
+
+    /// Chunks processed together, and sets the window cache's share of the budget.
+    ///
+    /// Usually one chunk: the windows a chunk needs are loaded (or already resident), its
+    /// dispatches run, the next chunk follows. But when the row map reads all over an old
+    /// table that does not fit the cache, every chunk would stream the whole table again.
+    /// Then a group of chunks shares each pass over the table: half the cache's budget holds
+    /// the group's output chunks (twice: one group is read back while the next is computed),
+    /// the other half the windows, and the table is streamed once per group.
+    fn group_size(&mut self, layout: &Layout) -> usize {
+        let budget = self.window_budget;
+        let per_chunk = layout.chunk_bytes() * if self.mapped_out { 1 } else { 2 };
+        let group = if layout.scattered && !layout.fits {
+            ((budget / 2) / (2 * per_chunk)).clamp(1, MAX_GROUP) as usize
+        } else {
+            1
+        };
+        let outputs = (2 * group as u64 * per_chunk).min(budget / 2);
+        self.windows
+            .set_budget(if group > 1 { budget - outputs } else { budget });
+        group
     }
 
     /// Hands the pending chunk of slot `s` to the sink.
@@ -630,9 +721,10 @@ impl GpuEngine {
         result
     }
 
-    /// Records one chunk: its control blob, the windows it reads (batch by batch when they do
-    /// not all fit the cache), its dispatches and the copy to the target, then submits.
-    fn run_chunk(&mut self, c: &Chunk<'_>, s: usize, target: &mut Target<'_, '_>) -> Result<()> {
+    /// Records a group of chunks: their control blobs, the windows they read (batch by batch
+    /// when they do not all fit the cache; each window's dispatches for every chunk of the
+    /// group that reads it), the fills, and the copies to the target; then submits.
+    fn run_group(&mut self, g: &Group<'_>, target: &mut Target<'_, '_>) -> Result<()> {
         use wgpu::BufferUsages as U;
         let GpuEngine {
             gpu,
@@ -646,57 +738,60 @@ impl GpuEngine {
             mapped_out,
             ..
         } = self;
-        let (layout, plan) = (c.layout, c.plan);
-        let slot = &mut slots[s];
-        let bytes = plan.rows.len() * layout.row_bytes;
-        let padded = (bytes as u64).next_multiple_of(4);
-        let out = match &slot.out {
-            Some(b) if b.size() >= padded => b.clone(),
-            _ => {
-                let size = layout.chunk_bytes().max(padded);
-                let mut usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
-                if *mapped_out {
-                    usage |= U::MAP_READ;
+        let layout = g.layout;
+
+        // Each chunk's output and control buffers (its slot's, grown when too small).
+        let mut buffers = Vec::with_capacity(g.members.len());
+        for m in g.members {
+            let slot = &mut slots[m.slot];
+            let bytes = m.plan.rows.len() * layout.row_bytes;
+            let padded = (bytes as u64).next_multiple_of(4);
+            let out = match &slot.out {
+                Some(b) if b.size() >= padded => b.clone(),
+                _ => {
+                    let size = layout.chunk_bytes().max(padded);
+                    let mut usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+                    if *mapped_out {
+                        usage |= U::MAP_READ;
+                    }
+                    let b = gpu.buffer("output chunk", size, usage, false)?;
+                    slot.out = Some(b.clone());
+                    b
                 }
-                let b = gpu.buffer("output chunk", size, usage, false)?;
-                slot.out = Some(b.clone());
-                b
+            };
+            let ctrl = match &slot.ctrl {
+                Some(b) if b.size() >= m.plan.ctrl.len() as u64 => b.clone(),
+                _ => {
+                    let size = (m.plan.ctrl.len() as u64).next_power_of_two().max(1024);
+                    let usage = U::UNIFORM | U::STORAGE | U::COPY_DST;
+                    let b = gpu.buffer("dispatch control", size, usage, false)?;
+                    slot.ctrl = Some(b.clone());
+                    b
+                }
+            };
+            stream.upload_bytes(gpu, &ctrl, 0, &m.plan.ctrl)?;
+            if padded != bytes as u64 {
+                // zeros after an odd number of 16-bit elements
+                stream.encoder(gpu).clear_buffer(&out, padded - 4, Some(4));
             }
-        };
-        let ctrl = match &slot.ctrl {
-            Some(b) if b.size() >= plan.ctrl.len() as u64 => b.clone(),
-            _ => {
-                let size = (plan.ctrl.len() as u64).next_power_of_two().max(1024);
-                let b = gpu.buffer(
-                    "dispatch control",
-                    size,
-                    U::UNIFORM | U::STORAGE | U::COPY_DST,
-                    false,
-                )?;
-                slot.ctrl = Some(b.clone());
-                b
-            }
-        };
-        stream.upload_bytes(gpu, &ctrl, 0, &plan.ctrl)?;
-        if padded != bytes as u64 {
-            // zeros after an odd number of 16-bit elements
-            stream.encoder(gpu).clear_buffer(&out, padded - 4, Some(4));
+            buffers.push((out, ctrl, bytes, padded));
         }
-
-        let control = |d: &chunk::Dispatch| Control {
-            buffer: &ctrl,
+        let control = |i: usize, d: &chunk::Dispatch| Control {
+            buffer: &buffers[i].1,
             params: d.params,
-            list: plan.list,
+            list: g.members[i].plan.list,
         };
 
-        // Windows already resident first, so that loading the others never evicts them.
-        let mut order: Vec<usize> = (0..plan.windows.len()).collect();
-        order.sort_by_key(|&i| {
-            (
-                !windows.is_resident(c.tensor, plan.windows[i].0),
-                plan.windows[i].0,
-            )
-        });
+        // The windows the group reads, and per window the chunks (and dispatches) reading it;
+        // windows already resident first, so that loading the others never evicts them.
+        let mut readers: BTreeMap<usize, Vec<(usize, &[chunk::Dispatch])>> = BTreeMap::new();
+        for (i, m) in g.members.iter().enumerate() {
+            for (w, dispatches) in &m.plan.windows {
+                readers.entry(*w).or_default().push((i, dispatches));
+            }
+        }
+        let mut order: Vec<usize> = readers.keys().copied().collect();
+        order.sort_by_key(|&w| (!windows.is_resident(g.tensor, w), w));
         let window_bytes = |w: usize| (layout.window(w).len() * layout.old_row_bytes) as u64;
         let mut next = 0;
         loop {
@@ -704,54 +799,71 @@ impl GpuEngine {
             let mut batch = Vec::new();
             let mut held = 0;
             while next < order.len() {
-                let w = plan.windows[order[next]].0;
+                let w = order[next];
                 if !batch.is_empty() && held + window_bytes(w) > windows.budget() {
                     break;
                 }
                 held += window_bytes(w);
-                batch.push(order[next]);
+                batch.push(w);
                 next += 1;
             }
-            let keep: Vec<usize> = batch.iter().map(|&i| plan.windows[i].0).collect();
-            for &w in &keep {
+            for &w in &batch {
                 let rows = layout.window(w);
                 let from = rows.start * layout.old_row_bytes;
                 let len = (rows.len() * layout.old_row_bytes) as u64;
                 // Uploads are recorded after the dispatches of earlier batches, so a buffer
                 // evicted here is overwritten only once those have read it.
-                windows.ensure(gpu, c.tensor, w, len, &keep, c.dead, |buffer| {
-                    stream.upload(gpu, buffer, 0, len, |start, view| {
-                        let at = from + start;
-                        copy_pieces(c.job.old.pieces(at..at + view.len()), view)
-                    })
+                windows.ensure(gpu, g.tensor, w, len, &batch, g.dead, |buffer, mapped| {
+                    if !mapped {
+                        return stream.upload(gpu, buffer, 0, len, |start, view| {
+                            let at = from + start;
+                            copy_pieces(g.job.old.pieces(at..at + view.len()), view)
+                        });
+                    }
+                    // a new buffer, created mapped: written in place
+                    {
+                        let mut view = buffer
+                            .get_mapped_range_mut(..len.next_multiple_of(4))
+                            .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
+                        let (data, mut pad) = view.slice(..).split_at(len as usize);
+                        copy_pieces(g.job.old.pieces(from..from + len as usize), data);
+                        pad.fill(0);
+                    }
+                    buffer.unmap();
+                    Ok(())
                 })?;
             }
             let last = next >= order.len();
 
-            let mut groups = Vec::new();
-            for &i in &batch {
-                let (w, dispatches) = &plan.windows[i];
-                let Some(window) = windows.buffer(c.tensor, *w) else {
+            let mut dispatches = Vec::new();
+            for &w in &batch {
+                let Some(window) = windows.buffer(g.tensor, w) else {
                     return Err(Error::Gpu("window evicted before use".into()));
                 };
-                for d in dispatches {
-                    let (kernel, bg) = match layout.mover {
-                        Mover::Elements { .. } => (
-                            remap_cols.kernel(),
-                            remap_cols.bind(&gpu.device, control(d), window, c.col_map, &out),
-                        ),
-                        Mover::Rows { unit } => (
-                            gather_rows.kernel(unit),
-                            gather_rows.bind(&gpu.device, unit, control(d), window, &out),
-                        ),
-                    };
-                    groups.push((kernel, bg, d.threads));
+                for &(i, ds) in &readers[&w] {
+                    let out = &buffers[i].0;
+                    for d in ds {
+                        let (kernel, bg) = match layout.mover {
+                            Mover::Elements { .. } => (
+                                remap_cols.kernel(),
+                                remap_cols.bind(&gpu.device, control(i, d), window, g.col_map, out),
+                            ),
+                            Mover::Rows { unit } => (
+                                gather_rows.kernel(unit),
+                                gather_rows.bind(&gpu.device, unit, control(i, d), window, out),
+                            ),
+                        };
+                        dispatches.push((kernel, bg, d.threads));
+                    }
                 }
             }
             if last {
-                for d in &plan.fills {
-                    let bg = fill_missing.bind(&gpu.device, control(d), c.col_map, &out);
-                    groups.push((fill_missing.kernel(), bg, d.threads));
+                for (i, m) in g.members.iter().enumerate() {
+                    for d in &m.plan.fills {
+                        let bg =
+                            fill_missing.bind(&gpu.device, control(i, d), g.col_map, &buffers[i].0);
+                        dispatches.push((fill_missing.kernel(), bg, d.threads));
+                    }
                 }
             }
             {
@@ -762,7 +874,7 @@ impl GpuEngine {
                             label: Some("remap chunk"),
                             timestamp_writes: None,
                         });
-                for (kernel, bg, threads) in &groups {
+                for (kernel, bg, threads) in &dispatches {
                     kernel.dispatch(&mut pass, bg, *threads, *max_groups);
                 }
             }
@@ -771,56 +883,71 @@ impl GpuEngine {
             }
         }
 
-        match target {
-            Target::Buffer(dst, at) => {
-                stream
-                    .encoder(gpu)
-                    .copy_buffer_to_buffer(&out, 0, dst, *at + c.offset, padded);
-                stream.submit(gpu);
-            }
-            Target::Sink(_) => {
-                if *mapped_out {
-                    // the chunk buffer itself is mapped and read
-                    if slot.readback.as_ref().is_none_or(|r| r.buffer != out) {
-                        slot.readback = Some(Mappable::new(out.clone(), false));
+        // The chunks to the target: copied into the caller's buffer, or mapped for reading.
+        let mut mapped = Vec::new();
+        for (m, (out, _, bytes, padded)) in g.members.iter().zip(&buffers) {
+            match target {
+                Target::Buffer(dst, at) => {
+                    stream
+                        .encoder(gpu)
+                        .copy_buffer_to_buffer(out, 0, dst, *at + m.offset, *padded);
+                }
+                Target::Sink(_) => {
+                    let slot = &mut slots[m.slot];
+                    if *mapped_out {
+                        // the chunk buffer itself is mapped and read
+                        if slot.readback.as_ref().is_none_or(|r| r.buffer != *out) {
+                            slot.readback = Some(Mappable::new(out.clone(), false));
+                        }
+                    } else if slot
+                        .readback
+                        .as_ref()
+                        .is_none_or(|r| r.buffer.size() < *padded)
+                    {
+                        let size = layout.chunk_bytes().max(*padded);
+                        let b = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
+                        slot.readback = Some(Mappable::new(b, false));
                     }
-                } else if slot
-                    .readback
-                    .as_ref()
-                    .is_none_or(|r| r.buffer.size() < padded)
-                {
-                    let size = layout.chunk_bytes().max(padded);
-                    let b = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
-                    slot.readback = Some(Mappable::new(b, false));
+                    let Some(rb) = slot.readback.as_mut() else {
+                        return Err(Error::Gpu("readback buffer missing".into()));
+                    };
+                    let encoder = stream.encoder(gpu);
+                    if !*mapped_out {
+                        encoder.copy_buffer_to_buffer(out, 0, &rb.buffer, 0, *padded);
+                    }
+                    rb.map_on_submit(encoder, wgpu::MapMode::Read);
+                    slot.pending = Some(*bytes);
+                    mapped.push(m.slot);
                 }
-                let Some(rb) = slot.readback.as_mut() else {
-                    return Err(Error::Gpu("readback buffer missing".into()));
-                };
-                let encoder = stream.encoder(gpu);
-                if !*mapped_out {
-                    encoder.copy_buffer_to_buffer(&out, 0, &rb.buffer, 0, padded);
+            }
+        }
+        if let Some(submission) = stream.submit(gpu) {
+            for s in mapped {
+                if let Some(rb) = slots[s].readback.as_mut() {
+                    rb.submitted(submission.clone());
                 }
-                rb.map_on_submit(encoder, wgpu::MapMode::Read);
-                if let Some(submission) = stream.submit(gpu) {
-                    rb.submitted(submission);
-                }
-                slot.pending = Some(bytes);
             }
         }
         Ok(())
     }
 }
 
-/// What [`GpuEngine::run_chunk`] needs to know about a chunk and its job.
-struct Chunk<'a> {
+/// One chunk of a [`Group`]: its plan, its output slot, and its byte offset in the job's
+/// output.
+struct Member {
+    plan: ChunkPlan,
+    slot: usize,
+    offset: u64,
+}
+
+/// What [`GpuEngine::run_group`] needs to know about a group of chunks and their job.
+struct Group<'a> {
     job: &'a RemapJob,
     layout: &'a Layout,
     tensor: &'a Arc<TensorKey>,
     col_map: &'a wgpu::Buffer,
-    plan: &'a ChunkPlan,
-    /// Byte offset of the chunk in the job's output.
-    offset: u64,
-    /// Whether a window of the old table is no longer needed by this job.
+    members: &'a [Member],
+    /// Whether a window of the old table is no longer needed by this or a later group.
     dead: &'a dyn Fn(usize) -> bool,
 }
 

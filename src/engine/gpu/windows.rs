@@ -8,9 +8,10 @@
 //! read it; a larger one streams through the cache, which is cheap when the row map is roughly
 //! monotonic (the usual vocabulary update) and costs re-uploads when it is not.
 //!
-//! Tensors are identified by the addresses of their bytes (the memory-mapped file pieces); the
-//! cache holds a clone of each [`TensorData`], which keeps the mapping, hence the addresses,
-//! alive.
+//! Windows are identified by their tensor, the number of rows per window (jobs may lay out
+//! the same table differently) and their index. Tensors are identified by the addresses of
+//! their bytes (the memory-mapped file pieces); the cache holds a clone of each
+//! [`TensorData`], which keeps the mapping, hence the addresses, alive.
 
 use std::sync::Arc;
 
@@ -18,17 +19,20 @@ use super::device::Gpu;
 use crate::checkpoint::TensorData;
 use crate::error::Result;
 
-/// Identity of an old tensor: its dtype, shape and the address ranges of its bytes.
+/// Identity of an old tensor cut into windows: its dtype, shape, the address ranges of its
+/// bytes, and the rows per window.
 pub(crate) struct TensorKey {
     _data: TensorData,
     spans: Vec<(usize, usize)>,
     shape: Vec<usize>,
     dtype: safetensors::Dtype,
+    window_rows: usize,
 }
 
 impl TensorKey {
-    fn new(data: &TensorData) -> Self {
+    fn new(data: &TensorData, window_rows: usize) -> Self {
         TensorKey {
+            window_rows,
             spans: data
                 .pieces(0..data.byte_len())
                 .map(|p| (p.as_ptr() as usize, p.len()))
@@ -40,7 +44,10 @@ impl TensorKey {
     }
 
     fn same(&self, other: &TensorKey) -> bool {
-        self.spans == other.spans && self.shape == other.shape && self.dtype == other.dtype
+        self.spans == other.spans
+            && self.shape == other.shape
+            && self.dtype == other.dtype
+            && self.window_rows == other.window_rows
     }
 }
 
@@ -53,14 +60,18 @@ struct Resident {
 
 /// The resident windows.
 pub(crate) struct Windows {
+    /// New window buffers are created mapped and written in place (a software adapter with
+    /// `MAPPABLE_PRIMARY_BUFFERS`, where device memory is host memory).
+    direct: bool,
     budget: u64,
     resident: Vec<Resident>,
     clock: u64,
 }
 
 impl Windows {
-    pub(crate) fn new(budget: u64) -> Self {
+    pub(crate) fn new(budget: u64, direct: bool) -> Self {
         Windows {
+            direct,
             budget,
             resident: Vec::new(),
             clock: 0,
@@ -72,9 +83,15 @@ impl Windows {
         self.budget
     }
 
-    /// The key of `data`, shared with the resident windows of the same tensor.
-    pub(crate) fn key(&self, data: &TensorData) -> Arc<TensorKey> {
-        let key = TensorKey::new(data);
+    /// Changes the bytes the cache may hold (windows beyond it are evicted as room is needed).
+    pub(crate) fn set_budget(&mut self, budget: u64) {
+        self.budget = budget;
+    }
+
+    /// The key of `data` cut into windows of `window_rows` rows, shared with the resident
+    /// windows of the same tensor and layout.
+    pub(crate) fn key(&self, data: &TensorData, window_rows: usize) -> Arc<TensorKey> {
+        let key = TensorKey::new(data, window_rows);
         self.resident
             .iter()
             .find(|r| r.tensor.same(&key))
@@ -114,7 +131,7 @@ impl Windows {
         bytes: u64,
         keep: &[usize],
         dead: impl Fn(usize) -> bool,
-        load: impl FnOnce(&wgpu::Buffer) -> Result<()>,
+        load: impl FnOnce(&wgpu::Buffer, bool) -> Result<()>,
     ) -> Result<()> {
         self.clock += 1;
         if let Some(i) = self.find(tensor, index) {
@@ -153,16 +170,21 @@ impl Windows {
                 reused = Some(old.buffer);
             }
         }
-        let buffer = match reused {
-            Some(b) => b,
-            None => gpu.buffer(
-                "old window",
-                bytes.next_multiple_of(4).max(4),
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                false,
-            )?,
+        let (buffer, mapped) = match reused {
+            Some(b) => (b, false),
+            None => {
+                let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+                if self.direct {
+                    usage |= wgpu::BufferUsages::MAP_WRITE;
+                }
+                let size = bytes.next_multiple_of(4).max(4);
+                (
+                    gpu.buffer("old window", size, usage, self.direct)?,
+                    self.direct,
+                )
+            }
         };
-        load(&buffer)?;
+        load(&buffer, mapped)?;
         self.resident.push(Resident {
             tensor: tensor.clone(),
             index,
