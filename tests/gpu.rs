@@ -11,6 +11,9 @@
 //! truncated normal within 1e-4 absolute (or one unit in the last place of f16/bf16), and
 //! truncated values inside mean ± 2·stddev.
 //!
+//! `GPU_TEST_CASES=n` sets the number of random cases (default 400), `GPU_TEST_CASE=k` runs
+//! only case k, and `GPU_DEBUG=1` prints the rows that differ.
+//!
 //! Without a usable adapter these tests print a notice and pass, unless
 //! `WARMSTART_REQUIRE_GPU=1` (CI) makes them fail. The software Vulkan driver (lavapipe) counts;
 //! `WGPU_BACKEND=vulkan` and `VK_DRIVER_FILES` select it when several drivers are installed.
@@ -867,7 +870,17 @@ fn the_embedding_example_works() {
 /// Bad input and sink failures are errors, not panics, and the engine stays usable.
 #[test]
 fn errors_leave_the_engine_usable() {
-    let Some(mut engine) = gpu(GpuOptions::new().max_binding_bytes(64).chunk_bytes(32)) else {
+    for unified in [true, false] {
+        errors_leave_the_engine_usable_with(unified);
+    }
+}
+
+fn errors_leave_the_engine_usable_with(unified: bool) {
+    let options = GpuOptions::new()
+        .max_binding_bytes(64)
+        .chunk_bytes(32)
+        .unified_memory(unified);
+    let Some(mut engine) = gpu(options) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -588,13 +588,21 @@ impl GpuEngine {
     }
 
     /// After a failure: unmaps or drops readback buffers left mapped or pending, and upload
-    /// buffers that did not come back.
+    /// buffers that did not come back; forgets cached windows and column maps, whose uploads
+    /// may have been recorded in the work that was dropped.
     fn recover(&mut self) {
+        self.windows.clear();
+        self.col_map = None;
         for slot in &mut self.slots {
             if slot.pending.take().is_some() {
                 match &slot.readback {
-                    Some(rb) if rb.wait_mapped(&self.gpu).is_ok() => rb.buffer.unmap(),
-                    _ => slot.readback = None,
+                    Some(rb) if rb.settled(&self.gpu) => rb.buffer.unmap(),
+                    // not back yet (or never): new ones are made on next use (the chunk
+                    // buffer too, which may be the mapped one)
+                    _ => {
+                        slot.readback = None;
+                        slot.out = None;
+                    }
                 }
             }
         }

@@ -64,6 +64,13 @@ impl Mappable {
         self.submission = Some(submission);
     }
 
+    /// Whether the buffer is mapped, after one poll that does not wait (for cleaning up after a
+    /// failure without waiting on a device that may be stuck).
+    pub(crate) fn settled(&self, gpu: &Gpu) -> bool {
+        let _ = gpu.device.poll(wgpu::PollType::Poll);
+        self.state.load(Ordering::Acquire) == MAPPED
+    }
+
     /// Waits (bounded) until the buffer is mapped again.
     pub(crate) fn wait_mapped(&self, gpu: &Gpu) -> Result<()> {
         if self.state.load(Ordering::Acquire) == PENDING {
@@ -230,7 +237,7 @@ impl Stream {
         self.encoder = None;
         self.open.clear();
         self.used = 0;
-        let broken = self.slots.iter().position(|s| s.wait_mapped(gpu).is_err());
+        let broken = self.slots.iter().position(|s| !s.settled(gpu));
         if let Some(first) = broken {
             self.slots.truncate(first);
         }
