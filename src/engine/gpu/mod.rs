@@ -111,6 +111,16 @@ pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
 /// quarter of the machine's memory where it can be read (Linux), within these bounds.
 pub const DEFAULT_CPU_ADAPTER_BUDGET: std::ops::RangeInclusive<u64> = (512 * MIB)..=(16 << 30);
 
+/// Default output chunk (and upload buffer) on a hardware adapter.
+pub const DEFAULT_CHUNK: u64 = 16 * MIB;
+/// Default chunk on a software adapter: fewer fresh pages to fault in (slow on a CPU), and
+/// the two cores it shares with the host gain nothing from larger transfers.
+pub const DEFAULT_CPU_ADAPTER_CHUNK: u64 = 4 * MIB;
+/// Default window on a software adapter: small windows stream through a few reused buffers.
+/// On a GPU a window is one storage binding, so that a chunk with rows from all over the old
+/// table needs few dispatches.
+pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
+
 /// A quarter of the machine's memory (Linux `MemTotal`), within
 /// [`DEFAULT_CPU_ADAPTER_BUDGET`]; its lower bound where it cannot be read.
 fn cpu_adapter_budget() -> u64 {
@@ -124,15 +134,6 @@ fn cpu_adapter_budget() -> u64 {
     let (lo, hi) = DEFAULT_CPU_ADAPTER_BUDGET.into_inner();
     total.map_or(lo, |t| (t / 4).clamp(lo, hi))
 }
-/// Default output chunk (and upload buffer) on a hardware adapter.
-pub const DEFAULT_CHUNK: u64 = 16 * MIB;
-/// Default chunk on a software adapter: fewer fresh pages to fault in (slow on a CPU), and
-/// the two cores it shares with the host gain nothing from larger transfers.
-pub const DEFAULT_CPU_ADAPTER_CHUNK: u64 = 4 * MIB;
-/// Default window on a software adapter: small windows stream through a few reused buffers.
-/// On a GPU a window is one storage binding, so that a chunk with rows from all over the old
-/// table needs few dispatches.
-pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
 
 /// Settings of the GPU engine. Results never depend on them; memory use and speed do.
 #[derive(Clone, Debug)]
@@ -322,10 +323,10 @@ pub struct GpuEngine {
     placeholder: wgpu::Buffer,
     /// Bytes of the budget the window cache may use (the rest is the transfer ring).
     window_budget: u64,
-    /// Output chunks are mapped and read where the kernels wrote them (a software adapter
-    /// with `MAPPABLE_PRIMARY_BUFFERS`: device memory is host memory), not copied to a
-    /// readback buffer first.
-    mapped_out: bool,
+    /// Device memory is host memory (a software adapter with `MAPPABLE_PRIMARY_BUFFERS`):
+    /// output chunks are mapped and read where the kernels wrote them, not copied to readback
+    /// buffers first (new windows are written in place too, see `windows.rs`).
+    unified: bool,
 }
 
 impl std::fmt::Debug for GpuEngine {
@@ -450,7 +451,7 @@ impl GpuEngine {
             window_budget,
             col_map: None,
             placeholder,
-            mapped_out: unified,
+            unified,
             gpu,
         })
     }
@@ -693,7 +694,7 @@ impl GpuEngine {
     /// the other half the windows, and the table is streamed once per group.
     fn group_size(&mut self, layout: &Layout) -> usize {
         let budget = self.window_budget;
-        let per_chunk = layout.chunk_bytes() * if self.mapped_out { 1 } else { 2 };
+        let per_chunk = layout.chunk_bytes() * if self.unified { 1 } else { 2 };
         let group = if layout.scattered && !layout.fits {
             ((budget / 2) / (2 * per_chunk)).clamp(1, MAX_GROUP) as usize
         } else {
@@ -743,7 +744,7 @@ impl GpuEngine {
             stream,
             slots,
             windows,
-            mapped_out,
+            unified,
             ..
         } = self;
         let layout = g.layout;
@@ -759,7 +760,7 @@ impl GpuEngine {
                 _ => {
                     let size = layout.chunk_bytes().max(padded);
                     let mut usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
-                    if *mapped_out {
+                    if *unified {
                         usage |= U::MAP_READ;
                     }
                     let b = gpu.buffer("output chunk", size, usage, false)?;
@@ -902,7 +903,7 @@ impl GpuEngine {
                 }
                 Target::Sink(_) => {
                     let slot = &mut slots[m.slot];
-                    if *mapped_out {
+                    if *unified {
                         // the chunk buffer itself is mapped and read
                         if slot.readback.as_ref().is_none_or(|r| r.buffer != *out) {
                             slot.readback = Some(Mappable::new(out.clone(), false));
@@ -920,7 +921,7 @@ impl GpuEngine {
                         return Err(Error::Gpu("readback buffer missing".into()));
                     };
                     let encoder = stream.encoder(gpu);
-                    if !*mapped_out {
+                    if !*unified {
                         encoder.copy_buffer_to_buffer(out, 0, &rb.buffer, 0, *padded);
                     }
                     rb.map_on_submit(encoder, wgpu::MapMode::Read);
