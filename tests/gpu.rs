@@ -588,6 +588,140 @@ fn uniform_fills_are_bit_exact_on_edge_parameters() {
     }
 }
 
+/// The integer float arithmetic of `shaders/float.wgsl`, on the device, against Rust's f32
+/// operators and the `half` crate, on a million random inputs (subnormals, zeros, both signs,
+/// every exponent): the uniform product and sum, and the f16, bf16 and f64 encodings.
+#[test]
+fn wgsl_float_library_matches_rust() {
+    let Some(engine) = tiny_engine() else { return };
+    const HARNESS: &str = r#"
+@group(0) @binding(0) var<storage, read> input: array<vec4<u32>>; // (k, range, minval, x)
+@group(0) @binding(1) var<storage, read_write> output: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> wide: array<vec2<u32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * 64u;
+    if (i >= arrayLength(&input)) { return; }
+    let v = input[i];
+    let product = f32_mul_unit(v.x, v.y);
+    output[i] = vec4<u32>(product, f32_add(product, v.z), f32_to_f16(v.w), f32_to_bf16(v.w));
+    wide[i] = f32_to_f64(v.w);
+}
+"#;
+    let source = format!(
+        "{}\n{}\n{HARNESS}",
+        include_str!("../shaders/philox.wgsl"),
+        include_str!("../shaders/float.wgsl")
+    );
+    let mut rng = Rng(2024);
+    // random f32 bits: any sign, exponent and mantissa, finite (exponents 0..=254)
+    let mut finite = |rng: &mut Rng| loop {
+        let bits = rng.next() as u32;
+        let bits = match rng.below(4) {
+            0 => bits & 0x807F_FFFF,                 // subnormal or zero
+            1 => bits & 0x80FF_FFFF,                 // tiny exponents
+            2 => (bits & 0x83FF_FFFF) | 0x3C00_0000, // around 1
+            _ => bits,
+        };
+        if (bits >> 23) & 0xFF != 0xFF {
+            return bits;
+        }
+    };
+    let n = 1 << 20;
+    let input: Vec<u32> = (0..n)
+        .flat_map(|_| {
+            let k = (rng.next() as u32) & 0x7F_FFFF;
+            let k = [k, 0, 1, 0x7F_FFFF][rng.below(8).min(3)];
+            [k, finite(&mut rng), finite(&mut rng), finite(&mut rng)]
+        })
+        .collect();
+    let device = engine.device();
+    let queue = engine.queue();
+    let buffer = |size: u64, usage| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    use wgpu::BufferUsages as U;
+    let inputs = buffer(16 * n as u64, U::STORAGE | U::COPY_DST);
+    queue.write_buffer(&inputs, 0, bytemuck::cast_slice(&input));
+    let outputs = buffer(16 * n as u64, U::STORAGE | U::COPY_SRC);
+    let wides = buffer(8 * n as u64, U::STORAGE | U::COPY_SRC);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("float harness"),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: inputs.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: outputs.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: wides.as_entire_binding(),
+            },
+        ],
+    });
+    let mut encoder = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(1024, (n / 64 / 1024) as u32, 1);
+    }
+    queue.submit([encoder.finish()]);
+    let out: Vec<u32> = bytemuck::cast_slice(&read_buffer(&engine, &outputs)).to_vec();
+    let wide: Vec<u32> = bytemuck::cast_slice(&read_buffer(&engine, &wides)).to_vec();
+    for i in 0..n {
+        let [k, range, minval, x] = [
+            input[4 * i],
+            input[4 * i + 1],
+            input[4 * i + 2],
+            input[4 * i + 3],
+        ];
+        let unit = k as f32 * (1.0 / 8_388_608.0);
+        let product = unit * f32::from_bits(range);
+        let sum = product + f32::from_bits(minval);
+        let x = f32::from_bits(x);
+        let want = [
+            product.to_bits(),
+            sum.to_bits(),
+            half::f16::from_f32(x).to_bits() as u32,
+            half::bf16::from_f32(x).to_bits() as u32,
+        ];
+        assert_eq!(
+            out[4 * i..4 * i + 4],
+            want,
+            "input {i}: k {k:#x} range {range:#x} minval {minval:#x} x {:#x}",
+            x.to_bits()
+        );
+        let w = (x as f64).to_bits();
+        assert_eq!(
+            wide[2 * i..2 * i + 2],
+            [w as u32, (w >> 32) as u32],
+            "f64 of {x:e}"
+        );
+    }
+}
+
 /// A chunk larger than 65,535 workgroups of 256 threads: the dispatch is capped at the
 /// device's limit and the kernel's grid-stride loop covers the rest. The table (100 MB) also
 /// spans several default-size windows.
