@@ -615,7 +615,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     );
     let mut rng = Rng(2024);
     // random f32 bits: any sign, exponent and mantissa, finite (exponents 0..=254)
-    let mut finite = |rng: &mut Rng| loop {
+    let finite = |rng: &mut Rng| loop {
         let bits = rng.next() as u32;
         let bits = match rng.below(4) {
             0 => bits & 0x807F_FFFF,                 // subnormal or zero
