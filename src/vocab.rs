@@ -189,10 +189,10 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
     }
     let index = TokenIndex::build(old, (0..old.len() as u32).collect())
         .map_err(|(a, b)| duplicate(old, a, b))?;
-    // Look tokens up shard by shard, in bucket order, and scatter the answers.
+    // Look tokens up shard by shard, and scatter the answers.
     let start = window.start;
     let ids: Vec<u32> = (window.start as u32..window.end as u32).collect();
-    let groups = by_shard(new, &ids, |shard, n| index.bucket_mask(shard, n));
+    let groups = by_shard(new, &ids);
     let found: Vec<Vec<(u32, u32)>> = groups
         .into_par_iter()
         .enumerate()
@@ -217,14 +217,9 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
     Ok(map)
 }
 
-/// Lines `ids` of `vocab` with their hashes, grouped by shard, each group in the order of
-/// the buckets the hashes fall in for a table of `mask(shard, group length)` (so that a
-/// table is walked from one end to the other instead of at random).
-fn by_shard(
-    vocab: &Vocab,
-    ids: &[u32],
-    mask: impl Fn(usize, usize) -> u64 + Sync,
-) -> Vec<Vec<(u32, u64)>> {
+/// Lines `ids` (ascending) of `vocab` with their hashes, grouped by shard, in line order.
+/// A shard's table is small enough to stay in the cache while its group is processed.
+fn by_shard(vocab: &Vocab, ids: &[u32]) -> Vec<Vec<(u32, u64)>> {
     let hashes: Vec<u64> = ids
         .par_iter()
         .with_min_len(4096)
@@ -234,10 +229,6 @@ fn by_shard(
     for (&i, &h) in ids.iter().zip(&hashes) {
         groups[shard_of(h)].push((i, h));
     }
-    groups.par_iter_mut().enumerate().for_each(|(shard, g)| {
-        let m = mask(shard, g.len());
-        g.sort_unstable_by_key(|&(i, h)| (h & m, i));
-    });
     groups
 }
 
@@ -266,23 +257,16 @@ fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
     }
 }
 
-/// The number of buckets hashbrown gives a table made with capacity `n`.
-fn buckets_for(n: usize) -> u64 {
-    if n < 8 {
-        return if n < 4 { 4 } else { 8 };
-    }
-    ((n * 8).div_ceil(7)).next_power_of_two() as u64
-}
-
 /// Lines of a vocabulary by token: hash tables of (byte offset, line) pairs, 8 bytes an
-/// entry, sharded by hash so that the shards are built in parallel. Comparing a candidate
-/// reads the token straight from the mapped file.
+/// entry, in 256 shards by hash, so that shards are built in parallel and each one is small
+/// enough to stay in the cache while it is built or searched. Comparing a candidate reads
+/// the token straight from the mapped file.
 struct TokenIndex<'v> {
     vocab: &'v Vocab,
     shards: Vec<HashTable<[u32; 2]>>,
 }
 
-const SHARD_BITS: u32 = 6;
+const SHARD_BITS: u32 = 8;
 
 /// The shard of a hash: middle bits, since the tables use the low bits for buckets and the
 /// high bits for their control bytes.
@@ -301,7 +285,7 @@ impl<'v> TokenIndex<'v> {
     /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
     /// duplicate pair with the smallest second line.
     fn build(vocab: &'v Vocab, ids: Vec<u32>) -> std::result::Result<Self, (usize, usize)> {
-        let members = by_shard(vocab, &ids, |_, n| buckets_for(n) - 1);
+        let members = by_shard(vocab, &ids);
         drop(ids);
         let rehash = |&[start, _]: &[u32; 2]| hash_token(vocab.token_at(start as usize));
         let built: Vec<(HashTable<[u32; 2]>, Option<(usize, usize)>)> = members
@@ -344,12 +328,6 @@ impl<'v> TokenIndex<'v> {
                 self.vocab.token_at_is(start as usize, token)
             })
             .map(|&[_, line]| line)
-    }
-
-    /// The bucket mask of shard `shard`'s table (as hashbrown sizes it; a guess that only
-    /// affects speed).
-    fn bucket_mask(&self, shard: usize, _lookups: usize) -> u64 {
-        buckets_for(self.shards[shard].len()) - 1
     }
 }
 
