@@ -112,10 +112,10 @@ impl Vocab {
     fn token_at_is(&self, start: usize, token: &[u8]) -> bool {
         let end = start + token.len();
         self.text.get(start..end) == Some(token)
-            && match self.text.get(end..) {
-                Some([] | [b'\n', ..] | [b'\r'] | [b'\r', b'\n', ..]) => true,
-                _ => false,
-            }
+            && matches!(
+                self.text.get(end..),
+                Some([] | [b'\n', ..] | [b'\r'] | [b'\r', b'\n', ..])
+            )
     }
 
     /// The token starting at byte `start` (up to its line's end).
@@ -281,6 +281,9 @@ fn hash_token(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x5eed).hash_one(bytes)
 }
 
+/// Two lines holding the same token: (first, second).
+type Duplicate = (usize, usize);
+
 impl<'v> TokenIndex<'v> {
     /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
     /// duplicate pair with the smallest second line.
@@ -288,7 +291,7 @@ impl<'v> TokenIndex<'v> {
         let members = by_shard(vocab, &ids);
         drop(ids);
         let rehash = |&[start, _]: &[u32; 2]| hash_token(vocab.token_at(start as usize));
-        let built: Vec<(HashTable<[u32; 2]>, Option<(usize, usize)>)> = members
+        let built: Vec<(HashTable<[u32; 2]>, Option<Duplicate>)> = members
             .into_par_iter()
             .map(|entries| {
                 let mut table = HashTable::with_capacity(entries.len());
