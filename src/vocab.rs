@@ -225,7 +225,11 @@ fn by_shard(vocab: &Vocab, ids: &[u32]) -> Vec<Vec<(u32, u64)>> {
         .with_min_len(4096)
         .map(|&i| hash_token(vocab.token(i as usize)))
         .collect();
-    let mut groups: Vec<Vec<(u32, u64)>> = vec![Vec::new(); 1 << SHARD_BITS];
+    let mut counts = vec![0usize; 1 << SHARD_BITS];
+    for &h in &hashes {
+        counts[shard_of(h)] += 1;
+    }
+    let mut groups: Vec<Vec<(u32, u64)>> = counts.into_iter().map(Vec::with_capacity).collect();
     for (&i, &h) in ids.iter().zip(&hashes) {
         groups[shard_of(h)].push((i, h));
     }
