@@ -90,7 +90,7 @@ use self::fill_missing::FillMissing;
 use self::gather_rows::GatherRows;
 use self::kernels::Control;
 use self::remap_cols::RemapCols;
-use self::stream::{copy_pieces, Mappable, Stream};
+use self::stream::{copy_pieces, copy_tensor_parallel, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{Engine, Sink};
 use crate::dtype::Dtype;
@@ -288,6 +288,62 @@ pub fn kernel_sources() -> [(&'static str, &'static str); 4] {
     ]
 }
 
+/// The compiled kernels. Compiling takes a while (about 0.1 s on the software driver, most of
+/// it `fill_missing`), so it runs on two background threads from the engine's creation and is
+/// waited for when the first dispatch is recorded, after the first chunk's uploads.
+enum Kernels {
+    Compiling {
+        rows: std::thread::JoinHandle<Result<(GatherRows, RemapCols)>>,
+        fill: std::thread::JoinHandle<Result<FillMissing>>,
+    },
+    Ready(Arc<(GatherRows, RemapCols, FillMissing)>),
+    Failed(String),
+}
+
+impl Kernels {
+    fn compile(device: &wgpu::Device) -> Kernels {
+        // Error scopes are per thread: each thread captures its own compile errors.
+        fn checked<T>(device: &wgpu::Device, make: impl FnOnce(&wgpu::Device) -> T) -> Result<T> {
+            let scopes = Scopes::push(device);
+            let made = make(device);
+            match scopes.pop() {
+                None => Ok(made),
+                Some(e) => Err(Error::Gpu(format!("cannot compile the kernels: {e}"))),
+            }
+        }
+        let d = device.clone();
+        let rows =
+            std::thread::spawn(move || checked(&d, |d| (GatherRows::new(d), RemapCols::new(d))));
+        let d = device.clone();
+        let fill = std::thread::spawn(move || checked(&d, FillMissing::new));
+        Kernels::Compiling { rows, fill }
+    }
+
+    /// The kernels, once compiled.
+    fn get(&mut self) -> Result<Arc<(GatherRows, RemapCols, FillMissing)>> {
+        if matches!(self, Kernels::Compiling { .. }) {
+            let Kernels::Compiling { rows, fill } =
+                std::mem::replace(self, Kernels::Failed(String::new()))
+            else {
+                unreachable!("matched above");
+            };
+            fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+                r.unwrap_or_else(|_| Err(Error::Gpu("compiling the kernels panicked".into())))
+            }
+            *self = match (joined(rows.join()), joined(fill.join())) {
+                (Ok((g, r)), Ok(f)) => Kernels::Ready(Arc::new((g, r, f))),
+                (Err(Error::Gpu(e)), _) | (_, Err(Error::Gpu(e))) => Kernels::Failed(e),
+                (Err(e), _) | (_, Err(e)) => Kernels::Failed(e.to_string()),
+            };
+        }
+        match self {
+            Kernels::Ready(k) => Ok(k.clone()),
+            Kernels::Failed(e) => Err(Error::Gpu(e.clone())),
+            Kernels::Compiling { .. } => unreachable!("joined above"),
+        }
+    }
+}
+
 /// One output slot: the chunk buffer the kernels write, its readback buffer and the control
 /// blob (dispatch parameters and row lists).
 #[derive(Default)]
@@ -313,9 +369,7 @@ pub struct GpuEngine {
     adapter: String,
     limits: Limits,
     max_groups: u32,
-    gather_rows: GatherRows,
-    remap_cols: RemapCols,
-    fill_missing: FillMissing,
+    kernels: Kernels,
     stream: Stream,
     slots: Vec<Slot>,
     windows: Windows,
@@ -371,13 +425,7 @@ impl GpuEngine {
     fn build(gpu: Gpu, options: GpuOptions) -> Result<Self> {
         let info = gpu.device.adapter_info();
         let device_limits = gpu.device.limits();
-        let scopes = Scopes::push(&gpu.device);
-        let gather_rows = GatherRows::new(&gpu.device);
-        let remap_cols = RemapCols::new(&gpu.device);
-        let fill_missing = FillMissing::new(&gpu.device);
-        if let Some(e) = scopes.pop() {
-            return Err(Error::Gpu(format!("cannot compile the kernels: {e}")));
-        }
+        let kernels = Kernels::compile(&gpu.device);
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
         let binding = device_limits
@@ -442,9 +490,7 @@ impl GpuEngine {
             adapter: info.name,
             limits,
             max_groups,
-            gather_rows,
-            remap_cols,
-            fill_missing,
+            kernels,
             stream: Stream::new(options.staging_slots, chunk),
             slots: (0..options.output_slots).map(|_| Slot::default()).collect(),
             windows: Windows::new(window_budget, unified),
@@ -738,9 +784,7 @@ impl GpuEngine {
         let GpuEngine {
             gpu,
             max_groups,
-            gather_rows,
-            remap_cols,
-            fill_missing,
+            kernels,
             stream,
             slots,
             windows,
@@ -835,7 +879,7 @@ impl GpuEngine {
                             .get_mapped_range_mut(..len.next_multiple_of(4))
                             .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
                         let (data, mut pad) = view.slice(..).split_at(len as usize);
-                        copy_pieces(g.job.old.pieces(from..from + len as usize), data);
+                        copy_tensor_parallel(&g.job.old, from, data);
                         pad.fill(0);
                     }
                     buffer.unmap();
@@ -844,6 +888,8 @@ impl GpuEngine {
             }
             let last = next >= order.len();
 
+            let compiled = kernels.get()?;
+            let (gather_rows, remap_cols, fill_missing) = (&compiled.0, &compiled.1, &compiled.2);
             let mut dispatches = Vec::new();
             for &w in &batch {
                 let Some(window) = windows.buffer(g.tensor, w) else {

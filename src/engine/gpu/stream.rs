@@ -257,3 +257,41 @@ pub(crate) fn copy_pieces<'a>(
         at += piece.len();
     }
 }
+
+/// Copies bytes `from..from + view.len()` of `tensor` into `view`, in 8 MiB pieces on the
+/// rayon pool: writing fresh memory is slow mostly for its page faults, which proceed in
+/// parallel.
+pub(crate) fn copy_tensor_parallel(
+    tensor: &crate::checkpoint::TensorData,
+    from: usize,
+    mut view: wgpu::WriteOnly<'_, [u8]>,
+) {
+    use rayon::prelude::*;
+    const PIECE: usize = 8 << 20;
+    /// The start of the mapped range, shared by the threads that write disjoint parts of it.
+    struct Dest(std::ptr::NonNull<u8>);
+    // SAFETY: the threads write disjoint byte ranges of one mapping that outlives them.
+    unsafe impl Send for Dest {}
+    unsafe impl Sync for Dest {}
+    impl Dest {
+        fn at(&self, offset: usize) -> *mut u8 {
+            // SAFETY (of callers): offsets stay inside the view.
+            unsafe { self.0.as_ptr().add(offset) }
+        }
+    }
+    let len = view.len();
+    let dest = Dest(view.as_raw_ptr().cast::<u8>());
+    (0..len.div_ceil(PIECE)).into_par_iter().for_each(|k| {
+        let start = k * PIECE;
+        let mut at = start;
+        for piece in tensor.pieces(from + start..from + (start + PIECE).min(len)) {
+            // SAFETY: `at..at + piece.len()` lies in this task's part of the view (the pieces
+            // of the tensor's range are exactly as long as it), and `view` is borrowed for the
+            // whole loop, so the mapping stays valid and no one else writes there.
+            unsafe {
+                std::ptr::copy_nonoverlapping(piece.as_ptr(), dest.at(at), piece.len());
+            }
+            at += piece.len();
+        }
+    });
+}
