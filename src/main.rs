@@ -131,7 +131,16 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
         files.push((info.old_vocab.as_path(), "old vocabulary"));
     }
     check_report(report_path, files)?;
-    let plan = plan_file.plan()?;
+    // Acquiring a GPU takes a while: do it while planning.
+    let (plan, engine) = std::thread::scope(|scope| {
+        let engine = scope.spawn(|| engine(args));
+        let plan = plan_file.plan();
+        (
+            plan,
+            engine.join().expect("engine selection does not panic"),
+        )
+    });
+    let plan = plan?;
     plan.check_output(&output)?;
     check_report(
         report_path,
@@ -142,7 +151,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["plan_sha256"] = serde_json::json!(plan.digest());
     report["variables"] = serde_json::json!(plan.variables());
 
-    let mut engine = engine(args)?;
+    let mut engine = engine?;
     report["backend"] = serde_json::json!(engine.name());
     if args.dry_run {
         print_plan(&plan, &engine.name());
@@ -224,7 +233,7 @@ fn missing_output(plan: &Path) -> Error {
 
 /// `auto`: the GPU engine on a hardware adapter (never on a software driver such as
 /// lavapipe), else the CPU engine; `gpu`: any adapter, software included; `cpu`.
-fn engine(args: &RunArgs) -> Result<Box<dyn Engine>> {
+fn engine(args: &RunArgs) -> Result<Box<dyn Engine + Send>> {
     let gpu = || {
         let mut options = GpuOptions::new();
         if let Some(bytes) = args.vram_budget {

@@ -77,8 +77,30 @@ pub(crate) fn select_adapter() -> Result<wgpu::Adapter> {
 
 /// Whether the adapter the GPU engine would pick is hardware (not a software rasteriser
 /// such as lavapipe). `--backend auto` uses the GPU engine only then.
+///
+/// On Linux a hardware GPU needs a device node (`/dev/dri/renderD*`, `/dev/nvidia*`,
+/// `/dev/dxg` under WSL); without one no graphics API is loaded at all, which keeps a plain CPU
+/// host fast and free of driver messages.
 pub fn hardware_adapter_available() -> bool {
-    select_adapter().is_ok_and(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+    gpu_device_node_present()
+        && select_adapter().is_ok_and(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+#[cfg(target_os = "linux")]
+fn gpu_device_node_present() -> bool {
+    let dri = std::fs::read_dir("/dev/dri").is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+    });
+    dri || ["/dev/nvidiactl", "/dev/dxg"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn gpu_device_node_present() -> bool {
+    true
 }
 
 /// Requests a device with the adapter's own limits. On a software adapter, whose "device

@@ -1,0 +1,56 @@
+//! Which engine the CLI picks: `--backend auto` takes a hardware GPU when there is one and the
+//! CPU otherwise (the software Vulkan driver is no reason to use the GPU engine); `--backend
+//! gpu` takes any adapter, the software driver included; the report names it.
+
+use std::path::Path;
+use std::process::Command;
+
+fn backend_of(backend: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .arg("run")
+        .arg(&plan)
+        .args(["--dry-run", "--quiet", "--backend", backend, "--output"])
+        .arg(dir.path().join("warm.safetensors"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&report).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let name = json["backend"].as_str().unwrap_or_default().to_string();
+    (out.status.code().unwrap_or(-1), name)
+}
+
+#[test]
+fn auto_takes_a_hardware_gpu_or_the_cpu() {
+    let (code, backend) = backend_of("auto");
+    assert_eq!(code, 0);
+    if warmstart::engine::gpu::hardware_adapter_available() {
+        assert!(backend.starts_with("gpu: "), "{backend}");
+    } else {
+        assert_eq!(backend, "cpu");
+    }
+}
+
+#[test]
+fn cpu_is_the_cpu() {
+    assert_eq!(backend_of("cpu"), (0, "cpu".to_string()));
+}
+
+#[test]
+fn gpu_takes_any_adapter_and_names_it() {
+    let (code, backend) = backend_of("gpu");
+    let require = std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    if code == 1 && !require {
+        eprintln!("no GPU adapter here: skipped (set WARMSTART_REQUIRE_GPU=1 to make this fail)");
+        return;
+    }
+    assert_eq!(code, 0, "no GPU adapter (WARMSTART_REQUIRE_GPU=1)");
+    assert!(
+        backend.starts_with("gpu: ") && backend.len() > 5,
+        "{backend}"
+    );
+}
