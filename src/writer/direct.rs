@@ -18,9 +18,9 @@ use std::thread::JoinHandle;
 /// logical blocks).
 const ALIGN: usize = 4096;
 /// Size of one staging buffer.
-const BUFFER: usize = 8 << 20;
+const BUFFER: usize = 16 << 20;
 /// Staging buffers: one being filled, the rest in flight.
-const BUFFERS: usize = 3;
+const BUFFERS: usize = 4;
 
 /// A page-aligned buffer of [`BUFFER`] bytes (a larger vector, used from an aligned offset).
 struct Aligned {
