@@ -12,7 +12,8 @@
 //! `fsync`, the floor: the same bytes read and written once), (2) `warmstart run` with the
 //! given backend, whose output is flushed to disk too. It reports medians of the wall time,
 //! GB/s of output, the ratio to the copy, and the peak anonymous memory of the `warmstart`
-//! process (RssAnon sampled every 5 ms: file-backed pages of the memory maps do not count).
+//! process (RssAnon sampled every 5 ms: file-backed pages of the memory maps do not count),
+//! next to the peak of a `--dry-run` (planning alone: the vocabulary index).
 //!
 //! Workloads (tokens are 90% kept / 10% new unless said, truncated_normal backup, 2 OOV):
 //! `1m`: 1M x 128 f32 (512 MB); `2m`: 2M x 128 f32 (1 GB); `lm`: 128k x 4096 bf16 (1 GB, 2% new
@@ -221,13 +222,15 @@ fn copy_baseline(dir: &Path) -> f64 {
     s
 }
 
-/// Runs the CLI; returns (seconds, peak RssAnon bytes).
-fn run_cli(dir: &Path, backend: &str) -> (f64, u64) {
+/// Runs the CLI (with `extra` arguments); returns (seconds, peak RssAnon bytes).
+fn run_cli(dir: &Path, backend: &str, extra: &[&str]) -> (f64, u64) {
     let out = dir.join("out.safetensors");
     let _ = std::fs::remove_file(&out);
     let t = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
         .args(["run", "plan.toml", "--quiet", "--backend", backend])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
         .current_dir(dir)
         .spawn()
         .unwrap();
@@ -244,7 +247,7 @@ fn run_cli(dir: &Path, backend: &str) -> (f64, u64) {
     };
     let s = t.elapsed().as_secs_f64();
     assert!(status.success(), "warmstart failed in {}", dir.display());
-    std::fs::remove_file(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
     (s, peak)
 }
 
@@ -297,8 +300,8 @@ fn main() {
         }
     }
     let all = workloads(ram_bytes());
-    println!("| workload | table | backend | copy s | warmstart s | GB/s | ratio to copy | peak anon MiB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| workload | table | backend | copy s | warmstart s | GB/s | ratio to copy | peak anon MiB | planning alone MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for name in names.split(',') {
         let w = all
             .iter()
@@ -311,14 +314,16 @@ fn main() {
         let (mut copies, mut runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..reps {
             copies.push(copy_baseline(&wdir));
-            let (s, peak) = run_cli(&wdir, &backend);
+            let (s, peak) = run_cli(&wdir, &backend, &[]);
             runs.push(s);
             peaks.push(peak as f64);
         }
         let (copy, run) = (median(copies), median(runs));
+        // The vocabulary index and other planning structures: a dry run's peak.
+        let (_, plan_peak) = run_cli(&wdir, "cpu", &["--dry-run"]);
         let out_bytes = (w.new_rows() * w.cols * w.elem()) as f64;
         println!(
-            "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {run:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {run:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
             w.name,
             w.rows,
             w.cols,
@@ -327,6 +332,7 @@ fn main() {
             out_bytes / run / 1e9,
             run / copy,
             peaks.iter().cloned().fold(0.0, f64::max) / (1 << 20) as f64,
+            plan_peak as f64 / (1 << 20) as f64,
         );
         if !keep && w.name == "huge" {
             let _ = std::fs::remove_dir_all(&wdir);
