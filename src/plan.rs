@@ -477,13 +477,33 @@ impl Planner<'_> {
     }
 
     fn vocab(&mut self, path: &Path, limit: Option<usize>) -> Result<Arc<Vocab>> {
-        let key = (path.to_path_buf(), limit);
-        if let Some(v) = self.vocabs.get(&key) {
-            return Ok(v.clone());
-        }
-        let v = Arc::new(Vocab::read(path, limit)?);
-        self.vocabs.insert(key, v.clone());
-        Ok(v)
+        Ok(self.vocab_pair((path, limit), (path, limit))?.0)
+    }
+
+    /// Two vocabularies, read in parallel where neither was read before.
+    fn vocab_pair(
+        &mut self,
+        a: (&Path, Option<usize>),
+        b: (&Path, Option<usize>),
+    ) -> Result<(Arc<Vocab>, Arc<Vocab>)> {
+        let cached = |(path, limit): (&Path, Option<usize>)| {
+            self.vocabs.get(&(path.to_path_buf(), limit)).cloned()
+        };
+        let read = |key: (&Path, Option<usize>), known: Option<Arc<Vocab>>| match known {
+            Some(v) => Ok(v),
+            None => Vocab::read(key.0, key.1).map(Arc::new),
+        };
+        let (known_a, known_b) = (cached(a), cached(b));
+        let (va, vb) = if a == b {
+            let v = read(a, known_a)?;
+            (v.clone(), v)
+        } else {
+            let (va, vb) = rayon::join(|| read(a, known_a), || read(b, known_b));
+            (va?, vb?)
+        };
+        self.vocabs.insert((a.0.to_path_buf(), a.1), va.clone());
+        self.vocabs.insert((b.0.to_path_buf(), b.1), vb.clone());
+        Ok((va, vb))
     }
 
     /// The index vector of a vocabulary axis: old line per new token, then `oov` MISSING.
@@ -499,8 +519,7 @@ impl Planner<'_> {
         if let Some(m) = self.maps.get(&key) {
             return Ok(m.clone());
         }
-        let new = self.vocab(&info.new_vocab, None)?;
-        let old = self.vocab(&info.old_vocab, old_limit)?;
+        let (new, old) = self.vocab_pair((&info.new_vocab, None), (&info.old_vocab, old_limit))?;
         let mut map = vocab::remap(&new, new_size, &old)?;
         map.resize(new_size + oov, MISSING);
         let map: Arc<[u32]> = map.into();

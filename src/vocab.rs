@@ -51,15 +51,14 @@ impl Vocab {
                 "vocabulary files of 4 GiB or more are not supported",
             ));
         }
-        let mut starts = vec![0u32];
-        let mut start = 0usize;
-        while start < text.len() && limit.is_none_or(|n| starts.len() <= n) {
-            let end = memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
-            if end == start || (end == start + 1 && text[start] == b'\r') {
-                return Err(Error::vocab(path, Some(starts.len()), "empty line"));
-            }
-            start = end + 1;
-            starts.push(start as u32);
+        let starts = match limit {
+            None => line_starts(&text),
+            Some(n) => line_starts_upto(&text, n),
+        };
+        let line =
+            |k: usize| &text[starts[k] as usize..(starts[k + 1] as usize - 1).min(text.len())];
+        if let Some(k) = (0..starts.len() - 1).find(|&k| matches!(line(k), [] | [b'\r'])) {
+            return Err(Error::vocab(path, Some(k + 1), "empty line"));
         }
         let vocab = Vocab {
             path: path.to_path_buf(),
@@ -123,6 +122,47 @@ impl Vocab {
         let rest = &self.text[start..];
         strip_cr(&rest[..memchr(b'\n', rest).unwrap_or(rest.len())])
     }
+}
+
+/// Where each line of `text` starts, plus one past the end of the last line's `\n` (see
+/// [`Vocab::starts`]); the newlines are found in parallel.
+fn line_starts(text: &[u8]) -> Vec<u32> {
+    const PIECE: usize = 1 << 20;
+    let pieces: Vec<Vec<u32>> = text
+        .par_chunks(PIECE)
+        .enumerate()
+        .map(|(p, piece)| {
+            let mut found = Vec::new();
+            let mut at = 0;
+            while let Some(i) = memchr(b'\n', &piece[at..]) {
+                found.push((p * PIECE + at + i + 1) as u32);
+                at += i + 1;
+            }
+            found
+        })
+        .collect();
+    let mut starts = Vec::with_capacity(pieces.iter().map(Vec::len).sum::<usize>() + 2);
+    starts.push(0);
+    for piece in pieces {
+        starts.extend(piece);
+    }
+    if *starts.last().unwrap() as usize != text.len() {
+        // A last line without a newline still counts.
+        starts.push(text.len() as u32 + 1);
+    }
+    starts
+}
+
+/// [`line_starts`] for the first `limit` lines only, scanning no further.
+fn line_starts_upto(text: &[u8], limit: usize) -> Vec<u32> {
+    let mut starts = vec![0u32];
+    let mut start = 0usize;
+    while start < text.len() && starts.len() <= limit {
+        let end = memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
+        start = end + 1;
+        starts.push(start as u32);
+    }
+    starts
 }
 
 /// A line without its one trailing `\r`.
