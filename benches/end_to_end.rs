@@ -9,15 +9,19 @@
 //! Per workload it generates, once, an old checkpoint (one table of random values), a new
 //! model file (sparse: its values are never read) and old/new vocabularies, then alternates
 //! `reps` times: (1) copy the old checkpoint file and flush it to disk (`fs::copy` +
-//! `fsync`, the floor: the same bytes read and written once), (2) `warmstart run` with the
-//! given backend, whose output is flushed to disk too. It reports medians of the wall time,
+//! `fsync`: the same bytes read and written once, through the page cache), (2) copy it through
+//! warmstart's own output writer (direct I/O: the I/O floor of the tool), (3) `warmstart run`
+//! with the given backend, whose output is flushed to disk too. It reports medians of the wall time,
 //! GB/s of output, the ratio to the copy, and the peak anonymous memory of the `warmstart`
 //! process (RssAnon sampled every 5 ms: file-backed pages of the memory maps do not count),
 //! next to the peak of a `--dry-run` (planning alone: the vocabulary index).
 //!
 //! Workloads (tokens are 90% kept / 10% new unless said, truncated_normal backup, 2 OOV):
 //! `1m`: 1M x 128 f32 (512 MB); `2m`: 2M x 128 f32 (1 GB); `lm`: 128k x 4096 bf16 (1 GB, 2% new
-//! tokens); `huge`: a table larger than a quarter of this machine's RAM (f32, 128 columns).
+//! tokens); `huge`: a table larger than a quarter of this machine's RAM (f32, 128 columns);
+//! `8g`: 16M x 128 f32 (8.6 GB).
+//!
+//! `--warmstart PATH` runs another build of the CLI; `--vram-budget B` is passed to it.
 //! `small` (100k x 64) is for trying the harness out.
 
 use std::io::{BufWriter, Write};
@@ -222,12 +226,34 @@ fn copy_baseline(dir: &Path) -> f64 {
     s
 }
 
-/// Runs the CLI (with `extra` arguments); returns (seconds, peak RssAnon bytes).
-fn run_cli(dir: &Path, backend: &str, extra: &[&str]) -> (f64, u64) {
+/// The same bytes copied through warmstart's own output writer (direct I/O on Linux, flushed,
+/// renamed): the I/O floor of the tool's design, without planning or computing.
+fn direct_copy(dir: &Path) -> f64 {
+    use std::io::Read;
+    let dst = dir.join("dcopy.safetensors");
+    let t = Instant::now();
+    let mut src = std::fs::File::open(dir.join("old.safetensors")).unwrap();
+    let mut out = warmstart::writer::OutputFile::create(&dst).unwrap();
+    let mut buf = vec![0u8; 16 << 20];
+    loop {
+        let n = src.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.write(&buf[..n]).unwrap();
+    }
+    out.commit().unwrap();
+    let s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&dst).unwrap();
+    s
+}
+
+/// Runs the CLI `bin` (with `extra` arguments); returns (seconds, peak RssAnon bytes).
+fn run_cli(bin: &Path, dir: &Path, backend: &str, extra: &[&str]) -> (f64, u64) {
     let out = dir.join("out.safetensors");
     let _ = std::fs::remove_file(&out);
     let t = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+    let mut child = Command::new(bin)
         .args(["run", "plan.toml", "--quiet", "--backend", backend])
         .args(extra)
         .stdout(std::process::Stdio::null())
@@ -259,6 +285,43 @@ fn rss_anon(status: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The GPU's own buffer-to-buffer copy bandwidth (bytes copied per second), the yardstick for
+/// the GPU engine's GB/s: median of 5 copies of 1 GiB (or what one buffer may hold).
+fn device_copy_bandwidth() -> Option<(String, f64)> {
+    let engine = warmstart::GpuEngine::new(Default::default()).ok()?;
+    let (device, queue) = (engine.device(), engine.queue());
+    let size = (1u64 << 30).min(device.limits().max_buffer_size) & !3;
+    let buffer = |usage| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let src = buffer(wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE);
+    let dst = buffer(wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::STORAGE);
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        let mut enc = device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+        let t = Instant::now();
+        let index = queue.submit([enc.finish()]);
+        device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: Some(Duration::from_secs(60)),
+            })
+            .ok()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.remove(0); // first use
+    Some((
+        engine.adapter_name().to_string(),
+        size as f64 / median(times),
+    ))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -287,6 +350,8 @@ fn main() {
     let mut reps = 3usize;
     let mut dir = std::env::temp_dir().join("warmstart-bench");
     let mut keep = false;
+    let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_warmstart"));
+    let mut extra: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -295,13 +360,27 @@ fn main() {
             "--reps" => reps = args.next().expect("--reps N").parse().expect("a number"),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir PATH")),
             "--keep" => keep = true,
+            "--warmstart" => bin = PathBuf::from(args.next().expect("--warmstart PATH")),
+            "--vram-budget" => extra.extend([
+                "--vram-budget".into(),
+                args.next().expect("--vram-budget BYTES"),
+            ]),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
     }
     let all = workloads(ram_bytes());
-    println!("| workload | table | backend | copy s | warmstart s | GB/s | ratio to copy | peak anon MiB | planning alone MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    if backend == "gpu" {
+        match device_copy_bandwidth() {
+            Some((name, bw)) => println!(
+                "device {name}: buffer-to-buffer copy {:.1} GB/s\n",
+                bw / 1e9
+            ),
+            None => println!("no GPU adapter for the device copy measurement\n"),
+        }
+    }
+    println!("| workload | table | backend | copy s | direct copy s | warmstart s | GB/s | ratio to copy | ratio to direct copy | peak anon MiB | planning alone MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for name in names.split(',') {
         let w = all
             .iter()
@@ -311,19 +390,22 @@ fn main() {
         w.generate(&wdir);
         // Warm the page cache the same way for both: read the old file once.
         copy_baseline(&wdir);
-        let (mut copies, mut runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut copies, mut directs, mut runs, mut peaks) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..reps {
             copies.push(copy_baseline(&wdir));
-            let (s, peak) = run_cli(&wdir, &backend, &[]);
+            directs.push(direct_copy(&wdir));
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let (s, peak) = run_cli(&bin, &wdir, &backend, &extra);
             runs.push(s);
             peaks.push(peak as f64);
         }
-        let (copy, run) = (median(copies), median(runs));
+        let (copy, direct, run) = (median(copies), median(directs), median(runs));
         // The vocabulary index and other planning structures: a dry run's peak.
-        let (_, plan_peak) = run_cli(&wdir, "cpu", &["--dry-run"]);
+        let (_, plan_peak) = run_cli(&bin, &wdir, "cpu", &["--dry-run"]);
         let out_bytes = (w.new_rows() * w.cols * w.elem()) as f64;
         println!(
-            "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {run:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {direct:.2} | {run:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
             w.name,
             w.rows,
             w.cols,
@@ -331,10 +413,11 @@ fn main() {
             w.old_bytes() as f64 / 1e9,
             out_bytes / run / 1e9,
             run / copy,
+            run / direct,
             peaks.iter().cloned().fold(0.0, f64::max) / (1 << 20) as f64,
             plan_peak as f64 / (1 << 20) as f64,
         );
-        if !keep && w.name == "huge" {
+        if !keep && (w.name == "huge" || w.name == "8g") {
             let _ = std::fs::remove_dir_all(&wdir);
         }
     }

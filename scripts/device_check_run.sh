@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU device check, in one run on a machine with a GPU (prepared for the H200 lent through
+# the device tool; not yet run): the GPU tests on the hardware adapter, then the end-to-end
+# remap of multi-GB tables on the GPU engine and on the CPU engine, as GB/s and next to the
+# copy baselines. Expects target/device from scripts/device_check_build.sh; writes a log to
+# $OUT (or /tmp) and prints the tables.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+log="${OUT:-/tmp}/device_check.log"
+exec > >(tee "$log") 2>&1
+# The Vulkan loader carried in .gl (see the device tool's README), and the NVIDIA ICD.
+if ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+export WGPU_BACKEND=vulkan WARMSTART_REQUIRE_GPU=1 RUST_BACKTRACE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+bin=target/device
+# The tests read their fixtures relative to the crate root, which this is.
+export CARGO_MANIFEST_DIR="$PWD"
+for t in gpu backend golden; do
+    echo "== tests: $t"
+    timeout 300 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
+done
+echo "== end to end, GPU engine (budget 64 GiB) and CPU engine"
+dir=/tmp/warmstart-device-bench
+for backend in gpu cpu; do
+    timeout 400 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend "$backend" \
+        --warmstart "$bin/warmstart" --vram-budget 64GiB --dir "$dir" --keep ||
+        echo "!! bench $backend failed"
+done
