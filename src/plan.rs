@@ -1,6 +1,6 @@
 //! The remap plan: one job per output tensor, fully validated before any byte is written.
 //!
-//! [`Plan::new`] runs selection and name mapping ([`crate::select`]), opens the checkpoint,
+//! [`Plan::new`] runs selection and name mapping (`select.rs`), opens the checkpoint,
 //! reads the vocabularies and builds index vectors ([`crate::vocab`]), resolves initializers,
 //! and checks every shape and dtype. What comes out is a list of [`OutputTensor`]s, each with a
 //! [`Job`]: keep the model's initial value, copy bytes of a checkpoint tensor, or remap rows or

@@ -6,7 +6,7 @@
 //! initialised rows, column remaps) gathered into a buffer in parallel (rayon). While one
 //! chunk is being written, the next one is prepared on the other cores.
 //!
-//! [`fill_rows`] is the reference semantics of a [`RemapJob`]; the GPU engine is tested
+//! `fill_rows` is the reference semantics of a [`RemapJob`]; the GPU engine is tested
 //! against it.
 
 use std::io::IoSlice;

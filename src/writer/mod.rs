@@ -2,7 +2,7 @@
 //! bytes are written in order to a temporary file in the output's directory, which is
 //! flushed to disk and renamed into place only after everything succeeded.
 //!
-//! On Linux the bytes go to the disk with direct I/O ([`direct`]); elsewhere, or where the
+//! On Linux the bytes go to the disk with direct I/O (`direct.rs`); elsewhere, or where the
 //! filesystem refuses it, through the page cache with early writeback.
 
 #[cfg(target_os = "linux")]
