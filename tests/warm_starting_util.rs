@@ -246,8 +246,9 @@ fn warm_start_var_with_vocab() {
     assert_eq!(out["fruit_weights"], [2.0, 1.5, 1.0, 0.5, 0.0]);
 }
 
-#[test]
-fn warm_start_var_with_column_vocab() {
+/// testWarmStartVarWithColumnVocab and its partitioned variants: old columns `apple orange`,
+/// new `orange apple banana`, axis 1; the old and new variables in the given numbers of parts.
+fn column_vocab(old_parts: usize, new_parts: usize) -> BTreeMap<String, Vec<f32>> {
     let fx = Fx::new();
     let info = VocabInfo::new(
         fx.vocab("new", &["orange", "apple", "banana"]),
@@ -256,14 +257,23 @@ fn warm_start_var_with_column_vocab() {
         fx.vocab("old", &["apple", "orange"]),
     )
     .axis(1);
-    let out = fx
-        .run(
-            &[V("fruit_output_layer", &[4, 2], COLUMN_CKPT.to_vec(), 1)],
-            &[V("fruit_output_layer", &[4, 3], zeros(12), 1)],
-            &[],
-            |s| s.vocab_info("fruit_output_layer", info),
-        )
-        .unwrap();
+    fx.run(
+        &[V(
+            "fruit_output_layer",
+            &[4, 2],
+            COLUMN_CKPT.to_vec(),
+            old_parts,
+        )],
+        &[V("fruit_output_layer", &[4, 3], zeros(12), new_parts)],
+        &[],
+        |s| s.vocab_info("fruit_output_layer", info),
+    )
+    .unwrap()
+}
+
+#[test]
+fn warm_start_var_with_column_vocab() {
+    let out = column_vocab(1, 1);
     assert_eq!(
         out["fruit_output_layer"],
         [0.3, 0.5, 0.0, 0.8, 1.0, 0.0, 1.2, 1.5, 0.0, 2.3, 2.0, 0.0]
@@ -302,22 +312,7 @@ fn warm_start_var_with_vocab_prev_var_partitioned() {
 
 #[test]
 fn warm_start_var_with_column_vocab_prev_var_partitioned() {
-    let fx = Fx::new();
-    let info = VocabInfo::new(
-        fx.vocab("new", &["orange", "apple", "banana"]),
-        3,
-        0,
-        fx.vocab("old", &["apple", "orange"]),
-    )
-    .axis(1);
-    let out = fx
-        .run(
-            &[V("fruit_output_layer", &[4, 2], COLUMN_CKPT.to_vec(), 2)],
-            &[V("fruit_output_layer", &[4, 3], zeros(12), 1)],
-            &[],
-            |s| s.vocab_info("fruit_output_layer", info),
-        )
-        .unwrap();
+    let out = column_vocab(2, 1);
     assert_eq!(
         out["fruit_output_layer"],
         [0.3, 0.5, 0.0, 0.8, 1.0, 0.0, 1.2, 1.5, 0.0, 2.3, 2.0, 0.0]
@@ -342,22 +337,7 @@ fn warm_start_var_with_vocab_current_var_partitioned() {
 
 #[test]
 fn warm_start_var_with_column_vocab_current_var_partitioned() {
-    let fx = Fx::new();
-    let info = VocabInfo::new(
-        fx.vocab("new", &["orange", "apple", "banana"]),
-        3,
-        0,
-        fx.vocab("old", &["apple", "orange"]),
-    )
-    .axis(1);
-    let out = fx
-        .run(
-            &[V("fruit_output_layer", &[4, 2], COLUMN_CKPT.to_vec(), 1)],
-            &[V("fruit_output_layer", &[4, 3], zeros(12), 2)],
-            &[],
-            |s| s.vocab_info("fruit_output_layer", info),
-        )
-        .unwrap();
+    let out = column_vocab(1, 2);
     assert_eq!(
         out["fruit_output_layer/part_0"],
         [0.3, 0.5, 0.0, 0.8, 1.0, 0.0]
@@ -386,22 +366,7 @@ fn warm_start_var_with_vocab_both_vars_partitioned() {
 
 #[test]
 fn warm_start_var_with_column_vocab_both_vars_partitioned() {
-    let fx = Fx::new();
-    let info = VocabInfo::new(
-        fx.vocab("new", &["orange", "apple", "banana"]),
-        3,
-        0,
-        fx.vocab("old", &["apple", "orange"]),
-    )
-    .axis(1);
-    let out = fx
-        .run(
-            &[V("fruit_output_layer", &[4, 2], COLUMN_CKPT.to_vec(), 2)],
-            &[V("fruit_output_layer", &[4, 3], zeros(12), 2)],
-            &[],
-            |s| s.vocab_info("fruit_output_layer", info),
-        )
-        .unwrap();
+    let out = column_vocab(2, 2);
     assert_eq!(
         out["fruit_output_layer/part_0"],
         [0.3, 0.5, 0.0, 0.8, 1.0, 0.0]
