@@ -1,10 +1,10 @@
 //! The CPU engine.
 //!
-//! A chunk of output rows is handed to the sink as a list of slices, written with `writev`:
-//! long runs of consecutive old rows (an unchanged stretch of vocabulary) straight from the
-//! memory-mapped checkpoint, so the kernel copies them once; everything else (scattered rows,
-//! initialised rows, column remaps) gathered into a buffer in parallel (rayon). While one
-//! chunk is being written, the next one is prepared on the other cores.
+//! A chunk of output rows is handed to the sink as a list of slices: long runs of consecutive
+//! old rows (an unchanged stretch of vocabulary) straight from the memory-mapped checkpoint,
+//! so they are copied once, by the writer; everything else (scattered rows, initialised rows,
+//! column remaps) gathered into a buffer in parallel (rayon). While one chunk is being
+//! written, the next one is prepared on both cores.
 //!
 //! `fill_rows` is the reference semantics of a [`RemapJob`]; the GPU engine is tested
 //! against it.
@@ -89,8 +89,8 @@ impl Engine for CpuEngine {
                 sink,
             )
         } else {
-            // Long runs go straight from the memory map; a kernel copy of scattered small rows
-            // is single-threaded and slower than the parallel gather.
+            // Long runs go straight from the memory map; scattered small rows are gathered in
+            // parallel (copying them one by one on the writer's thread is slower).
             let min_run = self.mapped_run_bytes.div_ceil(row_bytes);
             pipeline(
                 &chunks,
