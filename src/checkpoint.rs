@@ -24,6 +24,8 @@ pub struct SafetensorsFile {
     map: MappedFile,
     /// Tensors in data order.
     tensors: Vec<Entry>,
+    /// Position of each tensor in `tensors`, by name.
+    by_name: HashMap<String, usize>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -42,7 +44,7 @@ impl SafetensorsFile {
         let map = MappedFile::open(path)?;
         let header = parse_header(&map).map_err(|message| Error::format(path, message))?;
         let data_start = header.data_start;
-        let tensors = header
+        let tensors: Vec<Entry> = header
             .tensors
             .into_iter()
             .map(|(name, info)| Entry {
@@ -52,10 +54,16 @@ impl SafetensorsFile {
                 bytes: data_start + info.data_offsets.0..data_start + info.data_offsets.1,
             })
             .collect();
+        let by_name = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
         Ok(Arc::new(SafetensorsFile {
             path: path.to_path_buf(),
             map,
             tensors,
+            by_name,
             metadata: header.metadata.unwrap_or_default(),
         }))
     }
@@ -77,8 +85,8 @@ impl SafetensorsFile {
 
     /// The whole tensor `name` of this file, if present.
     pub fn tensor(self: &Arc<Self>, name: &str) -> Option<TensorData> {
-        let e = self.tensors.iter().find(|e| e.name == name)?;
-        Some(self.data(e))
+        let &i = self.by_name.get(name)?;
+        Some(self.data(&self.tensors[i]))
     }
 
     /// All tensors of this file in data order.
@@ -255,19 +263,6 @@ impl TensorData {
         self.segments.iter().map(|s| s.bytes.len()).sum()
     }
 
-    /// The files this tensor's bytes live in.
-    pub fn files(&self) -> impl Iterator<Item = &Path> {
-        self.segments.iter().map(|s| s.file.path())
-    }
-
-    /// Whether the bytes are one contiguous slice of one file.
-    pub fn as_slice(&self) -> Option<&[u8]> {
-        match self.segments.as_slice() {
-            [one] => Some(one.slice()),
-            _ => None,
-        }
-    }
-
     /// The bytes in `range` (relative to the tensor's start) as contiguous pieces, in order.
     pub fn pieces(&self, range: Range<usize>) -> impl Iterator<Item = &[u8]> {
         let mut start = 0usize;
@@ -278,16 +273,6 @@ impl TensorData {
             let hi = range.end.min(seg.end);
             (lo < hi).then(|| &s.slice()[lo - seg.start..hi - seg.start])
         })
-    }
-
-    /// Copies the bytes in `range` into `out` (which must have the same length).
-    pub fn copy_to(&self, range: Range<usize>, out: &mut [u8]) {
-        let mut at = 0;
-        for piece in self.pieces(range) {
-            out[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
-        }
-        debug_assert_eq!(at, out.len());
     }
 
     /// A view of this tensor as rows of `row_bytes` bytes each (axis 0 and everything after

@@ -246,13 +246,12 @@ impl Model {
             };
             seen.insert(base.to_string(), variables.len());
             let names = parts.group(base).expect("base has parts").map_err(bad)?;
-            let members: Vec<&TensorData> = names
+            let members: Vec<TensorData> = names
                 .iter()
-                .map(|n| tensors.iter().find(|t| t.name() == *n).expect("indexed"))
+                .map(|n| file.tensor(n).expect("indexed"))
                 .collect();
             // The same consistency rules as partitioned checkpoint tensors.
-            let whole = TensorData::concat(base, members.iter().map(|m| (*m).clone()).collect())
-                .map_err(bad)?;
+            let whole = TensorData::concat(base, members.clone()).map_err(bad)?;
             let mut offset = 0;
             let mut partitions = Vec::new();
             for m in &members {
@@ -260,7 +259,7 @@ impl Model {
                     tensor: m.name().to_string(),
                     offset,
                     rows: m.shape()[0],
-                    initial: Some((*m).clone()),
+                    initial: Some(m.clone()),
                 });
                 offset += m.shape()[0];
             }
