@@ -33,37 +33,15 @@ impl Plan {
     /// Refuses an output path that is one of the inputs or lies in a missing directory, and a
     /// plan that cannot be written whole (a model declared in code has no initial values).
     pub fn check_output(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let shown = dir;
-        let dir = dir.canonicalize().map_err(|e| {
-            Error::setting(
-                "output",
-                format!("directory {} is not usable: {e}", shown.display()),
-            )
-        })?;
-        if !dir.is_dir() {
-            return Err(Error::setting(
-                "output",
-                format!("{} is not a directory", shown.display()),
-            ));
-        }
-        let Some(name) = path.file_name() else {
-            return Err(Error::setting(
-                "output",
-                format!("{} is not a file path", path.display()),
+        let bad = |what: &str| Error::setting("output", format!("{} {what}", path.display()));
+        let Some(target) = crate::writer::resolve_target(path) else {
+            return Err(bad(
+                "cannot be written: its directory does not exist or is not a directory",
             ));
         };
-        let target = dir.join(name);
         if target.is_dir() {
-            return Err(Error::setting(
-                "output",
-                format!("{} is a directory", path.display()),
-            ));
+            return Err(bad("is a directory"));
         }
-        let target = target.canonicalize().unwrap_or(target);
         for (input, role) in self.inputs() {
             if input.canonicalize().is_ok_and(|i| i == target) {
                 return Err(Error::OutputIsInput {

@@ -174,20 +174,6 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// `path` as a write to it would resolve: the file itself if it exists (links followed),
-/// else its canonical directory joined with its name. `None` if there is no such directory.
-fn resolve_target(path: &Path) -> Option<PathBuf> {
-    if let Ok(p) = path.canonicalize() {
-        return Some(p);
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let dir = dir.canonicalize().ok().filter(|d| d.is_dir())?;
-    Some(dir.join(path.file_name()?))
-}
-
 /// Refuses a report path that cannot be written: a directory, or in a missing directory.
 fn check_report_dir(report: Option<&Path>) -> Result<()> {
     let Some(report) = report else {
@@ -197,7 +183,7 @@ fn check_report_dir(report: Option<&Path>) -> Result<()> {
         path: report.to_path_buf(),
         message: message.to_string(),
     };
-    match resolve_target(report) {
+    match warmstart::writer::resolve_target(report) {
         None => Err(bad("its directory does not exist or is not a directory")),
         Some(p) if p.is_dir() => Err(bad("is a directory")),
         Some(_) => Ok(()),
@@ -210,11 +196,11 @@ fn check_report<'a>(
     report: Option<&Path>,
     files: impl IntoIterator<Item = (&'a Path, &'a str)>,
 ) -> Result<()> {
-    let Some(target) = report.and_then(resolve_target) else {
+    let Some(target) = report.and_then(warmstart::writer::resolve_target) else {
         return Ok(());
     };
     for (file, role) in files {
-        if resolve_target(file).is_some_and(|f| f == target) {
+        if warmstart::writer::resolve_target(file).is_some_and(|f| f == target) {
             return Err(Error::Report {
                 path: report.unwrap_or(file).to_path_buf(),
                 message: format!("is also the {role}; choose another report path"),

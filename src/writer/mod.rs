@@ -52,6 +52,28 @@ pub fn header(
     out
 }
 
+/// Where a write to `path` lands: the file itself if it exists (links followed), else its
+/// canonical directory joined with its name. `None` if that directory does not exist or is
+/// not a directory, or `path` names no file (`..`).
+pub fn resolve_target(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let dir = parent_dir(path)
+        .canonicalize()
+        .ok()
+        .filter(|d| d.is_dir())?;
+    Some(dir.join(path.file_name()?))
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// An output being written: a temporary file beside the target, renamed into place by
 /// [`OutputFile::commit`]. Dropped without commit, it is deleted and the target untouched.
 pub struct OutputFile {
@@ -70,10 +92,12 @@ const WRITEBACK_BYTES: u64 = 64 << 20;
 impl OutputFile {
     /// Creates the temporary file in `path`'s directory.
     pub fn create(path: &Path) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        Self::create_with(path, true)
+    }
+
+    /// [`OutputFile::create`], with direct I/O (where available) or through the page cache.
+    fn create_with(path: &Path, direct: bool) -> Result<Self> {
+        let dir = parent_dir(path);
         let tmp = tempfile::Builder::new()
             .prefix(".warmstart-")
             .suffix(".tmp")
@@ -81,7 +105,9 @@ impl OutputFile {
             .map_err(|e| Error::output(dir, e))?;
         Ok(OutputFile {
             #[cfg(target_os = "linux")]
-            direct: direct::DirectWriter::start(tmp.as_file()),
+            direct: direct
+                .then(|| direct::DirectWriter::start(tmp.as_file()))
+                .flatten(),
             tmp,
             path: path.to_path_buf(),
             written: 0,
@@ -108,34 +134,11 @@ impl OutputFile {
         Ok(())
     }
 
-    /// Appends the slices, in order (with vectored writes, `writev`, through the page cache).
+    /// Appends the slices, in order.
     pub fn write_slices(&mut self, slices: &[std::io::IoSlice<'_>]) -> Result<()> {
-        #[cfg(target_os = "linux")]
-        if self.direct.is_some() {
-            for s in slices {
-                self.write(s)?;
-            }
-            return Ok(());
+        for s in slices {
+            self.write(s)?;
         }
-        let mut owned: Vec<std::io::IoSlice<'_>> = slices.to_vec();
-        let mut rest = &mut owned[..];
-        std::io::IoSlice::advance_slices(&mut rest, 0);
-        while !rest.is_empty() {
-            let n = self
-                .tmp
-                .as_file_mut()
-                .write_vectored(rest)
-                .map_err(|e| Error::output(self.tmp.path(), e))?;
-            if n == 0 {
-                return Err(Error::output(
-                    self.tmp.path(),
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ));
-            }
-            self.written += n as u64;
-            std::io::IoSlice::advance_slices(&mut rest, n);
-        }
-        self.start_writeback();
         Ok(())
     }
 
@@ -190,11 +193,9 @@ impl OutputFile {
         self.tmp
             .persist(&path)
             .map_err(|e| Error::output(&path, e.error))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename durable; not every platform can open a directory.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        // Make the rename durable; not every platform can open a directory.
+        if let Ok(d) = std::fs::File::open(parent_dir(&path)) {
+            let _ = d.sync_all();
         }
         Ok(())
     }
@@ -223,6 +224,28 @@ mod tests {
         );
         let (_, m) = safetensors::SafeTensors::read_metadata(&file).unwrap();
         assert_eq!(m.metadata().as_ref().unwrap()["k"], "v \"quoted\"");
+    }
+
+    #[test]
+    fn both_modes_write_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Longer than a staging buffer and not a multiple of the direct-I/O alignment.
+        let data: Vec<u8> = (0..(40 << 20) + 4097u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for direct in [true, false] {
+            let target = dir.path().join(format!("out-{direct}"));
+            let mut out = OutputFile::create_with(&target, direct).unwrap();
+            out.write(&data[..5]).unwrap();
+            let slices = [
+                std::io::IoSlice::new(&data[5..1000]),
+                std::io::IoSlice::new(&data[1000..]),
+            ];
+            out.write_slices(&slices).unwrap();
+            assert_eq!(out.written(), data.len() as u64);
+            out.commit().unwrap();
+            assert!(std::fs::read(&target).unwrap() == data, "direct = {direct}");
+        }
     }
 
     #[test]
