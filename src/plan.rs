@@ -363,8 +363,20 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     /// The checkpoint tensor `name` for `variable`, or a refusal naming similar tensors.
-    fn old_tensor(&self, name: &str, variable: &str) -> Result<TensorData> {
+    /// The checkpoint tensor `var` is warm-started from, which must have its dtype.
+    fn old_tensor(&self, s: &Selected, var: &Variable) -> Result<TensorData> {
+        let (name, variable) = (s.prev_name.as_str(), var.name());
         if let Some(t) = self.checkpoint.tensor(name)? {
+            if t.dtype() != var.dtype() {
+                return Err(Error::variable(
+                    variable,
+                    format!(
+                        "has dtype {:?} but checkpoint tensor {name:?} has {:?}",
+                        var.dtype(),
+                        t.dtype()
+                    ),
+                ));
+            }
             return Ok(t);
         }
         let leaf = name.rsplit('/').next().unwrap_or(name);
@@ -393,18 +405,7 @@ impl Planner<'_> {
         var: &Variable,
         s: &Selected,
     ) -> Result<(VariableReport, Vec<(usize, Job)>)> {
-        let old = self.old_tensor(&s.prev_name, var.name())?;
-        if old.dtype() != var.dtype() {
-            return Err(Error::variable(
-                var.name(),
-                format!(
-                    "has dtype {:?} but checkpoint tensor {:?} has {:?}",
-                    var.dtype(),
-                    s.prev_name,
-                    old.dtype()
-                ),
-            ));
-        }
+        let old = self.old_tensor(s, var)?;
         if old.shape() != var.shape() {
             return Err(Error::variable(
                 var.name(),
@@ -550,15 +551,7 @@ impl Planner<'_> {
                 ))
             }
         };
-        let old = self.old_tensor(&s.prev_name, var.name())?;
-        if old.dtype() != var.dtype() {
-            return bad(format!(
-                "has dtype {:?} but checkpoint tensor {:?} has {:?}",
-                var.dtype(),
-                s.prev_name,
-                old.dtype()
-            ));
-        }
+        let old = self.old_tensor(s, var)?;
         let (old_rows, old_cols) = match *old.shape() {
             [n] => (n, 1),
             [r, c] => (r, c),
