@@ -110,6 +110,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
+    let started = Instant::now();
     let report_path = args.report.as_deref();
     check_report_dir(report_path)?;
     check_report(report_path, [(args.plan.as_path(), "plan file")])?;
@@ -141,6 +142,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
         )
     });
     let plan = plan?;
+    report["planning_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     plan.check_output(&output)?;
     check_report(
         report_path,
@@ -160,11 +162,12 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
 
     let total = plan.data_bytes();
     let bar = progress_bar(total, args.quiet);
-    let started = Instant::now();
+    let writing = Instant::now();
     plan.write_file_with_progress(engine.as_mut(), &output, &|done| bar.set_position(done))?;
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = writing.elapsed().as_secs_f64();
     report["bytes"] = serde_json::json!(total);
+    report["writing_seconds"] = serde_json::json!(seconds);
     if !args.quiet {
         eprintln!(
             "{}",
