@@ -30,6 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use warmstart::engine::Sink;
 
 struct Workload {
     name: &'static str,
@@ -233,15 +234,11 @@ fn direct_copy(dir: &Path) -> f64 {
     let dst = dir.join("dcopy.safetensors");
     let t = Instant::now();
     let mut src = std::fs::File::open(dir.join("old.safetensors")).unwrap();
+    let len = src.metadata().unwrap().len() as usize;
     let mut out = warmstart::writer::OutputFile::create(&dst).unwrap();
-    let mut buf = vec![0u8; 16 << 20];
-    loop {
-        let n = src.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.write(&buf[..n]).unwrap();
-    }
+    // Read straight into the writer's staging buffers.
+    out.append(len, &mut |_, piece| src.read_exact(piece).unwrap())
+        .unwrap();
     out.commit().unwrap();
     let s = t.elapsed().as_secs_f64();
     std::fs::remove_file(&dst).unwrap();

@@ -356,21 +356,9 @@ impl RowView<'_> {
     /// The bytes of row `r`.
     #[inline]
     pub(crate) fn row(&self, r: usize) -> &[u8] {
-        self.rows_slice(r..r + 1)
-    }
-
-    /// Whether rows `a` and `b` lie in the same segment (so `a..=b` is one slice).
-    #[inline]
-    pub(crate) fn contiguous(&self, a: usize, b: usize) -> bool {
-        self.starts.len() == 1 || self.segment(a) == self.segment(b)
-    }
-
-    /// The bytes of rows `range`, which must lie in one segment (see [`Self::contiguous`]).
-    #[inline]
-    pub(crate) fn rows_slice(&self, range: Range<usize>) -> &[u8] {
-        let s = self.segment(range.start);
-        let at = (range.start - self.starts[s]) * self.row_bytes;
-        &self.data.segments[s].slice()[at..at + range.len() * self.row_bytes]
+        let s = self.segment(r);
+        let at = (r - self.starts[s]) * self.row_bytes;
+        &self.data.segments[s].slice()[at..at + self.row_bytes]
     }
 }
 

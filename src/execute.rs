@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dtype::Dtype;
-use crate::engine::Engine;
+use crate::engine::{Engine, Sink};
 use crate::error::{Error, Result};
 use crate::plan::{Job, Plan};
 use crate::writer::{header, OutputFile};
@@ -21,8 +21,28 @@ pub struct HostTensor {
     pub data: Vec<u8>,
 }
 
-/// Largest single write, so that progress moves smoothly.
-const WRITE_PIECE: usize = 8 << 20;
+/// Largest piece appended at a time, so that progress moves smoothly.
+const PIECE: usize = 8 << 20;
+
+/// The output file, reporting the data bytes written after each piece.
+struct Progress<'p> {
+    out: OutputFile,
+    start: u64,
+    progress: &'p (dyn Fn(u64) + Sync),
+}
+
+impl Sink for Progress<'_> {
+    fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(PIECE);
+            self.out.append(n, &mut |at, out| fill(done + at, out))?;
+            done += n;
+            (self.progress)(self.out.written() - self.start);
+        }
+        Ok(())
+    }
+}
 
 impl Plan {
     /// Bytes of tensor data in the output (without the header).
@@ -86,35 +106,28 @@ impl Plan {
         let head = header(&layout, &self.output_metadata());
         let mut out = OutputFile::create(path)?;
         out.write(&head)?;
-        let start = out.written();
-        let write = |out: &mut OutputFile, bytes: &[u8]| -> Result<()> {
-            for piece in bytes.chunks(WRITE_PIECE) {
-                out.write(piece)?;
-                progress(out.written() - start);
-            }
-            Ok(())
+        let mut sink = Progress {
+            out,
+            start: head.len() as u64,
+            progress,
         };
         for t in self.tensors() {
             match &t.job {
                 Job::Keep(Some(data)) => {
                     for piece in data.pieces(0..data.byte_len()) {
-                        write(&mut out, piece)?;
+                        sink.write(piece)?;
                     }
                 }
                 Job::Keep(None) => unreachable!("refused by check_output"),
                 Job::Copy { source, bytes } => {
                     for piece in source.pieces(bytes.clone()) {
-                        write(&mut out, piece)?;
+                        sink.write(piece)?;
                     }
                 }
-                Job::Remap(job) => engine.remap(job, &mut |slices| {
-                    out.write_slices(slices)?;
-                    progress(out.written() - start);
-                    Ok(())
-                })?,
+                Job::Remap(job) => engine.remap(job, &mut sink)?,
             }
         }
-        out.commit()
+        sink.out.commit()
     }
 
     /// Computes the warm-started tensors (copied or remapped) into host memory; tensors the
@@ -130,12 +143,7 @@ impl Plan {
                         data.extend_from_slice(piece);
                     }
                 }
-                Job::Remap(job) => engine.remap(job, &mut |slices| {
-                    for s in slices {
-                        data.extend_from_slice(s);
-                    }
-                    Ok(())
-                })?,
+                Job::Remap(job) => engine.remap(job, &mut data)?,
             }
             out.push(HostTensor {
                 name: t.name.clone(),

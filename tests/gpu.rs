@@ -18,7 +18,6 @@
 //! `WARMSTART_REQUIRE_GPU=1` (CI) makes them fail. The software Vulkan driver (lavapipe) counts;
 //! `WGPU_BACKEND=vulkan` and `VK_DRIVER_FILES` select it when several drivers are installed.
 
-use std::io::IoSlice;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use warmstart::dtype::FloatType;
 use warmstart::engine::gpu::{DeviceTensor, GpuOptions};
+use warmstart::engine::Sink;
 use warmstart::initializer::{Distribution, FanMode, Fill};
 use warmstart::vocab::MISSING;
 use warmstart::{
@@ -93,14 +93,29 @@ fn small_engine() -> Option<GpuEngine> {
 fn run(engine: &mut dyn Engine, job: &RemapJob) -> Vec<u8> {
     let mut out = Vec::new();
     engine
-        .remap(job, &mut |slices: &[IoSlice<'_>]| {
-            for s in slices {
-                out.extend_from_slice(s);
-            }
-            Ok(())
-        })
+        .remap(job, &mut out)
         .unwrap_or_else(|e| panic!("{} failed: {e}", engine.name()));
     out
+}
+
+/// A sink that refuses its second piece.
+struct FailingSink {
+    calls: usize,
+}
+
+impl Sink for FailingSink {
+    fn append(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]),
+    ) -> warmstart::Result<()> {
+        self.calls += 1;
+        if self.calls == 2 {
+            return Err(warmstart::Error::Gpu("sink refuses".into()));
+        }
+        fill(0, &mut vec![0; len]);
+        Ok(())
+    }
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64).
@@ -1036,19 +1051,11 @@ fn errors_leave_the_engine_usable_with(unified: bool) {
     // an old row past the table
     let mut bad_map: Vec<u32> = (0..40).collect();
     bad_map[17] = 40;
-    let mut sink = |_: &[IoSlice<'_>]| Ok(());
+    let mut sink = Vec::new();
     assert!(engine.remap(&job(5, bad_map), &mut sink).is_err());
     // the sink fails on its second chunk
-    let mut calls = 0;
     let err = engine
-        .remap(&good, &mut |_: &[IoSlice<'_>]| {
-            calls += 1;
-            if calls == 2 {
-                Err(warmstart::Error::Gpu("sink refuses".into()))
-            } else {
-                Ok(())
-            }
-        })
+        .remap(&good, &mut FailingSink { calls: 0 })
         .unwrap_err();
     assert!(err.to_string().contains("sink refuses"), "{err}");
     // a row wider than one binding (64 bytes): refused with the CPU engine suggested

@@ -1,8 +1,6 @@
 //! Engines execute the remap jobs of a [`Plan`](crate::Plan): the CPU engine (rayon) and the
 //! GPU engine (wgpu compute shaders). Both produce the same bytes.
 
-use std::io::IoSlice;
-
 use crate::error::Result;
 use crate::plan::RemapJob;
 
@@ -12,17 +10,55 @@ pub mod gpu;
 pub use cpu::CpuEngine;
 pub use gpu::GpuEngine;
 
-/// Where an engine hands the bytes of a tensor: consecutive pieces, in order. A call's slices
-/// are written one after the other; they may point into memory-mapped checkpoints, so that
-/// rows are copied once, by the kernel, straight into the output (`writev`).
-pub type Sink<'a> = dyn FnMut(&[IoSlice<'_>]) -> Result<()> + Send + 'a;
+/// Where an engine hands the bytes of a tensor, in order.
+///
+/// The sink owns the memory: [`Sink::append`] lends the engine the destination, so that rows
+/// are computed straight into the output's buffers (the file writer's page-aligned staging
+/// buffers, or a vector in host memory) and copied no further.
+pub trait Sink {
+    /// Appends `len` bytes, which `fill` writes in place: it is called with consecutive
+    /// pieces `(offset, out)` that cover `0..len` in order, `out` receiving bytes
+    /// `offset..offset + out.len()` of the `len`. A piece may end inside a row. Stops at
+    /// the first error.
+    fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()>;
+
+    /// Appends a copy of `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.append(bytes.len(), &mut |at, out| {
+            copy(&bytes[at..at + out.len()], out)
+        })
+    }
+}
+
+/// Host memory: the bytes are appended to the vector.
+impl Sink for Vec<u8> {
+    fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()> {
+        let at = self.len();
+        self.resize(at + len, 0);
+        fill(0, &mut self[at..]);
+        Ok(())
+    }
+}
+
+/// Copies `src` into `dst` (of the same length), on several threads when it is large.
+pub(crate) fn copy(src: &[u8], dst: &mut [u8]) {
+    use rayon::prelude::*;
+    const PIECE: usize = 1 << 20;
+    if src.len() <= PIECE {
+        dst.copy_from_slice(src);
+    } else {
+        dst.par_chunks_mut(PIECE)
+            .zip(src.par_chunks(PIECE))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+}
 
 /// Something that computes remap jobs.
 pub trait Engine {
     /// What computes the results, for reports: `cpu`, or `gpu: <adapter name>`.
     fn name(&self) -> String;
 
-    /// Produces the bytes of `job`'s output tensor, in order, handing consecutive pieces to
-    /// `sink`. Stops at the first error of the sink.
-    fn remap(&mut self, job: &RemapJob, sink: &mut Sink<'_>) -> Result<()>;
+    /// Produces the bytes of `job`'s output tensor, in order, into `sink`. Stops at the
+    /// first error of the sink.
+    fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()>;
 }

@@ -1,19 +1,16 @@
 //! Streaming safetensors output: the header is computed from the plan first, then tensor
-//! bytes are written in order to a temporary file in the output's directory, which is
+//! bytes are produced in order into the staging buffers of a temporary file in the output's
+//! directory (`staged.rs`: direct I/O on Linux, written by a background thread), which is
 //! flushed to disk and renamed into place only after everything succeeded.
-//!
-//! On Linux the bytes go to the disk with direct I/O (`direct.rs`); elsewhere, or where the
-//! filesystem refuses it, through the page cache with early writeback.
 
-#[cfg(target_os = "linux")]
-mod direct;
+mod staged;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::dtype::Dtype;
+use crate::engine::Sink;
 use crate::error::{Error, Result};
 
 /// The safetensors header for tensors `(name, dtype, shape, bytes)` laid out in order: the
@@ -76,18 +73,14 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// An output being written: a temporary file beside the target, renamed into place by
 /// [`OutputFile::commit`]. Dropped without commit, it is deleted and the target untouched.
+/// Bytes are appended through [`Sink`].
 pub struct OutputFile {
+    // Dropped first: its thread stops before the temporary file is deleted.
+    writer: staged::StagedWriter,
     tmp: tempfile::NamedTempFile,
     path: PathBuf,
     written: u64,
-    /// Bytes already handed to the disk (see [`OutputFile::start_writeback`]).
-    submitted: u64,
-    #[cfg(target_os = "linux")]
-    direct: Option<direct::DirectWriter>,
 }
-
-/// How many written bytes are handed to the disk at a time while writing.
-const WRITEBACK_BYTES: u64 = 64 << 20;
 
 impl OutputFile {
     /// Creates the temporary file in `path`'s directory.
@@ -103,68 +96,14 @@ impl OutputFile {
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(|e| Error::output(dir, e))?;
+        let writer = staged::StagedWriter::start(tmp.as_file(), direct)
+            .map_err(|e| Error::output(tmp.path(), e))?;
         Ok(OutputFile {
-            #[cfg(target_os = "linux")]
-            direct: direct
-                .then(|| direct::DirectWriter::start(tmp.as_file()))
-                .flatten(),
+            writer,
             tmp,
             path: path.to_path_buf(),
             written: 0,
-            submitted: 0,
         })
-    }
-
-    /// Appends bytes.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        #[cfg(target_os = "linux")]
-        if let Some(direct) = &mut self.direct {
-            direct
-                .write(bytes)
-                .map_err(|e| Error::output(self.tmp.path(), e))?;
-            self.written += bytes.len() as u64;
-            return Ok(());
-        }
-        self.tmp
-            .as_file_mut()
-            .write_all(bytes)
-            .map_err(|e| Error::output(self.tmp.path(), e))?;
-        self.written += bytes.len() as u64;
-        self.start_writeback();
-        Ok(())
-    }
-
-    /// Appends the slices, in order.
-    pub fn write_slices(&mut self, slices: &[std::io::IoSlice<'_>]) -> Result<()> {
-        for s in slices {
-            self.write(s)?;
-        }
-        Ok(())
-    }
-
-    /// Starts writing the finished part of the file to disk without waiting for it, every
-    /// 64 MiB, so that the disk works while the next chunks are computed and the final
-    /// `fsync` only waits for the tail (the idea of RocksDB's `bytes_per_sync`). Linux only; a
-    /// hint whose failure is ignored.
-    fn start_writeback(&mut self) {
-        if self.written - self.submitted < WRITEBACK_BYTES {
-            return;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: sync_file_range only reads its integer arguments; the descriptor is
-            // owned by self.tmp and open.
-            unsafe {
-                libc::sync_file_range(
-                    self.tmp.as_file().as_raw_fd(),
-                    self.submitted as libc::off64_t,
-                    (self.written - self.submitted) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
-        self.submitted = self.written;
     }
 
     /// Bytes written so far.
@@ -173,30 +112,34 @@ impl OutputFile {
     }
 
     /// Flushes the file to disk and renames it to the target path.
-    pub fn commit(mut self) -> Result<()> {
-        #[cfg(target_os = "linux")]
-        if let Some(direct) = self.direct.take() {
-            let len = direct
-                .finish()
-                .map_err(|e| Error::output(self.tmp.path(), e))?;
-            // The last block was padded to the direct-I/O alignment.
-            self.tmp
-                .as_file()
-                .set_len(len)
-                .map_err(|e| Error::output(self.tmp.path(), e))?;
-        }
-        self.tmp
-            .as_file()
+    pub fn commit(self) -> Result<()> {
+        let OutputFile {
+            tmp, path, writer, ..
+        } = self;
+        let len = writer.finish().map_err(|e| Error::output(tmp.path(), e))?;
+        // The last block was padded to the direct-I/O alignment.
+        tmp.as_file()
+            .set_len(len)
+            .map_err(|e| Error::output(tmp.path(), e))?;
+        tmp.as_file()
             .sync_all()
-            .map_err(|e| Error::output(self.tmp.path(), e))?;
-        let path = self.path;
-        self.tmp
-            .persist(&path)
+            .map_err(|e| Error::output(tmp.path(), e))?;
+        tmp.persist(&path)
             .map_err(|e| Error::output(&path, e.error))?;
         // Make the rename durable; not every platform can open a directory.
         if let Ok(d) = std::fs::File::open(parent_dir(&path)) {
             let _ = d.sync_all();
         }
+        Ok(())
+    }
+}
+
+impl Sink for OutputFile {
+    fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()> {
+        self.writer
+            .append(len, fill)
+            .map_err(|e| Error::output(self.tmp.path(), e))?;
+        self.written += len as u64;
         Ok(())
     }
 }
@@ -237,11 +180,13 @@ mod tests {
             let target = dir.path().join(format!("out-{direct}"));
             let mut out = OutputFile::create_with(&target, direct).unwrap();
             out.write(&data[..5]).unwrap();
-            let slices = [
-                std::io::IoSlice::new(&data[5..1000]),
-                std::io::IoSlice::new(&data[1000..]),
-            ];
-            out.write_slices(&slices).unwrap();
+            out.write(&data[5..1000]).unwrap();
+            // Produced in place, in pieces that do not line up with the staging buffers.
+            let rest = &data[1000..];
+            out.append(rest.len(), &mut |at, piece| {
+                piece.copy_from_slice(&rest[at..at + piece.len()])
+            })
+            .unwrap();
             assert_eq!(out.written(), data.len() as u64);
             out.commit().unwrap();
             assert!(std::fs::read(&target).unwrap() == data, "direct = {direct}");

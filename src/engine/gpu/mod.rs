@@ -77,7 +77,6 @@ mod stream;
 mod windows;
 
 use std::collections::BTreeMap;
-use std::io::IoSlice;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -358,7 +357,7 @@ struct Slot {
 /// Where chunks go.
 enum Target<'a, 's> {
     /// To the host, in order.
-    Sink(&'a mut Sink<'s>),
+    Sink(&'a mut (dyn Sink + 's)),
     /// Into a device buffer at a byte offset.
     Buffer(&'a wgpu::Buffer, u64),
 }
@@ -699,7 +698,7 @@ impl GpuEngine {
             if let Target::Sink(sink) = target {
                 // the chunks that used these slots before, in order
                 for k in ks.clone() {
-                    self.drain(k % n, sink)?;
+                    self.drain(k % n, &mut **sink)?;
                 }
             }
             let mut members = Vec::with_capacity(ks.len());
@@ -724,7 +723,7 @@ impl GpuEngine {
         }
         if let Target::Sink(sink) = target {
             for k in chunks.len().saturating_sub(n)..chunks.len() {
-                self.drain(k % n, sink)?;
+                self.drain(k % n, &mut **sink)?;
             }
         }
         Ok(())
@@ -753,7 +752,7 @@ impl GpuEngine {
     }
 
     /// Hands the pending chunk of slot `s` to the sink.
-    fn drain(&mut self, s: usize, sink: &mut Sink<'_>) -> Result<()> {
+    fn drain(&mut self, s: usize, sink: &mut dyn Sink) -> Result<()> {
         let slot = &mut self.slots[s];
         let Some(bytes) = slot.pending.take() else {
             return Ok(());
@@ -769,7 +768,7 @@ impl GpuEngine {
             .buffer
             .get_mapped_range(..(bytes as u64).next_multiple_of(4))
         {
-            Ok(view) => sink(&[IoSlice::new(&view[..bytes])]),
+            Ok(view) => sink.write(&view[..bytes]),
             Err(e) => Err(Error::Gpu(format!("reading back: {e}"))),
         };
         rb.buffer.unmap();
@@ -1011,7 +1010,7 @@ impl Engine for GpuEngine {
         format!("gpu: {}", self.adapter)
     }
 
-    fn remap(&mut self, job: &RemapJob, sink: &mut Sink<'_>) -> Result<()> {
+    fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()> {
         self.guarded(|e| e.run(job, &mut Target::Sink(sink)))
     }
 }
