@@ -6,8 +6,10 @@
 //! line inside the part that is read is an error. The new vocabulary is read whole (as
 //! TensorFlow does); the old one only up to `old_vocab_size` lines.
 //!
-//! Tokens are indexed in a hash table sharded by hash and built in parallel, so a vocabulary
-//! of millions of tokens remaps in a fraction of a second.
+//! Tokens are grouped into shards by hash, each shard's tokens copied side by side, and
+//! indexed in one hash table per shard, in parallel: a shard's work touches only its own
+//! memory, small enough to stay in the cache, so a vocabulary of millions of tokens remaps in
+//! a fraction of a second.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -104,23 +106,6 @@ impl Vocab {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Whether the token starting at byte `start` equals `token`.
-    #[inline]
-    fn token_at_is(&self, start: usize, token: &[u8]) -> bool {
-        let end = start + token.len();
-        self.text.get(start..end) == Some(token)
-            && matches!(
-                self.text.get(end..),
-                Some([] | [b'\n', ..] | [b'\r'] | [b'\r', b'\n', ..])
-            )
-    }
-
-    /// The token starting at byte `start` (up to its line's end).
-    fn token_at(&self, start: usize) -> &[u8] {
-        let rest = &self.text[start..];
-        strip_cr(&rest[..memchr(b'\n', rest).unwrap_or(rest.len())])
     }
 }
 
@@ -229,51 +214,30 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
     }
     let index = TokenIndex::build(old, (0..old.len() as u32).collect())
         .map_err(|(a, b)| duplicate(old, a, b))?;
-    // Look tokens up shard by shard, and scatter the answers.
-    let start = window.start;
+    // Look the new tokens up shard by shard, then scatter the answers.
     let ids: Vec<u32> = (window.start as u32..window.end as u32).collect();
-    let groups = by_shard(new, &ids);
-    let found: Vec<Vec<(u32, u32)>> = groups
+    let found: Vec<(Vec<u32>, Vec<u32>)> = Shard::group(new, &ids)
         .into_par_iter()
-        .enumerate()
-        .map(|(shard, members)| {
-            members
-                .into_iter()
-                .map(|(i, h)| {
-                    (
-                        i,
-                        index
-                            .find(shard, h, new.token(i as usize))
-                            .unwrap_or(MISSING),
-                    )
+        .zip(&index.shards)
+        .map(|(shard, (old, table))| {
+            let lines = (0..shard.len())
+                .map(|k| {
+                    let token = shard.token(k);
+                    table
+                        .find(hash_token(token), |&m| old.token(m as usize) == token)
+                        .map_or(MISSING, |&m| old.lines[m as usize])
                 })
-                .collect()
+                .collect();
+            (shard.lines, lines)
         })
         .collect();
     let mut map = vec![MISSING; window.len()];
-    for (i, line) in found.into_iter().flatten() {
-        map[i as usize - start] = line;
+    for (ids, lines) in found {
+        for (i, line) in ids.into_iter().zip(lines) {
+            map[i as usize - window.start] = line;
+        }
     }
     Ok(map)
-}
-
-/// Lines `ids` (ascending) of `vocab` with their hashes, grouped by shard, in line order.
-/// A shard's table is small enough to stay in the cache while its group is processed.
-fn by_shard(vocab: &Vocab, ids: &[u32]) -> Vec<Vec<(u32, u64)>> {
-    let hashes: Vec<u64> = ids
-        .par_iter()
-        .with_min_len(4096)
-        .map(|&i| hash_token(vocab.token(i as usize)))
-        .collect();
-    let mut counts = vec![0usize; 1 << SHARD_BITS];
-    for &h in &hashes {
-        counts[shard_of(h)] += 1;
-    }
-    let mut groups: Vec<Vec<(u32, u64)>> = counts.into_iter().map(Vec::with_capacity).collect();
-    for (&i, &h) in ids.iter().zip(&hashes) {
-        groups[shard_of(h)].push((i, h));
-    }
-    groups
 }
 
 fn check_window(new: &Vocab, offset: usize, size: usize) -> Result<()> {
@@ -301,21 +265,15 @@ fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
     }
 }
 
-/// Lines of a vocabulary by token: hash tables of (byte offset, line) pairs, 8 bytes an
-/// entry, in 256 shards by hash, so that shards are built in parallel and each one is small
-/// enough to stay in the cache while it is built or searched. Comparing a candidate reads
-/// the token straight from the mapped file.
-struct TokenIndex<'v> {
-    vocab: &'v Vocab,
-    shards: Vec<HashTable<[u32; 2]>>,
-}
-
+/// Tokens are grouped by hash into 2^SHARD_BITS shards, each small enough to stay in the
+/// cache while it is indexed or searched.
 const SHARD_BITS: u32 = 8;
+const SHARDS: usize = 1 << SHARD_BITS;
 
 /// The shard of a hash: middle bits, since the tables use the low bits for buckets and the
 /// high bits for their control bytes.
 fn shard_of(hash: u64) -> usize {
-    ((hash >> 40) & ((1 << SHARD_BITS) - 1)) as usize
+    ((hash >> 40) as usize) & (SHARDS - 1)
 }
 
 fn hash_token(bytes: &[u8]) -> u64 {
@@ -325,56 +283,124 @@ fn hash_token(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x5eed).hash_one(bytes)
 }
 
+/// The tokens of one shard, copied side by side: work on a shard touches only its own
+/// memory, not lines scattered over a vocabulary file of tens of MB.
+struct Shard {
+    /// The members' lines, ascending.
+    lines: Vec<u32>,
+    /// Member `k` is `bytes[ends[k - 1]..ends[k]]` (from 0 for the first).
+    ends: Vec<u32>,
+    bytes: Vec<u8>,
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Member `k`'s token.
+    #[inline]
+    fn token(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.bytes[start..self.ends[k] as usize]
+    }
+
+    /// Lines `ids` (ascending) of `vocab` grouped by shard, in line order.
+    fn group(vocab: &Vocab, ids: &[u32]) -> Vec<Shard> {
+        let shard_ids: Vec<u8> = ids
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&i| shard_of(hash_token(vocab.token(i as usize))) as u8)
+            .collect();
+        // Each thread gathers the shards it owns (s % threads), scanning every shard number.
+        let threads = rayon::current_num_threads().clamp(1, SHARDS);
+        let owned: Vec<Vec<Shard>> = (0..threads)
+            .into_par_iter()
+            .map(|t| {
+                let mine = || {
+                    ids.iter()
+                        .zip(&shard_ids)
+                        .map(|(&i, &s)| (i, s as usize))
+                        .filter(move |&(_, s)| s % threads == t)
+                };
+                let mut sizes = vec![(0usize, 0usize); SHARDS.div_ceil(threads)];
+                for (i, s) in mine() {
+                    let size = &mut sizes[s / threads];
+                    size.0 += 1;
+                    size.1 += vocab.token(i as usize).len();
+                }
+                let mut shards: Vec<Shard> = sizes
+                    .into_iter()
+                    .map(|(n, bytes)| Shard {
+                        lines: Vec::with_capacity(n),
+                        ends: Vec::with_capacity(n),
+                        bytes: Vec::with_capacity(bytes),
+                    })
+                    .collect();
+                for (i, s) in mine() {
+                    let shard = &mut shards[s / threads];
+                    shard.lines.push(i);
+                    shard.bytes.extend_from_slice(vocab.token(i as usize));
+                    shard.ends.push(shard.bytes.len() as u32);
+                }
+                shards
+            })
+            .collect();
+        // Back in shard order.
+        let mut owned: Vec<_> = owned.into_iter().map(Vec::into_iter).collect();
+        (0..SHARDS)
+            .map(|s| owned[s % threads].next().expect("every shard is owned"))
+            .collect()
+    }
+}
+
+/// Lines of a vocabulary by token: per shard, the shard's tokens and a hash table of member
+/// numbers (4 bytes an entry), built in parallel.
+struct TokenIndex {
+    shards: Vec<ShardIndex>,
+}
+
+type ShardIndex = (Shard, HashTable<u32>);
+
 /// Two lines holding the same token: (first, second).
 type Duplicate = (usize, usize);
 
-impl<'v> TokenIndex<'v> {
+impl TokenIndex {
     /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
     /// duplicate pair with the smallest second line.
-    fn build(vocab: &'v Vocab, ids: Vec<u32>) -> std::result::Result<Self, (usize, usize)> {
-        let members = by_shard(vocab, &ids);
+    fn build(vocab: &Vocab, ids: Vec<u32>) -> std::result::Result<Self, Duplicate> {
+        let groups = Shard::group(vocab, &ids);
         drop(ids);
-        let rehash = |&[start, _]: &[u32; 2]| hash_token(vocab.token_at(start as usize));
-        let built: Vec<(HashTable<[u32; 2]>, Option<Duplicate>)> = members
+        let built: Vec<(ShardIndex, Option<Duplicate>)> = groups
             .into_par_iter()
-            .map(|entries| {
-                let mut table = HashTable::with_capacity(entries.len());
-                let mut dup: Option<(usize, usize)> = None;
-                for (i, h) in entries {
-                    let token = vocab.token(i as usize);
-                    let same = |&[start, _]: &[u32; 2]| vocab.token_at_is(start as usize, token);
-                    match table.find(h, same) {
-                        // Entries of one bucket come in line order, so `first < i`.
-                        Some(&[_, first]) => {
-                            let pair = (first as usize, i as usize);
+            .map(|shard| {
+                let mut table = HashTable::with_capacity(shard.len());
+                let mut dup: Option<Duplicate> = None;
+                let hash = |k: usize| hash_token(shard.token(k));
+                for k in 0..shard.len() {
+                    let (token, h) = (shard.token(k), hash(k));
+                    match table.find(h, |&m| shard.token(m as usize) == token) {
+                        // Members come in line order, so the one found is the first.
+                        Some(&m) => {
+                            let pair = (shard.lines[m as usize] as usize, shard.lines[k] as usize);
                             if dup.is_none_or(|d| pair.1 < d.1) {
                                 dup = Some(pair);
                             }
                         }
                         None => {
-                            table.insert_unique(h, [vocab.starts[i as usize], i], rehash);
+                            table.insert_unique(h, k as u32, |&m| hash(m as usize));
                         }
                     }
                 }
-                (table, dup)
+                ((shard, table), dup)
             })
             .collect();
         if let Some(d) = built.iter().filter_map(|(_, d)| *d).min_by_key(|d| d.1) {
             return Err(d);
         }
         Ok(TokenIndex {
-            vocab,
-            shards: built.into_iter().map(|(t, _)| t).collect(),
+            shards: built.into_iter().map(|(s, _)| s).collect(),
         })
-    }
-
-    /// The line of `token` (of hash `hash`, in shard `shard`).
-    fn find(&self, shard: usize, hash: u64, token: &[u8]) -> Option<u32> {
-        self.shards[shard]
-            .find(hash, |&[start, _]| {
-                self.vocab.token_at_is(start as usize, token)
-            })
-            .map(|&[_, line]| line)
     }
 }
 
