@@ -314,6 +314,10 @@ impl Shard {
             .collect();
         // Each thread gathers the shards it owns (s % threads), scanning every shard number.
         let threads = rayon::current_num_threads().clamp(1, SHARDS);
+        let per_shard = ids.len() / SHARDS * 9 / 8 + 16;
+        // (of the lines read: a vocabulary may be read only in part)
+        let read = (*vocab.starts.last().unwrap_or(&0) as usize).min(vocab.text.len());
+        let bytes_per_token = read.div_ceil(vocab.len().max(1));
         let owned: Vec<Vec<Shard>> = (0..threads)
             .into_par_iter()
             .map(|t| {
@@ -323,18 +327,13 @@ impl Shard {
                         .map(|(&i, &s)| (i, s as usize))
                         .filter(move |&(_, s)| s % threads == t)
                 };
-                let mut sizes = vec![(0usize, 0usize); SHARDS.div_ceil(threads)];
-                for (i, s) in mine() {
-                    let size = &mut sizes[s / threads];
-                    size.0 += 1;
-                    size.1 += vocab.token(i as usize).len();
-                }
-                let mut shards: Vec<Shard> = sizes
-                    .into_iter()
-                    .map(|(n, bytes)| Shard {
-                        lines: Vec::with_capacity(n),
-                        ends: Vec::with_capacity(n),
-                        bytes: Vec::with_capacity(bytes),
+                // Room for a little more than an even share: hashes spread evenly, and a
+                // shard that gets more grows.
+                let mut shards: Vec<Shard> = (0..SHARDS.div_ceil(threads))
+                    .map(|_| Shard {
+                        lines: Vec::with_capacity(per_shard),
+                        ends: Vec::with_capacity(per_shard),
+                        bytes: Vec::with_capacity(per_shard * bytes_per_token),
                     })
                     .collect();
                 for (i, s) in mine() {
