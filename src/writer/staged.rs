@@ -16,12 +16,12 @@ use std::thread::JoinHandle;
 /// Alignment of buffers, offsets and lengths for `O_DIRECT` (covers 512-byte and 4 KiB
 /// logical blocks).
 const ALIGN: usize = 4096;
-/// Size of one staging buffer.
-const BUFFER: usize = 16 << 20;
+/// Size of one staging buffer, and of one write: disks take requests of a few MiB at least as
+/// fast as larger ones (measured: 1 GB written 4 MiB at a time, with as much in flight, was
+/// faster than 16 MiB at a time).
+const BUFFER: usize = 4 << 20;
 /// Staging buffers: one being filled, the rest in flight.
-const BUFFERS: usize = 4;
-/// Largest single write: disks take requests of a few MiB at least as fast as larger ones.
-const WRITE: usize = 4 << 20;
+const BUFFERS: usize = 8;
 
 /// A page-aligned buffer of [`BUFFER`] bytes (a larger vector, used from an aligned offset).
 struct Aligned {
@@ -177,11 +177,11 @@ fn write_blocks(
     for mut block in blocks {
         let (at, len) = (block.at, block.len);
         let bytes = &block.buffer.bytes()[..len];
-        let mut result = write_at(&file, bytes, at);
+        let mut result = write_all_at(&file, bytes, at);
         if direct && matches!(&result, Err(e) if e.raw_os_error() == Some(EINVAL)) {
             direct = false;
             set_direct(&file, false);
-            result = write_at(&file, bytes, at);
+            result = write_all_at(&file, bytes, at);
         }
         if !direct {
             start_writeback(&file, at, len);
@@ -191,14 +191,6 @@ fn write_blocks(
             return;
         }
     }
-}
-
-/// Writes `bytes` at `at`, [`WRITE`] bytes at a time.
-fn write_at(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
-    for (i, piece) in bytes.chunks(WRITE).enumerate() {
-        write_all_at(file, piece, at + (i * WRITE) as u64)?;
-    }
-    Ok(())
 }
 
 #[cfg(unix)]
