@@ -361,47 +361,85 @@ impl InitSpec {
             }
             return;
         }
-        match (self.fill, dtype) {
-            (Fill::Uniform { minval, range }, FloatType::F32) => {
-                self.fill_wide::<4>(first, out, |b| {
-                    (philox::unit_f32(b) * range + minval).to_bits() as u64
-                })
-            }
-            (Fill::Normal { mean, stddev }, FloatType::F32) => {
-                self.fill_blocks::<4>(first, out, |b| {
-                    (mean + stddev * philox::normal_f32(b)).to_bits() as u64
-                })
-            }
-            (Fill::TruncatedNormal { mean, stddev }, FloatType::F32) => {
+        match self.fill {
+            Fill::Constant(_) => unreachable!("constants are filled above"),
+            Fill::Uniform { minval, range } => self.fill_values(dtype, first, out, true, |b| {
+                philox::unit_f32(b) * range + minval
+            }),
+            // With its branch for the tails, computing every lane both ways costs more than
+            // wide vectors gain: block by block.
+            Fill::Normal { mean, stddev } => self.fill_values(dtype, first, out, false, |b| {
+                mean + stddev * philox::normal_f32(b)
+            }),
+            Fill::TruncatedNormal { mean, stddev } => {
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2, checked just above.
-                    return unsafe { self.truncated_normal_f32_avx2(mean, stddev, first, out) };
+                    return unsafe { self.truncated_normal_avx2(mean, stddev, dtype, first, out) };
                 }
-                self.fill_wide::<4>(first, out, |b| {
-                    (mean + stddev * philox::truncated_normal_f32(b)).to_bits() as u64
+                self.fill_values(dtype, first, out, true, |b| {
+                    mean + stddev * philox::truncated_normal_f32(b)
                 })
             }
-            _ => match dtype.size() {
-                8 => self
-                    .fill_blocks::<8>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
-                2 => self
-                    .fill_blocks::<2>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
-                _ => self
-                    .fill_blocks::<4>(first, out, |b| dtype.bits_from_f32(self.value_of_bits(b))),
-            },
         }
     }
 
-    /// The f32 truncated normal fill (the usual backup initializer) compiled for AVX2: twice
-    /// the lanes of the baseline x86-64 build for the generator and the value computations
-    /// (1.25x measured). The same operations in the same order, never fused, so the same bits.
+    /// The truncated normal fill (the usual backup initializer) compiled for AVX2: twice the
+    /// lanes of the baseline x86-64 build for the generator and the value computations (1.25x
+    /// measured). The same operations in the same order, never fused, so the same bits.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn truncated_normal_f32_avx2(&self, mean: f32, stddev: f32, first: u64, out: &mut [u8]) {
-        self.fill_wide::<4>(first, out, |b| {
-            (mean + stddev * philox::truncated_normal_f32(b)).to_bits() as u64
+    fn truncated_normal_avx2(
+        &self,
+        mean: f32,
+        stddev: f32,
+        dtype: FloatType,
+        first: u64,
+        out: &mut [u8],
+    ) {
+        self.fill_values(dtype, first, out, true, |b| {
+            mean + stddev * philox::truncated_normal_f32(b)
         })
+    }
+
+    /// Fills `out` with `value` of each element's Philox output, rounded to `dtype`; [`WIDE`]
+    /// elements at a time if `wide` (for branch-free `value`).
+    #[inline(always)]
+    fn fill_values(
+        &self,
+        dtype: FloatType,
+        first: u64,
+        out: &mut [u8],
+        wide: bool,
+        value: impl Fn(u32) -> f32,
+    ) {
+        match dtype {
+            FloatType::F32 => self.fill_bits::<4>(first, out, wide, |b| value(b).to_bits() as u64),
+            FloatType::F64 => {
+                self.fill_bits::<8>(first, out, wide, |b| (value(b) as f64).to_bits())
+            }
+            FloatType::BF16 => {
+                self.fill_bits::<2>(first, out, wide, |b| bf16_bits(value(b)) as u64)
+            }
+            FloatType::F16 => {
+                self.fill_bits::<2>(first, out, wide, |b| dtype.bits_from_f32(value(b)))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn fill_bits<const SIZE: usize>(
+        &self,
+        first: u64,
+        out: &mut [u8],
+        wide: bool,
+        bits_of: impl Fn(u32) -> u64,
+    ) {
+        if wide {
+            self.fill_wide::<SIZE>(first, out, bits_of)
+        } else {
+            self.fill_blocks::<SIZE>(first, out, bits_of)
+        }
     }
 
     /// Fills `out` (elements of `SIZE` bytes from global index `first`) with `bits_of` of
@@ -462,6 +500,20 @@ impl InitSpec {
     }
 }
 
+/// The bf16 nearest `value` (ties to even), as `half::bf16::from_f32` rounds, without a branch
+/// (so that it vectorizes); NaN stays NaN (quiet).
+#[inline(always)]
+fn bf16_bits(value: f32) -> u16 {
+    let x = value.to_bits();
+    let rounded = (x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16) as u16;
+    let nan = ((x >> 16) | 0x40) as u16;
+    if value.is_nan() {
+        nan
+    } else {
+        rounded
+    }
+}
+
 /// Elements generated together by [`InitSpec::fill`] (a multiple of 4).
 const WIDE: usize = 32;
 
@@ -471,6 +523,35 @@ mod tests {
 
     fn spec(init: Initializer, shape: &[usize]) -> InitSpec {
         init.resolve("emb", shape, "test").unwrap()
+    }
+
+    #[test]
+    fn bf16_rounding_matches_half() {
+        let special = [
+            0u32,
+            0x8000_0000,
+            0x7F80_0000,
+            0xFF80_0000,
+            0x7FC0_0000,
+            0x7F80_0001,
+            0xFFFF_FFFF,
+            0x7F7F_FFFF,
+            0x3F80_8000,
+            0x3F81_8000,
+            0x0000_8000,
+            0x0001_8000,
+        ];
+        let mut x = 0x1234_5678u32;
+        let random = (0..1_000_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        });
+        for bits in special.into_iter().chain(random) {
+            let v = f32::from_bits(bits);
+            assert_eq!(bf16_bits(v), half::bf16::from_f32(v).to_bits(), "{bits:#x}");
+        }
     }
 
     #[test]
