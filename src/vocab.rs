@@ -312,43 +312,36 @@ impl Shard {
             .with_min_len(4096)
             .map(|&i| shard_of(hash_token(vocab.token(i as usize))) as u8)
             .collect();
-        // Each thread gathers the shards it owns (s % threads), scanning every shard number.
+        // Each thread gathers a range of shards, scanning every shard number.
         let threads = rayon::current_num_threads().clamp(1, SHARDS);
         let per_shard = ids.len() / SHARDS * 9 / 8 + 16;
         // (of the lines read: a vocabulary may be read only in part)
         let read = (*vocab.starts.last().unwrap_or(&0) as usize).min(vocab.text.len());
         let bytes_per_token = read.div_ceil(vocab.len().max(1));
-        let owned: Vec<Vec<Shard>> = (0..threads)
+        (0..threads)
             .into_par_iter()
-            .map(|t| {
-                let mine = || {
-                    ids.iter()
-                        .zip(&shard_ids)
-                        .map(|(&i, &s)| (i, s as usize))
-                        .filter(move |&(_, s)| s % threads == t)
-                };
+            .flat_map_iter(|t| {
+                let owned = t * SHARDS / threads..(t + 1) * SHARDS / threads;
                 // Room for a little more than an even share: hashes spread evenly, and a
                 // shard that gets more grows.
-                let mut shards: Vec<Shard> = (0..SHARDS.div_ceil(threads))
+                let mut shards: Vec<Shard> = owned
+                    .clone()
                     .map(|_| Shard {
                         lines: Vec::with_capacity(per_shard),
                         ends: Vec::with_capacity(per_shard),
                         bytes: Vec::with_capacity(per_shard * bytes_per_token),
                     })
                     .collect();
-                for (i, s) in mine() {
-                    let shard = &mut shards[s / threads];
-                    shard.lines.push(i);
-                    shard.bytes.extend_from_slice(vocab.token(i as usize));
-                    shard.ends.push(shard.bytes.len() as u32);
+                for (&i, &s) in ids.iter().zip(&shard_ids) {
+                    if owned.contains(&(s as usize)) {
+                        let shard = &mut shards[s as usize - owned.start];
+                        shard.lines.push(i);
+                        shard.bytes.extend_from_slice(vocab.token(i as usize));
+                        shard.ends.push(shard.bytes.len() as u32);
+                    }
                 }
                 shards
             })
-            .collect();
-        // Back in shard order.
-        let mut owned: Vec<_> = owned.into_iter().map(Vec::into_iter).collect();
-        (0..SHARDS)
-            .map(|s| owned[s % threads].next().expect("every shard is owned"))
             .collect()
     }
 }
