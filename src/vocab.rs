@@ -191,7 +191,7 @@ pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
             dup = Some((first_user[m as usize] as usize, i));
         }
     }
-    if let Err(d) = TokenIndex::build(new, missing) {
+    if let Err(d) = TokenIndex::build(new, Lines::List(&missing)) {
         dup = Some(dup.map_or(d, |e| if d.1 < e.1 { d } else { e }));
     }
     match dup {
@@ -212,29 +212,33 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
             "more than 2^32 - 2 tokens are not supported",
         ));
     }
-    let index = TokenIndex::build(old, (0..old.len() as u32).collect())
+    let index = TokenIndex::build(old, Lines::Range(0..old.len() as u32))
         .map_err(|(a, b)| duplicate(old, a, b))?;
-    // Look the new tokens up shard by shard, then scatter the answers.
-    let ids: Vec<u32> = (window.start as u32..window.end as u32).collect();
-    let found: Vec<(Vec<u32>, Vec<u32>)> = Shard::group(new, &ids)
-        .into_par_iter()
-        .zip(&index.shards)
-        .map(|(shard, (old, table))| {
-            let lines = (0..shard.len())
-                .map(|k| {
-                    let token = shard.token(k);
-                    table
-                        .find(hash_token(token), |&m| old.token(m as usize) == token)
-                        .map_or(MISSING, |&m| old.lines[m as usize])
-                })
-                .collect();
-            (shard.lines, lines)
-        })
-        .collect();
+    // Look the new tokens up shard by shard, then scatter the answers; a block of lines at a
+    // time, so that the grouped copy of a large new vocabulary is never made whole.
+    const BLOCK: usize = 1 << 22;
     let mut map = vec![MISSING; window.len()];
-    for (ids, lines) in found {
-        for (i, line) in ids.into_iter().zip(lines) {
-            map[i as usize - window.start] = line;
+    for start in window.clone().step_by(BLOCK) {
+        let block = start as u32..(start + BLOCK).min(window.end) as u32;
+        let found: Vec<(Vec<u32>, Vec<u32>)> = Shard::group(new, Lines::Range(block))
+            .into_par_iter()
+            .zip(&index.shards)
+            .map(|(shard, (old, table))| {
+                let lines = (0..shard.len())
+                    .map(|k| {
+                        let token = shard.token(k);
+                        table
+                            .find(hash_token(token), |&m| old.token(m as usize) == token)
+                            .map_or(MISSING, |&m| old.lines[m as usize])
+                    })
+                    .collect();
+                (shard.lines, lines)
+            })
+            .collect();
+        for (ids, lines) in found {
+            for (i, line) in ids.into_iter().zip(lines) {
+                map[i as usize - window.start] = line;
+            }
         }
     }
     Ok(map)
@@ -283,6 +287,30 @@ fn hash_token(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x5eed).hash_one(bytes)
 }
 
+/// Some lines of a vocabulary, ascending.
+enum Lines<'a> {
+    Range(Range<u32>),
+    List(&'a [u32]),
+}
+
+impl Lines<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Lines::Range(r) => r.len(),
+            Lines::List(l) => l.len(),
+        }
+    }
+
+    /// The `k`-th line.
+    #[inline]
+    fn get(&self, k: usize) -> u32 {
+        match self {
+            Lines::Range(r) => r.start + k as u32,
+            Lines::List(l) => l[k],
+        }
+    }
+}
+
 /// The tokens of one shard, copied side by side: work on a shard touches only its own
 /// memory, not lines scattered over a vocabulary file of tens of MB.
 struct Shard {
@@ -305,12 +333,12 @@ impl Shard {
         &self.bytes[start..self.ends[k] as usize]
     }
 
-    /// Lines `ids` (ascending) of `vocab` grouped by shard, in line order.
-    fn group(vocab: &Vocab, ids: &[u32]) -> Vec<Shard> {
-        let shard_ids: Vec<u8> = ids
-            .par_iter()
+    /// Lines `ids` of `vocab` grouped by shard, in line order.
+    fn group(vocab: &Vocab, ids: Lines<'_>) -> Vec<Shard> {
+        let shard_ids: Vec<u8> = (0..ids.len())
+            .into_par_iter()
             .with_min_len(4096)
-            .map(|&i| shard_of(hash_token(vocab.token(i as usize))) as u8)
+            .map(|k| shard_of(hash_token(vocab.token(ids.get(k) as usize))) as u8)
             .collect();
         // Each thread gathers a range of shards, scanning every shard number.
         let threads = rayon::current_num_threads().clamp(1, SHARDS);
@@ -332,8 +360,9 @@ impl Shard {
                         bytes: Vec::with_capacity(per_shard * bytes_per_token),
                     })
                     .collect();
-                for (&i, &s) in ids.iter().zip(&shard_ids) {
+                for (k, &s) in shard_ids.iter().enumerate() {
                     if owned.contains(&(s as usize)) {
+                        let i = ids.get(k);
                         let shard = &mut shards[s as usize - owned.start];
                         shard.lines.push(i);
                         shard.bytes.extend_from_slice(vocab.token(i as usize));
@@ -360,9 +389,8 @@ type Duplicate = (usize, usize);
 impl TokenIndex {
     /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
     /// duplicate pair with the smallest second line.
-    fn build(vocab: &Vocab, ids: Vec<u32>) -> std::result::Result<Self, Duplicate> {
-        let groups = Shard::group(vocab, &ids);
-        drop(ids);
+    fn build(vocab: &Vocab, ids: Lines<'_>) -> std::result::Result<Self, Duplicate> {
+        let groups = Shard::group(vocab, ids);
         let built: Vec<(ShardIndex, Option<Duplicate>)> = groups
             .into_par_iter()
             .map(|shard| {
