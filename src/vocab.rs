@@ -204,6 +204,16 @@ pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
 /// duplicate token inside `old` (TensorFlow's `GenerateVocabRemapping`, which does not
 /// check the new vocabulary for duplicates).
 pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>> {
+    lookup_in_blocks(new, window, old, 1 << 22)
+}
+
+/// [`lookup`], grouping the new tokens `block` lines at a time.
+fn lookup_in_blocks(
+    new: &Vocab,
+    window: Range<usize>,
+    old: &Vocab,
+    block: usize,
+) -> Result<Vec<u32>> {
     check_window(new, window.start, window.len())?;
     if old.len() >= MISSING as usize {
         return Err(Error::vocab(
@@ -216,11 +226,10 @@ pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>
         .map_err(|(a, b)| duplicate(old, a, b))?;
     // Look the new tokens up shard by shard, then scatter the answers; a block of lines at a
     // time, so that the grouped copy of a large new vocabulary is never made whole.
-    const BLOCK: usize = 1 << 22;
     let mut map = vec![MISSING; window.len()];
-    for start in window.clone().step_by(BLOCK) {
-        let block = start as u32..(start + BLOCK).min(window.end) as u32;
-        let found: Vec<(Vec<u32>, Vec<u32>)> = Shard::group(new, Lines::Range(block))
+    for start in window.clone().step_by(block) {
+        let lines = start as u32..(start + block).min(window.end) as u32;
+        let found: Vec<(Vec<u32>, Vec<u32>)> = Shard::group(new, Lines::Range(lines))
             .into_par_iter()
             .zip(&index.shards)
             .map(|(shard, (old, table))| {
@@ -520,6 +529,27 @@ mod tests {
                 assert_eq!((token.as_str(), first, second), ("x", 1, 3));
             }
             other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn lookup_in_blocks_gives_the_same_map() {
+        let old: Vec<String> = (0..5000).map(|i| format!("w{}", i * 3)).collect();
+        let new: Vec<String> = (0..4000).map(|i| format!("w{}", i * 5)).collect();
+        let o = file((old.join("\n") + "\n").as_bytes());
+        let n = file((new.join("\n") + "\n").as_bytes());
+        let (o, n) = (
+            Vocab::read(o.path(), None).unwrap(),
+            Vocab::read(n.path(), None).unwrap(),
+        );
+        let whole = lookup(&n, 100..3900, &o).unwrap();
+        for (k, &m) in whole.iter().enumerate() {
+            let want = (100 + k) * 5;
+            let line = (want % 3 == 0 && want / 3 < 5000).then_some(want / 3);
+            assert_eq!(m, line.map_or(MISSING, |l| l as u32), "line {}", 100 + k);
+        }
+        for block in [1, 7, 1000, 3800, 5000] {
+            assert_eq!(lookup_in_blocks(&n, 100..3900, &o, block).unwrap(), whole);
         }
     }
 
