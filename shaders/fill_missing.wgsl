@@ -34,6 +34,10 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     let spec = params.init;
     let first = row.x * params.cols; // first element of the output row, chunk-local
     if (params.esize == 4u) {
+        if (params.whole == 1u && spec.fill != FILL_CONSTANT) {
+            whole_f32_words(spec, first, first_word, end);
+            return;
+        }
         for (var j = first_word; j < end; j++) {
             if (is_missing(j)) {
                 out[first + j] = init_element(spec, first + j).x;
@@ -54,6 +58,27 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     }
     for (var j = first_word; j < end; j++) {
         half_word(row, j);
+    }
+}
+
+// Random f32 elements first + j for j in first_word..end, every one missing: one Philox block
+// for each four consecutive global elements instead of one per element (a thread's span on the
+// software driver is up to 64 words). The same values as `init_element`.
+fn whole_f32_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
+    let key = vec2<u32>(spec.key_lo, spec.key_hi);
+    let stream = vec2<u32>(spec.stream_lo, spec.stream_hi);
+    var j = first_word;
+    loop {
+        if (j >= end) {
+            break;
+        }
+        let index = add64(vec2<u32>(spec.base_lo, spec.base_hi), first + j);
+        let block = vec2<u32>((index.x >> 2u) | (index.y << 30u), index.y >> 2u);
+        let bits = philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
+        for (var lane = index.x & 3u; lane < 4u && j < end; lane++) {
+            out[first + j] = random_value(spec, bits[lane]);
+            j++;
+        }
     }
 }
 
