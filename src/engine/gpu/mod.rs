@@ -859,6 +859,8 @@ impl GpuEngine {
                 batch.push(w);
                 next += 1;
             }
+            let sizes: Vec<(usize, u64)> = batch.iter().map(|&w| (w, window_bytes(w))).collect();
+            windows.make_ahead(gpu, g.tensor, &sizes, g.dead)?;
             for &w in &batch {
                 let rows = layout.window(w);
                 let from = rows.start * layout.old_row_bytes;

@@ -66,6 +66,8 @@ pub(crate) struct Windows {
     budget: u64,
     resident: Vec<Resident>,
     clock: u64,
+    /// Fresh window buffers made ahead by [`Windows::make_ahead`], taken by `ensure`.
+    spare: Vec<wgpu::Buffer>,
 }
 
 impl Windows {
@@ -75,6 +77,7 @@ impl Windows {
             budget,
             resident: Vec::new(),
             clock: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -113,6 +116,58 @@ impl Windows {
     /// The buffer of a resident window.
     pub(crate) fn buffer(&self, tensor: &Arc<TensorKey>, index: usize) -> Option<&wgpu::Buffer> {
         self.find(tensor, index).map(|i| &self.resident[i].buffer)
+    }
+
+    /// Creates, in parallel, the fresh buffers that making `windows` (index, bytes) of
+    /// `tensor` resident will take, when they all fit beside the resident windows (and so
+    /// none is evicted) and no dead window of `tensor` can be reused instead. Only where
+    /// buffers are created mapped: wgpu then zeroes each one's memory on the creating thread,
+    /// which on a software adapter is first-touch page faulting, slow on one core.
+    pub(crate) fn make_ahead(
+        &mut self,
+        gpu: &Gpu,
+        tensor: &Arc<TensorKey>,
+        windows: &[(usize, u64)],
+        dead: impl Fn(usize) -> bool,
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        if !self.direct {
+            return Ok(());
+        }
+        let missing: Vec<u64> = windows
+            .iter()
+            .filter(|(w, _)| !self.is_resident(tensor, *w))
+            .map(|&(_, bytes)| bytes)
+            .collect();
+        let held: u64 = self.resident.iter().map(|r| r.buffer.size()).sum();
+        let reusable = self
+            .resident
+            .iter()
+            .any(|r| Arc::ptr_eq(&r.tensor, tensor) && dead(r.index));
+        if missing.len() < 2 || reusable || held + missing.iter().sum::<u64>() > self.budget {
+            return Ok(());
+        }
+        let made: Vec<Result<wgpu::Buffer>> = missing
+            .par_iter()
+            .map(|&bytes| self.new_buffer(gpu, bytes))
+            .collect();
+        for buffer in made {
+            self.spare.push(buffer?);
+        }
+        Ok(())
+    }
+
+    /// A new window buffer for `bytes` bytes (mapped if `direct`).
+    fn new_buffer(&self, gpu: &Gpu, bytes: u64) -> Result<wgpu::Buffer> {
+        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        if self.direct {
+            usage |= wgpu::BufferUsages::MAP_WRITE;
+        }
+        gpu.buffer("old window", Self::size(bytes), usage, self.direct)
+    }
+
+    fn size(bytes: u64) -> u64 {
+        bytes.next_multiple_of(4).max(4)
     }
 
     /// Makes window `index` of `tensor` resident: if it is not, calls `load` to upload its
@@ -170,19 +225,14 @@ impl Windows {
                 reused = Some(old.buffer);
             }
         }
-        let (buffer, mapped) = match reused {
-            Some(b) => (b, false),
-            None => {
-                let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-                if self.direct {
-                    usage |= wgpu::BufferUsages::MAP_WRITE;
-                }
-                let size = bytes.next_multiple_of(4).max(4);
-                (
-                    gpu.buffer("old window", size, usage, self.direct)?,
-                    self.direct,
-                )
-            }
+        let made = self
+            .spare
+            .iter()
+            .position(|b| b.size() == Self::size(bytes));
+        let (buffer, mapped) = match (reused, made) {
+            (Some(b), _) => (b, false),
+            (None, Some(k)) => (self.spare.swap_remove(k), true),
+            (None, None) => (self.new_buffer(gpu, bytes)?, self.direct),
         };
         load(&buffer, mapped)?;
         self.resident.push(Resident {
@@ -197,5 +247,6 @@ impl Windows {
     /// Drops every window.
     pub(crate) fn clear(&mut self) {
         self.resident.clear();
+        self.spare.clear();
     }
 }
