@@ -19,7 +19,9 @@
 //!    [`Checkpoint`] and the new [`Model`]. Nothing is written while planning; a plan that
 //!    exists can be executed.
 //! 3. **Engine** ([`Engine`]): computes the plan's remap jobs, either [`CpuEngine`] (rayon)
-//!    or [`engine::gpu::GpuEngine`] (wgpu compute shaders). Both produce the same bytes.
+//!    or [`engine::gpu::GpuEngine`] (wgpu compute shaders). Both produce the same bytes,
+//!    straight into memory lent by an [`engine::Sink`] (the output file's staging buffers,
+//!    a `Vec<u8>`, or a sink of your own).
 //! 4. **Output**: [`Plan::write_file`] streams every tensor to a temporary file beside the
 //!    target and renames it into place once complete; [`Plan::to_host`] returns the
 //!    warm-started tensors in memory.
