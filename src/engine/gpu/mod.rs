@@ -52,8 +52,10 @@
 //! **Software adapters** (Mesa's lavapipe, whose device memory is host memory and whose
 //! "device" shares the host's cores): output chunks are read, and new windows written, in place
 //! (`MAPPABLE_PRIMARY_BUFFERS`) instead of through transfer buffers; chunks (4 MiB) and windows
-//! (8 MiB) are smaller, so that little fresh memory is faulted in; the budget defaults to a
-//! quarter of the host's memory.
+//! (8 MiB) are smaller, so that little fresh memory is faulted in; a batch's new window
+//! buffers are created on several threads at once (wgpu zeroes a mapped buffer on the creating
+//! thread, which there is first-touch page faulting); the budget defaults to a quarter of the
+//! host's memory.
 //!
 //! **Embedding.** A caller with its own `wgpu::Device` hands it in ([`GpuEngine::from_device`])
 //! and receives warm-started tensors as device buffers ([`GpuEngine::remap_to_buffer`],
@@ -65,7 +67,7 @@
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine runs within 2x of the CPU engine end to end.
+//! which the engine takes 1.8x to 2.0x the CPU engine's time end to end (BENCHMARKS.md).
 
 mod chunk;
 mod device;
