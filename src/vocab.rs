@@ -110,32 +110,66 @@ impl Vocab {
 }
 
 /// Where each line of `text` starts, plus one past the end of the last line's `\n` (see
-/// [`Vocab::starts`]); the newlines are found in parallel.
+/// [`Vocab::starts`]). The newlines are counted, then recorded, in parallel pieces, a word at
+/// a time, straight into the one vector.
 fn line_starts(text: &[u8]) -> Vec<u32> {
     const PIECE: usize = 1 << 20;
-    let pieces: Vec<Vec<u32>> = text
+    let counts: Vec<usize> = text
         .par_chunks(PIECE)
-        .enumerate()
-        .map(|(p, piece)| {
-            let mut found = Vec::new();
-            let mut at = 0;
-            while let Some(i) = memchr(b'\n', &piece[at..]) {
-                found.push((p * PIECE + at + i + 1) as u32);
-                at += i + 1;
-            }
-            found
+        .map(|piece| {
+            let mut n = 0;
+            newlines(piece, |_| n += 1);
+            n
         })
         .collect();
-    let mut starts = Vec::with_capacity(pieces.iter().map(Vec::len).sum::<usize>() + 2);
-    starts.push(0);
-    for piece in pieces {
-        starts.extend(piece);
+    let total: usize = counts.iter().sum();
+    let mut starts = vec![0u32; total + 2];
+    let mut rest = &mut starts[1..=total];
+    let mut outs = Vec::with_capacity(counts.len());
+    for &n in &counts {
+        let (out, more) = rest.split_at_mut(n);
+        outs.push(out);
+        rest = more;
     }
-    if *starts.last().unwrap() as usize != text.len() {
+    text.par_chunks(PIECE)
+        .zip(outs)
+        .enumerate()
+        .for_each(|(p, (piece, out))| {
+            let mut k = 0;
+            newlines(piece, |i| {
+                out[k] = (p * PIECE + i + 1) as u32;
+                k += 1;
+            });
+        });
+    if starts[total] as usize == text.len() {
+        starts.truncate(total + 1);
+    } else {
         // A last line without a newline still counts.
-        starts.push(text.len() as u32 + 1);
+        starts[total + 1] = text.len() as u32 + 1;
     }
     starts
+}
+
+/// Calls `found(i)` for every `\n` at `bytes[i]`, in order, testing eight bytes at a time.
+#[inline]
+fn newlines(bytes: &[u8], mut found: impl FnMut(usize)) {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const NEWLINES: u64 = 0x0A0A_0A0A_0A0A_0A0A;
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    for (w, word) in words.enumerate() {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ NEWLINES;
+        // The top bit of each byte that is zero in x, exactly (no carry crosses a byte).
+        let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
+        while zeros != 0 {
+            found(w * 8 + zeros.trailing_zeros() as usize / 8);
+            zeros &= zeros - 1;
+        }
+    }
+    let at = bytes.len() - tail.len();
+    for (i, _) in tail.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+        found(at + i);
+    }
 }
 
 /// [`line_starts`] for the first `limit` lines only, scanning no further.
@@ -448,6 +482,45 @@ mod tests {
         (0..v.len())
             .map(|i| String::from_utf8(v.token(i).to_vec()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn newlines_are_found_exactly() {
+        // Every byte value around newlines, at every offset of a word.
+        let mut bytes: Vec<u8> = (0..=255u8).collect();
+        bytes.extend([
+            b'\n', 0x8A, 0x0B, b'\n', b'\n', 0x09, 0x00, b'\n', 0x80, 0xFF,
+        ]);
+        for start in 0..9 {
+            let hay = &bytes[start..];
+            let mut found = Vec::new();
+            newlines(hay, |i| found.push(i));
+            let want: Vec<usize> = (0..hay.len()).filter(|&i| hay[i] == b'\n').collect();
+            assert_eq!(found, want, "from {start}");
+        }
+        // Pieces of a long text, with and without a final newline.
+        let text: Vec<u8> = (0..3_000_000u32)
+            .map(|i| {
+                if i % 7 == 3 || i % 11 == 0 {
+                    b'\n'
+                } else {
+                    b'a'
+                }
+            })
+            .collect();
+        for end in [text.len(), text.len() - 1, text.len() - 2] {
+            let t = &text[..end];
+            let mut want = vec![0u32];
+            want.extend(
+                (0..t.len())
+                    .filter(|&i| t[i] == b'\n')
+                    .map(|i| i as u32 + 1),
+            );
+            if *want.last().unwrap() as usize != t.len() {
+                want.push(t.len() as u32 + 1);
+            }
+            assert_eq!(line_starts(t), want);
+        }
     }
 
     #[test]
