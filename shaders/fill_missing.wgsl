@@ -56,6 +56,10 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
         }
         return;
     }
+    if (params.whole == 1u && spec.fill != FILL_CONSTANT && params.cols % 2u == 0u) {
+        whole_half_words(spec, first, first_word, end);
+        return;
+    }
     for (var j = first_word; j < end; j++) {
         half_word(row, j);
     }
@@ -77,6 +81,30 @@ fn whole_f32_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
         let bits = philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
         for (var lane = index.x & 3u; lane < 4u && j < end; lane++) {
             out[first + j] = random_value(spec, bits[lane]);
+            j++;
+        }
+    }
+}
+
+// Random f16/bf16 elements of a whole row of even width (so the row starts on a word and its
+// words are its own): words j in first_word..end, elements first + 2j and first + 2j + 1, one
+// Philox block for each two words. The same values as `half_word`.
+fn whole_half_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
+    let key = vec2<u32>(spec.key_lo, spec.key_hi);
+    let stream = vec2<u32>(spec.stream_lo, spec.stream_hi);
+    var j = first_word;
+    loop {
+        if (j >= end) {
+            break;
+        }
+        let index = add64(vec2<u32>(spec.base_lo, spec.base_hi), first + 2u * j);
+        let block = vec2<u32>((index.x >> 2u) | (index.y << 30u), index.y >> 2u);
+        let bits = philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
+        // the index is even (rows of even width start at even elements): lanes 0 and 2
+        for (var lane = index.x & 3u; lane < 4u && j < end; lane += 2u) {
+            let lo = encode(spec.dtype, random_value(spec, bits[lane])).x & 0xFFFFu;
+            let hi = encode(spec.dtype, random_value(spec, bits[lane + 1u])).x & 0xFFFFu;
+            out[first / 2u + j] = lo | (hi << 16u);
             j++;
         }
     }
