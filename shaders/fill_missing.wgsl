@@ -69,16 +69,13 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
 // for each four consecutive global elements instead of one per element (a thread's span on the
 // software driver is up to 64 words). The same values as `init_element`.
 fn whole_f32_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
-    let key = vec2<u32>(spec.key_lo, spec.key_hi);
-    let stream = vec2<u32>(spec.stream_lo, spec.stream_hi);
     var j = first_word;
     loop {
         if (j >= end) {
             break;
         }
-        let index = add64(vec2<u32>(spec.base_lo, spec.base_hi), first + j);
-        let block = vec2<u32>((index.x >> 2u) | (index.y << 30u), index.y >> 2u);
-        let bits = philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
+        let index = init_index(spec, first + j);
+        let bits = init_block(spec, index);
         for (var lane = index.x & 3u; lane < 4u && j < end; lane++) {
             out[first + j] = random_value(spec, bits[lane]);
             j++;
@@ -90,16 +87,13 @@ fn whole_f32_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
 // words are its own): words j in first_word..end, elements first + 2j and first + 2j + 1, one
 // Philox block for each two words. The same values as `half_word`.
 fn whole_half_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
-    let key = vec2<u32>(spec.key_lo, spec.key_hi);
-    let stream = vec2<u32>(spec.stream_lo, spec.stream_hi);
     var j = first_word;
     loop {
         if (j >= end) {
             break;
         }
-        let index = add64(vec2<u32>(spec.base_lo, spec.base_hi), first + 2u * j);
-        let block = vec2<u32>((index.x >> 2u) | (index.y << 30u), index.y >> 2u);
-        let bits = philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
+        let index = init_index(spec, first + 2u * j);
+        let bits = init_block(spec, index);
         // the index is even (rows of even width start at even elements): lanes 0 and 2
         for (var lane = index.x & 3u; lane < 4u && j < end; lane += 2u) {
             let lo = encode(spec.dtype, random_value(spec, bits[lane])).x & 0xFFFFu;

@@ -147,13 +147,23 @@ fn encode(dtype: u32, x: u32) -> vec2<u32> {
     }
 }
 
+// The global index (lo, hi) of element `e` of the output chunk (chunk-local flat index); its
+// random bits are lane index.x & 3 of `init_block(spec, index)`.
+fn init_index(spec: InitSpec, e: u32) -> vec2<u32> {
+    return add64(vec2<u32>(spec.base_lo, spec.base_hi), e);
+}
+
+// The Philox block holding the random bits of global element `index` and its neighbours.
+fn init_block(spec: InitSpec, index: vec2<u32>) -> vec4<u32> {
+    let key = vec2<u32>(spec.key_lo, spec.key_hi);
+    return philox_block_of(key, vec2<u32>(spec.stream_lo, spec.stream_hi), index);
+}
+
 // The bits (lo, hi) of element `e` of the output chunk (chunk-local flat index).
 fn init_element(spec: InitSpec, e: u32) -> vec2<u32> {
     if (spec.fill == FILL_CONSTANT) {
         return vec2<u32>(spec.const_lo, spec.const_hi);
     }
-    let index = add64(vec2<u32>(spec.base_lo, spec.base_hi), e);
-    let key = vec2<u32>(spec.key_lo, spec.key_hi);
-    let stream = vec2<u32>(spec.stream_lo, spec.stream_hi);
-    return encode(spec.dtype, random_value(spec, philox_element(key, stream, index)));
+    let index = init_index(spec, e);
+    return encode(spec.dtype, random_value(spec, init_block(spec, index)[index.x & 3u]));
 }

@@ -47,10 +47,9 @@ fn add64(v: vec2<u32>, x: u32) -> vec2<u32> {
     return vec2<u32>(lo, v.y + select(0u, 1u, lo < x));
 }
 
-// The 32 random bits of global element `index` (lo, hi): lane index % 4 of block index / 4 of
-// the stream (key, stream), as `InitSpec::value_f32` on the CPU.
-fn philox_element(key: vec2<u32>, stream: vec2<u32>, index: vec2<u32>) -> u32 {
+// The random bits of global element `index` (lo, hi) are lane index % 4 of block index / 4 of
+// the stream (key, stream), as `InitSpec::value_f32` on the CPU: that block's four outputs.
+fn philox_block_of(key: vec2<u32>, stream: vec2<u32>, index: vec2<u32>) -> vec4<u32> {
     let block = vec2<u32>((index.x >> 2u) | (index.y << 30u), index.y >> 2u);
-    let out = philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
-    return out[index.x & 3u];
+    return philox4x32_10(vec4<u32>(block.x, block.y, stream.x, stream.y), key);
 }
