@@ -111,7 +111,10 @@ impl StagedWriter {
             self.spare -= 1;
             Aligned::new()
         } else {
-            self.from_thread.recv().map_err(|_| broken())??
+            match self.from_thread.recv() {
+                Ok(buffer) => buffer?,
+                Err(_) => return Err(broken()),
+            }
         };
         let buffer = std::mem::replace(&mut self.current, next);
         let block = Block {
@@ -122,9 +125,17 @@ impl StagedWriter {
         self.at += self.filled as u64;
         self.filled = 0;
         match &self.to_thread {
-            Some(tx) => tx.send(block).map_err(|_| broken()),
-            None => Err(broken()),
+            Some(tx) if tx.send(block).is_ok() => Ok(()),
+            _ => Err(self.failure()),
         }
+    }
+
+    /// Why the thread stopped: the error of the write that failed.
+    fn failure(&self) -> std::io::Error {
+        self.from_thread
+            .try_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(broken)
     }
 
     /// Writes what is left (the last block padded to the alignment), waits for every write,
@@ -164,6 +175,31 @@ impl Drop for StagedWriter {
 
 fn broken() -> std::io::Error {
     std::io::Error::other("the output writer thread stopped")
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_is_reported_as_itself() {
+        // A descriptor open for reading only: every write fails with EBADF.
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let file = File::open(tmp.path()).unwrap();
+        let mut writer = StagedWriter::start(&file, false).unwrap();
+        let mut result = Ok(());
+        for _ in 0..2 * BUFFERS {
+            result = writer.append(BUFFER, &mut |_, out| out.fill(7));
+            if result.is_err() {
+                break;
+            }
+        }
+        let error = result
+            .err()
+            .or_else(|| writer.finish().err())
+            .expect("writes fail");
+        assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{error}");
+    }
 }
 
 /// The thread: writes blocks in order and hands their buffers back. A filesystem that
