@@ -333,11 +333,9 @@ impl InitSpec {
     fn value_of_bits(&self, bits: u32) -> f32 {
         match self.fill {
             Fill::Constant(v) => v as f32,
-            Fill::Uniform { minval, range } => philox::unit_f32(bits) * range + minval,
-            Fill::Normal { mean, stddev } => mean + stddev * philox::normal_f32(bits),
-            Fill::TruncatedNormal { mean, stddev } => {
-                mean + stddev * philox::truncated_normal_f32(bits)
-            }
+            Fill::Uniform { minval, range } => uniform(minval, range, bits),
+            Fill::Normal { mean, stddev } => normal(mean, stddev, bits),
+            Fill::TruncatedNormal { mean, stddev } => truncated_normal(mean, stddev, bits),
         }
     }
 
@@ -363,14 +361,14 @@ impl InitSpec {
         }
         match self.fill {
             Fill::Constant(_) => unreachable!("constants are filled above"),
-            Fill::Uniform { minval, range } => self.fill_values(dtype, first, out, true, |b| {
-                philox::unit_f32(b) * range + minval
-            }),
+            Fill::Uniform { minval, range } => {
+                self.fill_values(dtype, first, out, true, |b| uniform(minval, range, b))
+            }
             // With its branch for the tails, computing every lane both ways costs more than
             // wide vectors gain: block by block.
-            Fill::Normal { mean, stddev } => self.fill_values(dtype, first, out, false, |b| {
-                mean + stddev * philox::normal_f32(b)
-            }),
+            Fill::Normal { mean, stddev } => {
+                self.fill_values(dtype, first, out, false, |b| normal(mean, stddev, b))
+            }
             Fill::TruncatedNormal { mean, stddev } => {
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx2") {
@@ -378,7 +376,7 @@ impl InitSpec {
                     return unsafe { self.truncated_normal_avx2(mean, stddev, dtype, first, out) };
                 }
                 self.fill_values(dtype, first, out, true, |b| {
-                    mean + stddev * philox::truncated_normal_f32(b)
+                    truncated_normal(mean, stddev, b)
                 })
             }
         }
@@ -398,7 +396,7 @@ impl InitSpec {
         out: &mut [u8],
     ) {
         self.fill_values(dtype, first, out, true, |b| {
-            mean + stddev * philox::truncated_normal_f32(b)
+            truncated_normal(mean, stddev, b)
         })
     }
 
@@ -498,6 +496,24 @@ impl InitSpec {
             rest = later;
         }
     }
+}
+
+/// The value of a uniform fill for one 32-bit Philox output.
+#[inline(always)]
+fn uniform(minval: f32, range: f32, bits: u32) -> f32 {
+    philox::unit_f32(bits) * range + minval
+}
+
+/// The value of a normal fill for one 32-bit Philox output.
+#[inline(always)]
+fn normal(mean: f32, stddev: f32, bits: u32) -> f32 {
+    mean + stddev * philox::normal_f32(bits)
+}
+
+/// The value of a truncated normal fill for one 32-bit Philox output.
+#[inline(always)]
+fn truncated_normal(mean: f32, stddev: f32, bits: u32) -> f32 {
+    mean + stddev * philox::truncated_normal_f32(bits)
 }
 
 /// The bf16 nearest `value` (ties to even), as `half::bf16::from_f32` rounds, without a branch
