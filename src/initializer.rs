@@ -315,6 +315,20 @@ fn variance_scaling(
     }
 }
 
+/// `fn $name(&self, mean, stddev, dtype, first, out)`: the truncated normal fill, compiled
+/// for the target features given (x86-64 only), else for the baseline.
+macro_rules! truncated_normal_for {
+    ($name:ident $(, $features:literal)?) => {
+        $(#[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)])?
+        fn $name(&self, mean: f32, stddev: f32, dtype: FloatType, first: u64, out: &mut [u8]) {
+            self.fill_values(dtype, first, out, true, |b| {
+                truncated_normal(mean, stddev, b)
+            })
+        }
+    };
+}
+
 impl InitSpec {
     /// The f32 value of global element `index` for the random fills (constant fills ignore
     /// the index).
@@ -391,9 +405,7 @@ impl InitSpec {
         out: &mut [u8],
     ) {
         match simd {
-            Simd::Baseline => self.fill_values(dtype, first, out, true, |b| {
-                truncated_normal(mean, stddev, b)
-            }),
+            Simd::Baseline => self.truncated_normal_baseline(mean, stddev, dtype, first, out),
             // SAFETY (both): `Simd` names only what the CPU has (see `Simd::available`).
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { self.truncated_normal_avx2(mean, stddev, dtype, first, out) },
@@ -404,35 +416,12 @@ impl InitSpec {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn truncated_normal_avx2(
-        &self,
-        mean: f32,
-        stddev: f32,
-        dtype: FloatType,
-        first: u64,
-        out: &mut [u8],
-    ) {
-        self.fill_values(dtype, first, out, true, |b| {
-            truncated_normal(mean, stddev, b)
-        })
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
-    fn truncated_normal_avx512(
-        &self,
-        mean: f32,
-        stddev: f32,
-        dtype: FloatType,
-        first: u64,
-        out: &mut [u8],
-    ) {
-        self.fill_values(dtype, first, out, true, |b| {
-            truncated_normal(mean, stddev, b)
-        })
-    }
+    truncated_normal_for!(truncated_normal_baseline);
+    truncated_normal_for!(truncated_normal_avx2, "avx2");
+    truncated_normal_for!(
+        truncated_normal_avx512,
+        "avx512f,avx512vl,avx512dq,avx512bw"
+    );
 
     /// Fills `out` with `value` of each element's Philox output, rounded to `dtype`; [`WIDE`]
     /// elements at a time if `wide` (for branch-free `value`).
