@@ -315,16 +315,14 @@ fn variance_scaling(
     }
 }
 
-/// `fn $name(&self, mean, stddev, dtype, first, out)`: the truncated normal fill, compiled
-/// for the target features given (x86-64 only), else for the baseline.
-macro_rules! truncated_normal_for {
-    ($name:ident $(, $features:literal)?) => {
-        $(#[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)])?
-        fn $name(&self, mean: f32, stddev: f32, dtype: FloatType, first: u64, out: &mut [u8]) {
-            self.fill_values(dtype, first, out, true, |b| {
-                truncated_normal(mean, stddev, b)
-            })
+/// `fn $name(&self, dtype, first, out, value)`: `fill_values(dtype, first, out, true, value)`
+/// compiled with the x86-64 target features given (`value` inlined into it).
+macro_rules! wide_fill_compiled_for {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $name(&self, dtype: FloatType, first: u64, out: &mut [u8], value: impl Fn(u32) -> f32) {
+            self.fill_values(dtype, first, out, true, value)
         }
     };
 }
@@ -373,10 +371,15 @@ impl InitSpec {
             }
             return;
         }
+        self.fill_random(Simd::detect(), dtype, first, out);
+    }
+
+    /// [`InitSpec::fill`] of a random fill, on the vector instructions `simd` names.
+    fn fill_random(&self, simd: Simd, dtype: FloatType, first: u64, out: &mut [u8]) {
         match self.fill {
-            Fill::Constant(_) => unreachable!("constants are filled above"),
+            Fill::Constant(_) => unreachable!("constants are filled by `fill`"),
             Fill::Uniform { minval, range } => {
-                self.fill_values(dtype, first, out, true, |b| uniform(minval, range, b))
+                self.fill_wide_with(simd, dtype, first, out, |b| uniform(minval, range, b))
             }
             // With its branch for the tails, computing every lane both ways costs more than
             // wide vectors gain: block by block.
@@ -384,44 +387,40 @@ impl InitSpec {
                 self.fill_values(dtype, first, out, false, |b| normal(mean, stddev, b))
             }
             Fill::TruncatedNormal { mean, stddev } => {
-                let simd = Simd::detect();
-                self.truncated_normal_with(simd, mean, stddev, dtype, first, out)
+                self.fill_wide_with(simd, dtype, first, out, |b| {
+                    truncated_normal(mean, stddev, b)
+                })
             }
         }
     }
 
-    /// The truncated normal fill (the usual backup initializer) on the vector instructions
-    /// `simd` names. Every path performs the same operations in the same order, never fused,
-    /// so they give the same bits; wider vectors run the eight Philox blocks and the 32 values
-    /// of a step in fewer instructions (measured on one core: AVX2 1.25x the baseline x86-64
+    /// [`InitSpec::fill_values`] of a branch-free `value` (the uniform and truncated normal
+    /// fills), [`WIDE`] elements at a time on the vector instructions `simd` names. Every
+    /// path performs the same operations in the same order, never fused, so they give the
+    /// same bits; wider vectors run the eight Philox blocks and the 32 values of a step in
+    /// fewer instructions (truncated normal on one core: AVX2 1.25x the baseline x86-64
     /// build, AVX-512 2x AVX2).
-    fn truncated_normal_with(
+    #[inline(always)]
+    fn fill_wide_with(
         &self,
         simd: Simd,
-        mean: f32,
-        stddev: f32,
         dtype: FloatType,
         first: u64,
         out: &mut [u8],
+        value: impl Fn(u32) -> f32,
     ) {
         match simd {
-            Simd::Baseline => self.truncated_normal_baseline(mean, stddev, dtype, first, out),
+            Simd::Baseline => self.fill_values(dtype, first, out, true, value),
             // SAFETY (both): `Simd` names only what the CPU has (see `Simd::available`).
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { self.truncated_normal_avx2(mean, stddev, dtype, first, out) },
+            Simd::Avx2 => unsafe { self.fill_values_avx2(dtype, first, out, value) },
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe {
-                self.truncated_normal_avx512(mean, stddev, dtype, first, out)
-            },
+            Simd::Avx512 => unsafe { self.fill_values_avx512(dtype, first, out, value) },
         }
     }
 
-    truncated_normal_for!(truncated_normal_baseline);
-    truncated_normal_for!(truncated_normal_avx2, "avx2");
-    truncated_normal_for!(
-        truncated_normal_avx512,
-        "avx512f,avx512vl,avx512dq,avx512bw"
-    );
+    wide_fill_compiled_for!(fill_values_avx2, "avx2");
+    wide_fill_compiled_for!(fill_values_avx512, "avx512f,avx512vl,avx512dq,avx512bw");
 
     /// Fills `out` with `value` of each element's Philox output, rounded to `dtype`; [`WIDE`]
     /// elements at a time if `wide` (for branch-free `value`).
@@ -601,43 +600,46 @@ mod tests {
 
     #[test]
     fn every_vector_path_gives_the_scalar_bits() {
-        let (mean, stddev) = (0.25, 3.0);
-        let s = spec(
-            Initializer::TruncatedNormal {
-                mean,
-                stddev,
-                seed: 11,
-            },
-            &[1000, 7],
-        );
         let paths = Simd::available();
         assert!(paths.contains(&Simd::detect()));
-        for dtype in [
-            FloatType::F32,
-            FloatType::F64,
-            FloatType::F16,
-            FloatType::BF16,
+        for init in [
+            Initializer::TruncatedNormal {
+                mean: 0.25,
+                stddev: 3.0,
+                seed: 11,
+            },
+            Initializer::RandomUniform {
+                minval: -0.05,
+                maxval: 0.05,
+                seed: 12,
+            },
+            Initializer::RandomNormal {
+                mean: 1.0,
+                stddev: 2.0,
+                seed: 13,
+            },
         ] {
-            let size = dtype.size();
-            // Starts and lengths off the 4-element blocks and the 32-element steps.
-            for (first, n) in [(0u64, 7000usize), (3, 1001), (33, 64), (1 << 40, 97)] {
-                let want: Vec<u8> = (first..first + n as u64)
-                    .flat_map(|i| dtype.bits_from_f32(s.value_f32(i)).to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .chunks(8)
-                    .flat_map(|c| c[..size].to_vec())
-                    .collect();
-                for &simd in &paths {
-                    let mut got = vec![0u8; n * size];
-                    s.truncated_normal_with(
-                        simd,
-                        mean as f32,
-                        stddev as f32,
-                        dtype,
-                        first,
-                        &mut got,
-                    );
-                    assert!(got == want, "{simd:?} {dtype:?} from {first}");
+            let s = spec(init.clone(), &[1000, 7]);
+            for dtype in [
+                FloatType::F32,
+                FloatType::F64,
+                FloatType::F16,
+                FloatType::BF16,
+            ] {
+                let size = dtype.size();
+                // Starts and lengths off the 4-element blocks and the 32-element steps.
+                for (first, n) in [(0u64, 7000usize), (3, 1001), (33, 64), (1 << 40, 97)] {
+                    let want: Vec<u8> = (first..first + n as u64)
+                        .flat_map(|i| dtype.bits_from_f32(s.value_f32(i)).to_le_bytes())
+                        .collect::<Vec<u8>>()
+                        .chunks(8)
+                        .flat_map(|c| c[..size].to_vec())
+                        .collect();
+                    for &simd in &paths {
+                        let mut got = vec![0u8; n * size];
+                        s.fill_random(simd, dtype, first, &mut got);
+                        assert!(got == want, "{init:?} {simd:?} {dtype:?} from {first}");
+                    }
                 }
             }
         }
