@@ -212,17 +212,23 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
     let map = lookup(new, 0..new_size, old)?;
     // A token of the new window seen twice either maps to the same old line twice, or is
-    // missing from the old vocabulary both times; only the missing ones need an index.
-    let mut first_user = vec![MISSING; old.len()];
+    // missing from the old vocabulary both times; only the missing ones need an index. The
+    // old lines in use are kept as bits (a cache-sized table where a line number each would
+    // take 4 bytes a token); the first user of a line used twice is searched for only then.
+    let mut used = vec![0u64; old.len().div_ceil(64)];
     let mut dup: Option<(usize, usize)> = None;
     let mut missing = Vec::new();
     for (i, &m) in map.iter().enumerate() {
         if m == MISSING {
             missing.push(i as u32);
-        } else if first_user[m as usize] == MISSING {
-            first_user[m as usize] = i as u32;
+            continue;
+        }
+        let (word, bit) = (m as usize / 64, 1u64 << (m % 64));
+        if used[word] & bit == 0 {
+            used[word] |= bit;
         } else if dup.is_none() {
-            dup = Some((first_user[m as usize] as usize, i));
+            let first = map.iter().position(|&f| f == m).expect("an earlier user");
+            dup = Some((first, i));
         }
     }
     if let Err(d) = TokenIndex::build(new, Lines::List(&missing)) {
@@ -602,6 +608,31 @@ mod tests {
                 assert_eq!((token.as_str(), first, second), ("x", 1, 3));
             }
             other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn new_duplicates_report_the_earliest_second_line() {
+        let old = file(b"a\nb\nc\n");
+        let o = Vocab::read(old.path(), None).unwrap();
+        // b is in the old vocabulary (both lines map to old line 2), z is not; the pair
+        // whose second line comes first is reported, with the first line of its token.
+        for (text, want) in [
+            (&b"q\nb\nz\nz\nb\n"[..], ("z", 3, 4)),
+            (b"q\nb\nz\nb\nz\n", ("b", 2, 4)),
+            (b"b\nq\nb\nb\n", ("b", 1, 3)),
+        ] {
+            let new = file(text);
+            let n = Vocab::read(new.path(), None).unwrap();
+            match remap(&n, n.len(), &o) {
+                Err(Error::DuplicateToken {
+                    token,
+                    first,
+                    second,
+                    ..
+                }) => assert_eq!((token.as_str(), first, second), want),
+                other => panic!("{:?}", other.map(|_| ())),
+            }
         }
     }
 
