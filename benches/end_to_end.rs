@@ -2,7 +2,7 @@
 //! workloads, against a plain copy of the old checkpoint measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench end_to_end -- [--workloads 1m,2m,lm,huge] [--backend cpu|gpu|auto]
+//! cargo bench --bench end_to_end -- [--workloads 1m,2m,lm,huge] [--backend cpu|gpu|auto|cpu,gpu]
 //!                                   [--reps 3] [--dir /path/with/space] [--keep]
 //! ```
 //!
@@ -11,7 +11,8 @@
 //! `reps` times: (1) copy the old checkpoint file and flush it to disk (`fs::copy` +
 //! `fsync`: the same bytes read and written once, through the page cache), (2) copy it through
 //! warmstart's own output writer (direct I/O: the I/O floor of the tool), (3) `warmstart run`
-//! with the given backend, whose output is flushed to disk too. It reports medians of the wall time,
+//! with the given backend, whose output is flushed to disk too (with several backends, each in
+//! turn, and a last table of each one's time over the first one's). It reports medians of the wall time,
 //! GB/s of output, the ratio to the copy, and the peak anonymous memory of the `warmstart`
 //! process (RssAnon sampled every 5 ms: file-backed pages of the memory maps do not count),
 //! next to the peak of a `--dry-run` (planning alone: the vocabulary index).
@@ -367,7 +368,8 @@ fn main() {
         }
     }
     let all = workloads(ram_bytes());
-    if backend == "gpu" {
+    let backends: Vec<&str> = backend.split(',').collect();
+    if backends.contains(&"gpu") {
         match device_copy_bandwidth() {
             Some((name, bw)) => println!(
                 "device {name}: buffer-to-buffer copy {:.1} GB/s\n",
@@ -378,6 +380,7 @@ fn main() {
     }
     println!("| workload | table | backend | copy s | direct copy s | warmstart s | GB/s | ratio to copy | ratio to direct copy | peak anon MiB | planning alone MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut versus = Vec::new();
     for name in names.split(',') {
         let w = all
             .iter()
@@ -387,35 +390,56 @@ fn main() {
         w.generate(&wdir);
         // Warm the page cache the same way for both: read the old file once.
         copy_baseline(&wdir);
-        let (mut copies, mut directs, mut runs, mut peaks) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut copies, mut directs) = (Vec::new(), Vec::new());
+        let mut runs = vec![Vec::new(); backends.len()];
+        let mut peaks = vec![0u64; backends.len()];
         for _ in 0..reps {
             copies.push(copy_baseline(&wdir));
             directs.push(direct_copy(&wdir));
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            let (s, peak) = run_cli(&bin, &wdir, &backend, &extra);
-            runs.push(s);
-            peaks.push(peak as f64);
+            for (b, backend) in backends.iter().enumerate() {
+                let (s, peak) = run_cli(&bin, &wdir, backend, &extra);
+                runs[b].push(s);
+                peaks[b] = peaks[b].max(peak);
+            }
         }
-        let (copy, direct, run) = (median(copies), median(directs), median(runs));
+        let (copy, direct) = (median(copies), median(directs));
         // The vocabulary index and other planning structures: a dry run's peak.
         let (_, plan_peak) = run_cli(&bin, &wdir, "cpu", &["--dry-run"]);
         let out_bytes = (w.new_rows() * w.cols * w.elem()) as f64;
-        println!(
-            "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {direct:.2} | {run:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
-            w.name,
-            w.rows,
-            w.cols,
-            w.dtype(),
-            w.old_bytes() as f64 / 1e9,
-            out_bytes / run / 1e9,
-            run / copy,
-            run / direct,
-            peaks.iter().cloned().fold(0.0, f64::max) / (1 << 20) as f64,
-            plan_peak as f64 / (1 << 20) as f64,
-        );
+        let runs: Vec<f64> = runs.into_iter().map(median).collect();
+        for ((backend, &run), peak) in backends.iter().zip(&runs).zip(&peaks) {
+            println!(
+                "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {direct:.2} | {run:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+                w.name,
+                w.rows,
+                w.cols,
+                w.dtype(),
+                w.old_bytes() as f64 / 1e9,
+                out_bytes / run / 1e9,
+                run / copy,
+                run / direct,
+                *peak as f64 / (1 << 20) as f64,
+                plan_peak as f64 / (1 << 20) as f64,
+            );
+        }
+        for (backend, run) in backends.iter().zip(&runs).skip(1) {
+            versus.push(format!(
+                "| {} | {backend} / {} | {:.2} |",
+                w.name,
+                backends[0],
+                run / runs[0]
+            ));
+        }
         if !keep && (w.name == "huge" || w.name == "8g") {
             let _ = std::fs::remove_dir_all(&wdir);
+        }
+    }
+    if !versus.is_empty() {
+        println!("\n| workload | backends | ratio of median seconds (same run, interleaved) |");
+        println!("|---|---|---|");
+        for line in versus {
+            println!("{line}");
         }
     }
 }
