@@ -4,12 +4,15 @@
 // rows with no source are left to fill_missing.wgsl. Rows of odd-width f16/bf16 tables are not
 // whole words: remap_cols.wgsl moves them, element by element.
 //
-// Needs rows.wgsl and a word file in front: word_u32.wgsl or word_vec4.wgsl, which define the
-// unit `Word` rows are moved in (`words_per_row` of the row set counts such units).
+// Needs rows.wgsl and a word file in front: word_u32.wgsl, word_vec4.wgsl or
+// word_vec4_split.wgsl, which define the unit `Word` rows are moved in (`words_per_row` of the
+// row set counts such units) and `copy_span`, which moves some units of one row.
 
 // Mirrors `gather_rows::Params` in src/engine/gpu/gather_rows.rs.
 struct Params {
     rows: RowSet,
+    old_offset: u32, // the window's lead: whole units
+    old_shift: u32, // word_vec4_split.wgsl: and u32 words (1..=3)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -27,11 +30,7 @@ fn set_row(i: u32) -> vec2<u32> {
 
 fn do_words(row: vec2<u32>, first: u32, end: u32) {
     let wpr = params.rows.words_per_row;
-    let out_at = row.x * wpr;
-    let old_at = row.y * wpr;
-    for (var j = first; j < end; j++) {
-        out[out_at + j] = old[old_at + j];
-    }
+    copy_span(row.x * wpr, row.y * wpr, first, end);
 }
 
 @compute @workgroup_size(WORKGROUP)

@@ -13,6 +13,7 @@ struct Params {
     old_cols: u32, // columns of the old table
     esize: u32, // bytes per element: 2, 4 or 8
     identity: u32, // 1: no column map, column c is old column c
+    old_offset: u32, // words the window's buffer holds before its first row (its lead)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -44,7 +45,7 @@ fn do_words(row: vec2<u32>, first: u32, end: u32) {
         for (var j = first; j < end; j++) {
             let c = source_col(j);
             if (c != MISSING) {
-                out[row.x * cols + j] = old[row.y * old_cols + c];
+                out[row.x * cols + j] = old[params.old_offset + row.y * old_cols + c];
             }
         }
         return;
@@ -54,7 +55,7 @@ fn do_words(row: vec2<u32>, first: u32, end: u32) {
         for (var j = first; j < end; j++) {
             let c = source_col(j >> 1u);
             if (c != MISSING) {
-                out[row.x * cols * 2u + j] = old[(row.y * old_cols + c) * 2u + (j & 1u)];
+                out[row.x * cols * 2u + j] = old[params.old_offset + (row.y * old_cols + c) * 2u + (j & 1u)];
             }
         }
         return;
@@ -79,7 +80,7 @@ fn half_word(row: vec2<u32>, j: u32) {
         if (e >= first && e < first + cols) {
             let c = source_col(e - first);
             if (c != MISSING) {
-                let src = row.y * old_cols + c;
+                let src = 2u * params.old_offset + row.y * old_cols + c;
                 word |= half_of(old[src >> 1u], src & 1u) << (16u * s);
                 mask |= 0xFFFFu << (16u * s);
             }

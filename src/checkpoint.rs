@@ -275,6 +275,21 @@ impl TensorData {
         })
     }
 
+    /// The bytes in `range` (relative to the tensor's start) when they lie in one file, with
+    /// that file's whole map.
+    pub(crate) fn mapped(&self, range: Range<usize>) -> Option<(&[u8], &[u8])> {
+        let mut start = 0usize;
+        for s in &self.segments {
+            let seg = start..start + s.bytes.len();
+            if range.start >= seg.start && range.end <= seg.end {
+                let bytes = &s.slice()[range.start - seg.start..range.end - seg.start];
+                return Some((bytes, &s.file.map));
+            }
+            start = seg.end;
+        }
+        None
+    }
+
     /// A view of this tensor as rows of `row_bytes` bytes each (axis 0 and everything after
     /// it), for row gathers. `None` for sub-byte rows.
     pub(crate) fn rows(&self) -> Option<RowView<'_>> {

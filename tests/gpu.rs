@@ -67,8 +67,11 @@ fn tiny_engine() -> Option<GpuEngine> {
 
 /// Small chunks within a budget of many chunks, for old tables that do not fit it: a
 /// scattered row map then makes the engine process groups of chunks per pass over the table.
+/// Windows are copied, not imported from the files (the tiny engine imports them where the
+/// driver can), so that both ways of loading a window run on the software driver.
 fn grouped_engine() -> Option<GpuEngine> {
     gpu(GpuOptions::new()
+        .import_host_memory(false)
         .max_binding_bytes(8192)
         .chunk_bytes(600)
         .window_bytes(100)
@@ -458,6 +461,96 @@ fn random_jobs_match_the_cpu_engine() {
             }
         }
     }
+}
+
+/// On the software driver, windows of old tables are read in the mapped checkpoint files
+/// (host-memory imports) instead of copied: at every lead (the table at every 4-byte offset
+/// modulo 64 in its file, windows of odd sizes), for rows moved in vec4 and u32 units and
+/// element by element (a column map), matching the CPU engine; with imports off they are
+/// copied. (Windows copied with a lead, where an import is refused, run in
+/// `random_jobs_match_the_cpu_engine`: the tiny engine imports.)
+#[test]
+fn windows_are_read_in_the_mapped_files_on_the_software_driver() {
+    let options = || GpuOptions::new().max_binding_bytes(4096).window_bytes(700);
+    let Some(mut importing) = gpu(options()) else {
+        return;
+    };
+    let Some(mut copying) = gpu(options().import_host_memory(false)) else {
+        return;
+    };
+    assert!(!copying.imports_host_memory());
+    if !importing.adapter_name().contains("llvmpipe") {
+        eprintln!("NOTICE: host-memory imports are checked on lavapipe only");
+        return;
+    }
+    assert!(
+        importing.imports_host_memory(),
+        "lavapipe offers VK_EXT_external_memory_host, but the engine does not import"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x1EAD);
+    // (dtype, columns): 16-byte rows (vec4 units), 12-byte rows (u32 units)
+    let tables = [
+        (FloatType::F32, 4),
+        (FloatType::F32, 3),
+        (FloatType::BF16, 8),
+        (FloatType::F64, 2),
+    ];
+    for pad in 0..16 {
+        for (t, &(dtype, cols)) in tables.iter().enumerate() {
+            let old_rows = 150 + rng.below(50);
+            let bytes = rng.bytes(old_rows * cols * dtype.size());
+            let name = format!("p{pad}t{t}");
+            let ckpt = dir.path().join(&name);
+            std::fs::create_dir_all(&ckpt).unwrap();
+            // "a" sorts first: the table starts 4 * pad bytes later in the data
+            let padding = vec![0u8; 4 * pad];
+            let views = vec![
+                (
+                    "a".to_string(),
+                    TensorView::new(Dtype::F32, vec![pad], &padding).unwrap(),
+                ),
+                (
+                    "old".to_string(),
+                    TensorView::new(dtype_of(dtype), vec![old_rows, cols], &bytes).unwrap(),
+                ),
+            ];
+            let file = safetensors::serialize(views, None).unwrap();
+            std::fs::write(ckpt.join("a.safetensors"), file).unwrap();
+            let old = Checkpoint::open(&ckpt)
+                .unwrap()
+                .tensor("old")
+                .unwrap()
+                .unwrap();
+            let rows = 1 + rng.below(200);
+            let axis1 = t == 0 && pad % 2 == 1;
+            let (row_map, col_map) = if axis1 {
+                (None, Some(index_map(&mut rng, cols, cols)))
+            } else {
+                (Some(index_map(&mut rng, rows, old_rows)), None)
+            };
+            let rows = if axis1 { old_rows } else { rows };
+            let job = RemapJob {
+                variable: name.clone(),
+                old,
+                dtype,
+                rows: 0..rows,
+                cols,
+                old_cols: cols,
+                row_map: row_map.map(Into::into),
+                col_map: col_map.map(Into::into),
+                init: Initializer::Zeros {}
+                    .resolve(&name, &[rows, cols], "test")
+                    .unwrap(),
+            };
+            let expected = run(&mut CpuEngine::new(), &job);
+            let what = format!("pad {pad}: {}", describe(&job));
+            assert_matches(&job, &expected, &run(&mut importing, &job), &what);
+            assert_matches(&job, &expected, &run(&mut copying, &job), &what);
+        }
+    }
+    assert!(importing.imported_windows() > 0);
+    assert_eq!(copying.imported_windows(), 0);
 }
 
 /// A scattered row map over an old table larger than the window cache: chunks are processed

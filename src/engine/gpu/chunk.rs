@@ -46,6 +46,10 @@ pub(crate) struct Limits {
     /// Most words of a row a thread handles per item: 1 on GPUs (neighbouring threads touch
     /// neighbouring words), more on the software driver (every item has a fixed cost).
     pub span: u32,
+    /// Windows start this many bytes (a multiple of 4), or fewer, into their buffers: the
+    /// address of a window's first byte modulo this is its *lead*, so that the buffer can
+    /// be the checkpoint file's own pages (`host_memory.rs`). 1: no leads.
+    pub lead_align: u64,
 }
 
 /// The kernel that moves cells with a source.
@@ -86,6 +90,8 @@ pub(crate) struct Layout {
     pub params_stride: u64,
     /// See [`Limits::span`].
     pub span: u32,
+    /// Per window, the bytes its buffer holds before its first row (see [`Limits::lead_align`]).
+    pub leads: Vec<u32>,
 }
 
 fn too_wide(job: &RemapJob, what: &str, bytes: usize, limit: u64) -> Error {
@@ -199,16 +205,22 @@ impl Layout {
             }
         }
         let fits = (old_rows * old_row_bytes) as u64 <= limits.window_budget;
+        // windows with their leads within a binding
+        let lead_align = match limits.lead_align {
+            a if a > 1 && old_row_bytes as u64 + a <= limits.binding => a,
+            _ => 1,
+        };
+        let binding = limits.binding - if lead_align > 1 { lead_align } else { 0 };
         let mut scattered = false;
         let window_rows = match old_row_bytes {
             0 => old_rows.max(1),
             b => {
-                let rows = (limits.window as usize / b).max(1);
+                let rows = (limits.window.min(binding) as usize / b).max(1);
                 scattered = spread(job, chunk_rows, rows) > SPREAD_LIMIT;
                 // A row map that reads all over the old table makes every chunk touch every
                 // window: when the whole table fits the cache anyway, use windows as large as
                 // a binding, so that a chunk needs few dispatches.
-                let widest = (limits.binding.min(limits.window_budget) as usize / b).max(1);
+                let widest = (binding.min(limits.window_budget) as usize / b).max(1);
                 if scattered && fits && widest > rows {
                     widest
                 } else {
@@ -216,6 +228,7 @@ impl Layout {
                 }
             }
         };
+        let leads = leads(job, old_row_bytes, window_rows, lead_align);
         Ok(Layout {
             esize,
             cols: job.cols,
@@ -235,7 +248,13 @@ impl Layout {
             init: init_uniform(job),
             params_stride: limits.params_stride,
             span: limits.span,
+            leads,
         })
+    }
+
+    /// The bytes window `w`'s buffer holds before its first row.
+    pub(crate) fn lead(&self, w: usize) -> u64 {
+        self.leads.get(w).copied().unwrap_or(0) as u64
     }
 
     /// The chunks of `rows`, in order.
@@ -294,6 +313,30 @@ impl Layout {
             .next_multiple_of(4)
             .max(4) as u64
     }
+}
+
+/// The lead of each window of `job`'s old table: the address of its first byte modulo
+/// `align`. None (all zero) when `align` is 1, or when some window could start off a word
+/// (the kernels skip leads in whole words).
+fn leads(job: &RemapJob, row_bytes: usize, window_rows: usize, align: u64) -> Vec<u32> {
+    let old = &job.old;
+    let aligned = old
+        .pieces(0..old.byte_len())
+        .all(|p| (p.as_ptr() as usize).is_multiple_of(4));
+    if align <= 1 || !row_bytes.is_multiple_of(4) || !aligned || row_bytes == 0 {
+        return Vec::new();
+    }
+    let window_bytes = window_rows * row_bytes;
+    (0..old.byte_len().div_ceil(window_bytes))
+        .map(|w| {
+            let at = w * window_bytes;
+            let first = old
+                .pieces(at..at + 1)
+                .next()
+                .map_or(0, |p| p.as_ptr() as u64);
+            (first % align) as u32
+        })
+        .collect()
 }
 
 /// Above this many windows per chunk on average, a row map counts as scattered.
@@ -435,8 +478,10 @@ impl Blob<'_> {
         sets.into_iter().filter(|s| s.count > 0).collect()
     }
 
-    fn gather(&mut self, mut rows: RowSet) -> Dispatch {
+    /// A gather from window `w`.
+    fn gather(&mut self, mut rows: RowSet, w: usize) -> Dispatch {
         let l = self.layout;
+        let lead = l.lead(w);
         let threads = items(&mut rows, l.span);
         let params = match l.mover {
             Mover::Elements { identity } => self.entry(&remap_cols::Params {
@@ -445,12 +490,14 @@ impl Blob<'_> {
                 old_cols: l.old_cols as u32,
                 esize: l.esize as u32,
                 identity: identity as u32,
+                old_offset: (lead / 4) as u32,
+                _pad: [0; 3],
             }),
             Mover::Rows { unit } => {
                 rows.words_per_row = (l.row_bytes / unit) as u32;
                 let threads = items(&mut rows, l.span);
                 return Dispatch {
-                    params: self.entry(&gather_rows::Params { rows }),
+                    params: self.entry(&gather_rows::Params::new(rows, unit, lead)),
                     threads,
                 };
             }
@@ -506,7 +553,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                     let w = g / layout.window_rows;
                     let end = rows.end.min(layout.window(w).end);
                     let sets = blob.ranges(g - c0, g - layout.window(w).start, end - g);
-                    let d = sets.into_iter().map(|s| blob.gather(s)).collect();
+                    let d = sets.into_iter().map(|s| blob.gather(s, w)).collect();
                     windows.push((w, d));
                     g = end;
                 }
@@ -561,7 +608,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                 let mut d = Vec::new();
                 for list in lists.iter().filter(|l| !l.is_empty()) {
                     let rows = blob.listed(list, 2);
-                    d.push(blob.gather(rows));
+                    d.push(blob.gather(rows, w));
                 }
                 windows.push((w, d));
             }
@@ -609,6 +656,7 @@ mod tests {
         window_budget: 1000,
         params_stride: 256,
         span: 1,
+        lead_align: 1,
     };
 
     /// A job over an old f16 table of `old_rows` x `cols`, written to a temporary file.

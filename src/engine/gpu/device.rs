@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::host_memory::{self, HostMemory};
 use crate::error::{Error, Result};
 
 /// Environment variable naming the adapter to use (case-insensitive substring of its name).
@@ -105,10 +106,15 @@ fn gpu_device_node_present() -> bool {
 
 /// Requests a device with the adapter's own limits. On a software adapter, whose "device
 /// memory" is host memory, also `MAPPABLE_PRIMARY_BUFFERS`, so that output chunks are read
-/// where the kernels wrote them instead of through a copy.
-pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
+/// where the kernels wrote them instead of through a copy, and, where the Vulkan driver
+/// offers it, host-memory imports, so that old tables are read in the mapped checkpoint
+/// files instead of copied ([`HostMemory`]).
+pub(crate) fn request_device(
+    adapter: &wgpu::Adapter,
+) -> Result<(wgpu::Device, wgpu::Queue, Option<HostMemory>)> {
     let mut required_features = wgpu::Features::empty();
-    if adapter.get_info().device_type == wgpu::DeviceType::Cpu {
+    let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
+    if software {
         required_features |= adapter.features() & wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
     }
     let desc = wgpu::DeviceDescriptor {
@@ -119,12 +125,20 @@ pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, w
         memory_hints: wgpu::MemoryHints::Performance,
         trace: wgpu::Trace::Off,
     };
-    pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+    let cannot = |e: &dyn std::fmt::Display| {
         Error::Gpu(format!(
             "cannot open a device on {}: {e}",
             adapter.get_info().name
         ))
-    })
+    };
+    if software {
+        if let Some(opened) = host_memory::open(adapter, &desc) {
+            return opened.map_err(|e| cannot(&e));
+        }
+    }
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&desc)).map_err(|e| cannot(&e))?;
+    Ok((device, queue, None))
 }
 
 /// A device and queue, with bounded waits and error capture.
@@ -136,6 +150,8 @@ pub(crate) struct Gpu {
     /// Set by the device-lost callback and the uncaptured-error handler (devices the engine
     /// opened itself; a caller's device keeps the caller's handlers).
     pub(crate) fault: Arc<Mutex<Option<String>>>,
+    /// Host-memory imports, on a device the engine opened with them.
+    pub(crate) host: Option<HostMemory>,
 }
 
 impl Gpu {
@@ -145,6 +161,7 @@ impl Gpu {
             queue,
             timeout,
             fault: Arc::new(Mutex::new(None)),
+            host: None,
         }
     }
 

@@ -2,6 +2,10 @@
 //! the old rows their index names, one dispatch per window of the old table. Rows move in
 //! units of `vec4<u32>` when their byte width is a multiple of 16, else of `u32`; rows that are
 //! not whole words (odd-width f16/bf16) go through `remap_cols` instead.
+//!
+//! A window's rows start `lead` bytes into its buffer (`host_memory.rs`), a multiple of 4 but
+//! not always of 16: rows moved in `vec4<u32>` units are then assembled from two neighbouring
+//! `vec4<u32>`s of the window (`word_vec4_split.wgsl`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -25,18 +29,51 @@ pub(crate) const SOURCE_VEC4: &str = concat!(
     include_str!("../../../shaders/gather_rows.wgsl"),
 );
 
+/// The kernel's source moving `vec4<u32>` units off 16-byte boundaries of the window.
+pub(crate) const SOURCE_VEC4_SPLIT: &str = concat!(
+    include_str!("../../../shaders/rows.wgsl"),
+    "\n",
+    include_str!("../../../shaders/word_vec4_split.wgsl"),
+    "\n",
+    include_str!("../../../shaders/gather_rows.wgsl"),
+);
+
 /// Uniform parameters of one dispatch (`Params` in the shader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct Params {
     /// Output rows and their source rows in the window; `words_per_row` in units.
     pub rows: RowSet,
+    /// The window's lead in whole units...
+    pub old_offset: u32,
+    /// ...and in `u32` words (the split kernel: 1 to 3).
+    pub old_shift: u32,
+    pub _pad: [u32; 2],
 }
 
-/// The compiled kernel, in both unit sizes.
+impl Params {
+    /// A dispatch over `rows` of a window with a lead of `lead` bytes, in units of `unit`.
+    pub(crate) fn new(rows: RowSet, unit: usize, lead: u64) -> Self {
+        Params {
+            rows,
+            old_offset: (lead / unit as u64) as u32,
+            old_shift: (lead % unit as u64 / 4) as u32,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Whether rows moved in units of `unit` bytes from a window with a lead of `lead` bytes are
+/// off the window's unit boundaries (the split kernel).
+fn split(unit: usize, lead: u64) -> bool {
+    unit == 16 && !lead.is_multiple_of(16)
+}
+
+/// The compiled kernel, in both unit sizes, and in `vec4<u32>` units off unit boundaries.
 pub(crate) struct GatherRows {
     u32s: Kernel,
     vec4s: Kernel,
+    vec4s_split: Kernel,
 }
 
 impl GatherRows {
@@ -50,15 +87,22 @@ impl GatherRows {
         GatherRows {
             u32s: Kernel::new(device, "gather_rows (u32)", SOURCE_U32, &bindings),
             vec4s: Kernel::new(device, "gather_rows (vec4)", SOURCE_VEC4, &bindings),
+            vec4s_split: Kernel::new(
+                device,
+                "gather_rows (vec4, split)",
+                SOURCE_VEC4_SPLIT,
+                &bindings,
+            ),
         }
     }
 
-    /// The kernel moving units of `unit` bytes (4 or 16).
-    pub(crate) fn kernel(&self, unit: usize) -> &Kernel {
-        if unit == 16 {
-            &self.vec4s
-        } else {
-            &self.u32s
+    /// The kernel moving units of `unit` bytes (4 or 16) from a window with a lead of `lead`
+    /// bytes.
+    pub(crate) fn kernel(&self, unit: usize, lead: u64) -> &Kernel {
+        match (unit, split(unit, lead)) {
+            (16, true) => &self.vec4s_split,
+            (16, false) => &self.vec4s,
+            _ => &self.u32s,
         }
     }
 
@@ -67,13 +111,13 @@ impl GatherRows {
     pub(crate) fn bind(
         &self,
         device: &wgpu::Device,
-        unit: usize,
+        (unit, lead): (usize, u64),
         ctrl: Control<'_>,
         window: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
         let [params, list] = ctrl.bindings(size_of::<Params>());
-        self.kernel(unit).bind(
+        self.kernel(unit, lead).bind(
             device,
             &[
                 params,

@@ -50,12 +50,15 @@
 //! chunk `k + 1`. Every wait is bounded by [`GpuOptions::timeout`].
 //!
 //! **Software adapters** (Mesa's lavapipe, whose device memory is host memory and whose
-//! "device" shares the host's cores): output chunks are read, and new windows written, in place
-//! (`MAPPABLE_PRIMARY_BUFFERS`) instead of through transfer buffers; chunks (4 MiB) and windows
-//! (8 MiB) are smaller, so that little fresh memory is faulted in; a batch's new window
-//! buffers are created on several threads at once (wgpu zeroes a mapped buffer on the creating
-//! thread, which there is first-touch page faulting); the budget defaults to a quarter of the
-//! host's memory.
+//! "device" shares the host's cores): windows of the old table are not copied at all where the
+//! driver imports host memory (`VK_EXT_external_memory_host`, which lavapipe has): the mapped
+//! checkpoint file's own pages become the window buffers (`host_memory.rs`; a window then
+//! starts a few bytes, its *lead*, into its buffer, which the kernels skip). Output chunks are
+//! read, and windows that cannot be imported written, in place (`MAPPABLE_PRIMARY_BUFFERS`)
+//! instead of through transfer buffers; chunks (4 MiB) and windows (8 MiB) are smaller, so that
+//! little fresh memory is faulted in; a batch's new window buffers are created on several
+//! threads at once (wgpu zeroes a mapped buffer on the creating thread, which there is
+//! first-touch page faulting); the budget defaults to a quarter of the host's memory.
 //!
 //! **Embedding.** A caller with its own `wgpu::Device` hands it in ([`GpuEngine::from_device`])
 //! and receives warm-started tensors as device buffers ([`GpuEngine::remap_to_buffer`],
@@ -73,6 +76,7 @@ mod chunk;
 mod device;
 mod fill_missing;
 mod gather_rows;
+mod host_memory;
 mod kernels;
 mod remap_cols;
 mod stream;
@@ -89,6 +93,7 @@ use self::chunk::{ChunkPlan, Layout, Limits, Mover};
 use self::device::{Gpu, Scopes};
 use self::fill_missing::FillMissing;
 use self::gather_rows::GatherRows;
+use self::host_memory::HostMemory;
 use self::kernels::Control;
 use self::remap_cols::RemapCols;
 use self::stream::{copy_pieces, copy_tensor_parallel, Mappable, Stream};
@@ -148,6 +153,7 @@ pub struct GpuOptions {
     max_workgroups: Option<u32>,
     timeout: Duration,
     unified: bool,
+    import: bool,
 }
 
 impl Default for GpuOptions {
@@ -162,6 +168,7 @@ impl Default for GpuOptions {
             max_workgroups: None,
             timeout: Duration::from_secs(120),
             unified: true,
+            import: true,
         }
     }
 }
@@ -231,6 +238,14 @@ impl GpuOptions {
         self
     }
 
+    /// On a software adapter with unified memory (see [`GpuOptions::unified_memory`]) whose
+    /// driver can import host memory, read old tables in the mapped checkpoint files instead
+    /// of copying them into device memory (default true). Tests turn it off to run the copy.
+    pub fn import_host_memory(mut self, import: bool) -> Self {
+        self.import = import;
+        self
+    }
+
     /// Longest wait for the device before giving up with an error (default 120 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -280,10 +295,11 @@ pub struct DeviceTensor {
 }
 
 /// The WGSL source of each kernel as compiled (library files concatenated), by name.
-pub fn kernel_sources() -> [(&'static str, &'static str); 4] {
+pub fn kernel_sources() -> [(&'static str, &'static str); 5] {
     [
         ("gather_rows (u32)", gather_rows::SOURCE_U32),
         ("gather_rows (vec4)", gather_rows::SOURCE_VEC4),
+        ("gather_rows (vec4, split)", gather_rows::SOURCE_VEC4_SPLIT),
         ("remap_cols", remap_cols::SOURCE),
         ("fill_missing", fill_missing::SOURCE),
     ]
@@ -345,6 +361,33 @@ impl Kernels {
     }
 }
 
+/// Window `w` of `job`'s old table as its file's own pages (`host_memory.rs`), when it lies
+/// in one file and the driver takes it; `None`: the window is copied.
+fn import_window(
+    host: &HostMemory,
+    gpu: &Gpu,
+    job: &RemapJob,
+    layout: &Layout,
+    w: usize,
+) -> Option<wgpu::Buffer> {
+    let rows = layout.window(w);
+    let (bytes, mapping) = job
+        .old
+        .mapped(rows.start * layout.old_row_bytes..rows.end * layout.old_row_bytes)?;
+    // SAFETY: `bytes` lies in `mapping`, a read-only map of a whole input file (`mmap.rs`),
+    // kept alive by the tensor's clone; the buffer is only bound for reading (the window
+    // cache never reuses an adopted buffer, `windows.rs`).
+    unsafe {
+        host.import(
+            &gpu.device,
+            bytes,
+            layout.lead(w),
+            mapping,
+            Box::new(job.old.clone()),
+        )
+    }
+}
+
 /// One output slot: the chunk buffer the kernels write, its readback buffer and the control
 /// blob (dispatch parameters and row lists).
 #[derive(Default)]
@@ -401,8 +444,9 @@ impl GpuEngine {
     /// `WGPU_POWER_PREF`; hardware before software) with its own limits.
     pub fn new(options: GpuOptions) -> Result<Self> {
         let adapter = device::select_adapter()?;
-        let (device, queue) = device::request_device(&adapter)?;
-        let gpu = Gpu::new(device, queue, options.timeout);
+        let (device, queue, host) = device::request_device(&adapter)?;
+        let mut gpu = Gpu::new(device, queue, options.timeout);
+        gpu.host = host;
         gpu.install_handlers();
         Self::build(gpu, options)
     }
@@ -423,7 +467,7 @@ impl GpuEngine {
         Self::build(Gpu::new(device, queue, options.timeout), options)
     }
 
-    fn build(gpu: Gpu, options: GpuOptions) -> Result<Self> {
+    fn build(mut gpu: Gpu, options: GpuOptions) -> Result<Self> {
         let info = gpu.device.adapter_info();
         let device_limits = gpu.device.limits();
         let kernels = Kernels::compile(&gpu.device);
@@ -468,6 +512,17 @@ impl GpuEngine {
             .min(binding)
             .min(window_budget.max(64 << 10))
             .max(4);
+        // Device memory is host memory: chunks are read and new windows written in place,
+        // or imported from the mapped files.
+        let unified = options.unified
+            && is_cpu
+            && gpu
+                .device
+                .features()
+                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        if !(unified && options.import) {
+            gpu.host = None;
+        }
         let limits = Limits {
             binding,
             chunk,
@@ -475,14 +530,8 @@ impl GpuEngine {
             window_budget,
             params_stride: u64::from(device_limits.min_uniform_buffer_offset_alignment).max(256),
             span: if is_cpu { CPU_ADAPTER_SPAN } else { 1 },
+            lead_align: gpu.host.as_ref().map_or(1, |h| h.lead_align()),
         };
-        // Device memory is host memory: chunks are read and new windows written in place.
-        let unified = options.unified
-            && is_cpu
-            && gpu
-                .device
-                .features()
-                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         let max_groups = device_limits
             .max_compute_workgroups_per_dimension
             .min(options.max_workgroups.unwrap_or(u32::MAX))
@@ -516,6 +565,18 @@ impl GpuEngine {
     /// The adapter's name.
     pub fn adapter_name(&self) -> &str {
         &self.adapter
+    }
+
+    /// Whether old tables are read in the mapped checkpoint files rather than copied to the
+    /// device (a software adapter whose driver imports host memory; see
+    /// [`GpuOptions::import_host_memory`]).
+    pub fn imports_host_memory(&self) -> bool {
+        self.gpu.host.is_some()
+    }
+
+    /// Windows of old tables read in the mapped checkpoint files so far.
+    pub fn imported_windows(&self) -> u64 {
+        self.windows.adopted
     }
 
     /// Releases the cached windows of old tables (they are otherwise kept for the next job,
@@ -846,7 +907,9 @@ impl GpuEngine {
         }
         let mut order: Vec<usize> = readers.keys().copied().collect();
         order.sort_by_key(|&w| (!windows.is_resident(g.tensor, w), w));
-        let window_bytes = |w: usize| (layout.window(w).len() * layout.old_row_bytes) as u64;
+        // a window's buffer: its lead, then its rows
+        let window_bytes =
+            |w: usize| layout.lead(w) + (layout.window(w).len() * layout.old_row_bytes) as u64;
         let mut next = 0;
         loop {
             // The next batch: windows that fit the cache together (at least one).
@@ -861,33 +924,54 @@ impl GpuEngine {
                 batch.push(w);
                 next += 1;
             }
+            if let Some(host) = &gpu.host {
+                // windows the kernels can read in the mapped files need no copy
+                for &w in &batch {
+                    if !windows.is_resident(g.tensor, w) {
+                        if let Some(buffer) = import_window(host, gpu, g.job, layout, w) {
+                            windows.adopt(g.tensor, w, buffer);
+                        }
+                    }
+                }
+            }
             let sizes: Vec<(usize, u64)> = batch.iter().map(|&w| (w, window_bytes(w))).collect();
             windows.make_ahead(gpu, g.tensor, &sizes, g.dead)?;
             for &w in &batch {
                 let rows = layout.window(w);
                 let from = rows.start * layout.old_row_bytes;
                 let len = (rows.len() * layout.old_row_bytes) as u64;
+                let lead = layout.lead(w);
                 // Uploads are recorded after the dispatches of earlier batches, so a buffer
                 // evicted here is overwritten only once those have read it.
-                windows.ensure(gpu, g.tensor, w, len, &batch, g.dead, |buffer, mapped| {
-                    if !mapped {
-                        return stream.upload(gpu, buffer, 0, len, |start, view| {
-                            let at = from + start;
-                            copy_pieces(g.job.old.pieces(at..at + view.len()), view)
-                        });
-                    }
-                    // a new buffer, created mapped: written in place
-                    {
-                        let mut view = buffer
-                            .get_mapped_range_mut(..len.next_multiple_of(4))
-                            .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
-                        let (data, mut pad) = view.slice(..).split_at(len as usize);
-                        copy_tensor_parallel(&g.job.old, from, data);
-                        pad.fill(0);
-                    }
-                    buffer.unmap();
-                    Ok(())
-                })?;
+                windows.ensure(
+                    gpu,
+                    g.tensor,
+                    w,
+                    lead + len,
+                    &batch,
+                    g.dead,
+                    |buffer, mapped| {
+                        if !mapped {
+                            return stream.upload(gpu, buffer, lead, len, |start, view| {
+                                let at = from + start;
+                                copy_pieces(g.job.old.pieces(at..at + view.len()), view)
+                            });
+                        }
+                        // a new buffer, created mapped: written in place
+                        {
+                            let mut view = buffer
+                                .get_mapped_range_mut(..(lead + len).next_multiple_of(4))
+                                .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
+                            let (mut head, rest) = view.slice(..).split_at(lead as usize);
+                            head.fill(0);
+                            let (data, mut pad) = rest.split_at(len as usize);
+                            copy_tensor_parallel(&g.job.old, from, data);
+                            pad.fill(0);
+                        }
+                        buffer.unmap();
+                        Ok(())
+                    },
+                )?;
             }
             let last = next >= order.len();
 
@@ -907,8 +991,14 @@ impl GpuEngine {
                                 remap_cols.bind(&gpu.device, control(i, d), window, g.col_map, out),
                             ),
                             Mover::Rows { unit } => (
-                                gather_rows.kernel(unit),
-                                gather_rows.bind(&gpu.device, unit, control(i, d), window, out),
+                                gather_rows.kernel(unit, layout.lead(w)),
+                                gather_rows.bind(
+                                    &gpu.device,
+                                    (unit, layout.lead(w)),
+                                    control(i, d),
+                                    window,
+                                    out,
+                                ),
                             ),
                         };
                         dispatches.push((kernel, bg, d.threads));

@@ -28,6 +28,9 @@ pub(crate) struct Params {
     pub esize: u32,
     /// 1: no column map, column c is old column c.
     pub identity: u32,
+    /// The window's lead in words (`host_memory.rs`).
+    pub old_offset: u32,
+    pub _pad: [u32; 3],
 }
 
 /// The compiled kernel.

@@ -8,6 +8,11 @@
 //! read it; a larger one streams through the cache, which is cheap when the row map is roughly
 //! monotonic (the usual vocabulary update) and costs re-uploads when it is not.
 //!
+//! A window the driver reads in the mapped checkpoint file (`host_memory.rs`) is *adopted*:
+//! it takes no device memory, so it counts nothing against the budget, is never evicted to
+//! make room, and its buffer, the file's own read-only pages, is never reused for another
+//! window.
+//!
 //! Windows are identified by their tensor, the number of rows per window (jobs may lay out
 //! the same table differently) and their index. Tensors are identified by the addresses of
 //! their bytes (the memory-mapped file pieces); the cache holds a clone of each
@@ -56,6 +61,8 @@ struct Resident {
     index: usize,
     buffer: wgpu::Buffer,
     last_used: u64,
+    /// The file's own pages: free, and never written.
+    adopted: bool,
 }
 
 /// The resident windows.
@@ -68,6 +75,8 @@ pub(crate) struct Windows {
     clock: u64,
     /// Fresh window buffers made ahead by [`Windows::make_ahead`], taken by `ensure`.
     spare: Vec<wgpu::Buffer>,
+    /// Windows adopted so far.
+    pub(crate) adopted: u64,
 }
 
 impl Windows {
@@ -78,6 +87,7 @@ impl Windows {
             resident: Vec::new(),
             clock: 0,
             spare: Vec::new(),
+            adopted: 0,
         }
     }
 
@@ -139,11 +149,11 @@ impl Windows {
             .filter(|(w, _)| !self.is_resident(tensor, *w))
             .map(|&(_, bytes)| bytes)
             .collect();
-        let held: u64 = self.resident.iter().map(|r| r.buffer.size()).sum();
+        let held = self.held();
         let reusable = self
             .resident
             .iter()
-            .any(|r| Arc::ptr_eq(&r.tensor, tensor) && dead(r.index));
+            .any(|r| !r.adopted && Arc::ptr_eq(&r.tensor, tensor) && dead(r.index));
         if missing.len() < 2 || reusable || held + missing.iter().sum::<u64>() > self.budget {
             return Ok(());
         }
@@ -166,8 +176,9 @@ impl Windows {
         gpu.buffer("old window", Self::size(bytes), usage, self.direct)
     }
 
+    /// A buffer of whole `vec4<u32>`s (the split gather reads the one a window ends in).
     fn size(bytes: u64) -> u64 {
-        bytes.next_multiple_of(4).max(4)
+        bytes.next_multiple_of(16).max(16)
     }
 
     /// Makes window `index` of `tensor` resident: if it is not, calls `load` to upload its
@@ -193,7 +204,9 @@ impl Windows {
             self.resident[i].last_used = self.clock;
             return Ok(());
         }
-        let evictable = |r: &Resident| !(Arc::ptr_eq(&r.tensor, tensor) && keep.contains(&r.index));
+        let evictable = |r: &Resident| {
+            !(r.adopted || Arc::ptr_eq(&r.tensor, tensor) && keep.contains(&r.index))
+        };
         let is_dead = |r: &Resident| Arc::ptr_eq(&r.tensor, tensor) && dead(r.index);
         let mut reused = None;
         // the dead window unused longest: the device is most likely done reading it
@@ -206,7 +219,7 @@ impl Windows {
         {
             reused = Some(self.resident.swap_remove(v).buffer);
         }
-        let mut held: u64 = self.resident.iter().map(|r| r.buffer.size()).sum();
+        let mut held = self.held();
         while reused.is_none() && held + bytes > self.budget {
             let victim = self
                 .resident
@@ -240,8 +253,31 @@ impl Windows {
             index,
             buffer,
             last_used: self.clock,
+            adopted: false,
         });
         Ok(())
+    }
+
+    /// Makes window `index` of `tensor` resident as `buffer`, the file's own pages.
+    pub(crate) fn adopt(&mut self, tensor: &Arc<TensorKey>, index: usize, buffer: wgpu::Buffer) {
+        self.clock += 1;
+        self.adopted += 1;
+        self.resident.push(Resident {
+            tensor: tensor.clone(),
+            index,
+            buffer,
+            last_used: self.clock,
+            adopted: true,
+        });
+    }
+
+    /// Bytes of device memory the resident windows hold.
+    fn held(&self) -> u64 {
+        self.resident
+            .iter()
+            .filter(|r| !r.adopted)
+            .map(|r| r.buffer.size())
+            .sum()
     }
 
     /// Drops every window.
