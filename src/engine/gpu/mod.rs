@@ -70,7 +70,7 @@
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine takes 1.8x to 3.5x the CPU engine's time end to end (BENCHMARKS.md).
+//! which the engine takes 1.6x to 2.1x the CPU engine's time end to end (BENCHMARKS.md).
 
 mod chunk;
 mod device;
