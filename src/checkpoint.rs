@@ -650,4 +650,37 @@ mod tests {
         assert_eq!(split_part("x/part_1a"), None);
         assert_eq!(split_part("x_part_1"), None);
     }
+
+    /// `mapped` gives a range that lies in one file's map, with that whole map, and nothing
+    /// for a range that crosses two parts.
+    #[test]
+    fn mapped_ranges_lie_in_one_file() {
+        use safetensors::tensor::TensorView;
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..48u8).collect();
+        let views = [
+            (
+                "t/part_0",
+                TensorView::new(Dtype::F32, vec![2, 2], &bytes[..16]).unwrap(),
+            ),
+            (
+                "t/part_1",
+                TensorView::new(Dtype::F32, vec![4, 2], &bytes[16..]).unwrap(),
+            ),
+        ];
+        let file = safetensors::serialize(views, None).unwrap();
+        std::fs::write(dir.path().join("a.safetensors"), &file).unwrap();
+        let t = Checkpoint::open(dir.path())
+            .unwrap()
+            .tensor("t")
+            .unwrap()
+            .unwrap();
+        let (piece, map) = t.mapped(20..28).unwrap();
+        assert_eq!(piece, &bytes[20..28]);
+        assert_eq!(map, &file[..]);
+        let piece_at = piece.as_ptr() as usize - map.as_ptr() as usize;
+        assert_eq!(&map[piece_at..piece_at + 8], &bytes[20..28]);
+        assert_eq!(t.mapped(0..16).unwrap().0, &bytes[..16]);
+        assert!(t.mapped(12..20).is_none());
+    }
 }
