@@ -305,6 +305,16 @@ pub fn kernel_sources() -> [(&'static str, &'static str); 5] {
     ]
 }
 
+/// The largest storage binding the engine uses: the device's, capped by the option, in whole
+/// `vec4<u32>`s (window buffers are rounded up to one, `windows.rs`, and must still fit).
+fn binding_limit(device: &wgpu::Limits, cap: Option<u64>) -> u64 {
+    device
+        .max_storage_buffer_binding_size
+        .min(device.max_buffer_size)
+        .min(cap.unwrap_or(u64::MAX))
+        & !15
+}
+
 /// The compiled kernels. Compiling takes a while (about 0.1 s on the software driver, most of
 /// it `fill_missing`), so it runs on two background threads from the engine's creation and is
 /// waited for when the first dispatch is recorded, after the first chunk's uploads.
@@ -473,11 +483,7 @@ impl GpuEngine {
         let kernels = Kernels::compile(&gpu.device);
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
-        let binding = device_limits
-            .max_storage_buffer_binding_size
-            .min(device_limits.max_buffer_size)
-            .min(options.max_binding_bytes.unwrap_or(u64::MAX))
-            & !3;
+        let binding = binding_limit(&device_limits, options.max_binding_bytes);
         let budget = options
             .vram_budget
             .unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
@@ -1124,5 +1130,21 @@ mod tests {
         for bad in ["", "MiB", "12 parsecs", "-1", "1e400"] {
             assert_eq!(parse_bytes(bad), None, "{bad}");
         }
+    }
+
+    /// Bindings are whole vec4s, so that a window rounded up to one still fits: a device
+    /// limit of u32::MAX (Vulkan GPUs report about that) or a cap off 16 are rounded down.
+    #[test]
+    fn bindings_are_whole_vec4s() {
+        let limits = |binding: u64, buffer: u64| wgpu::Limits {
+            max_storage_buffer_binding_size: binding,
+            max_buffer_size: buffer,
+            ..wgpu::Limits::default()
+        };
+        let vulkan = limits(u32::MAX as u64, 1 << 40);
+        assert_eq!(binding_limit(&vulkan, None), (1 << 32) - 16);
+        assert_eq!(binding_limit(&vulkan, Some(4100)), 4096);
+        assert_eq!(binding_limit(&limits(128 << 20, 1 << 30), None), 128 << 20);
+        assert_eq!(binding_limit(&limits(1 << 30, 1000), None), 992);
     }
 }
