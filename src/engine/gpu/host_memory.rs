@@ -15,7 +15,7 @@
 //! out that way, imported or copied, so a failed import falls back to a copy without
 //! changing the dispatches.
 //!
-//! The only `unsafe` GPU code of the crate lives here. Its contract: an imported range lies
+//! The Vulkan calls are `unsafe`; the contract this module keeps: an imported range lies
 //! inside a read-only map of a whole input file ([`crate::mmap::MappedFile`], whose contract
 //! is that the file is not modified while mapped), the buffer keeps that map alive until the
 //! device has dropped the buffer, and nothing writes to an imported buffer (window buffers
