@@ -141,11 +141,10 @@ impl HostMemory {
         Some((buffer, requirements))
     }
 
-    /// A read-only storage buffer whose bytes are `bytes`, `lead` bytes in (`lead` is the
-    /// distance from the buffer's start, `bytes` start minus `lead`, which must be a multiple
-    /// of [`HostMemory::lead_align`]). `None` when the range cannot be imported: not within
-    /// `mapping` rounded out to whole pages, or refused by the driver; the caller copies the
-    /// window instead.
+    /// A read-only storage buffer that holds `bytes` from its byte `lead` on. `None` when the
+    /// range cannot be imported: the buffer's start (`bytes` minus `lead`) off the driver's
+    /// buffer alignment, pages outside `mapping` (rounded out to whole pages), or a driver
+    /// refusal; the caller then copies the window.
     ///
     /// # Safety
     /// `mapping` is a read-only map of a whole file, `bytes` lies within it, and `keep`
