@@ -558,13 +558,22 @@ fn windows_are_read_in_the_mapped_files_on_the_software_driver() {
 /// rows moved element by element).
 #[test]
 fn scattered_maps_over_tables_larger_than_the_budget() {
+    for import in [false, true] {
+        scattered_maps_over_tables_larger_than_the_budget_with(import);
+    }
+}
+
+/// With `import` (on the software driver) windows come from the mapped files and take no
+/// budget, so the table fits and no groups are needed; without, the groups run.
+fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
     let Some(mut engine) = gpu(GpuOptions::new()
         .max_binding_bytes(8192)
         .chunk_bytes(600)
         .window_bytes(100)
         .vram_budget(10_000)
         .output_slots(1)
-        .staging_slots(1))
+        .staging_slots(1)
+        .import_host_memory(import))
     else {
         return;
     };

@@ -204,13 +204,21 @@ impl Layout {
                 ));
             }
         }
-        let fits = (old_rows * old_row_bytes) as u64 <= limits.window_budget;
         // windows with their leads within a binding
         let lead_align = match limits.lead_align {
             a if a > 1 && old_row_bytes as u64 + a <= limits.binding => a,
             _ => 1,
         };
         let binding = limits.binding - if lead_align > 1 { lead_align } else { 0 };
+        // Windows imported from the mapped files (leads on) take no device memory: the table
+        // fits, however large.
+        let imported = lead_align > 1;
+        let budget = if imported {
+            u64::MAX
+        } else {
+            limits.window_budget
+        };
+        let fits = (old_rows * old_row_bytes) as u64 <= budget;
         let mut scattered = false;
         let window_rows = match old_row_bytes {
             0 => old_rows.max(1),
@@ -220,7 +228,7 @@ impl Layout {
                 // A row map that reads all over the old table makes every chunk touch every
                 // window: when the whole table fits the cache anyway, use windows as large as
                 // a binding, so that a chunk needs few dispatches.
-                let widest = (binding.min(limits.window_budget) as usize / b).max(1);
+                let widest = (binding.min(budget) as usize / b).max(1);
                 if scattered && fits && widest > rows {
                     widest
                 } else {
@@ -713,6 +721,28 @@ mod tests {
         // 100-byte windows of 6-byte rows
         assert_eq!(l.window_rows, 16);
         assert_eq!((l.windows(), l.window(0), l.window(2)), (3, 0..16, 32..40));
+    }
+
+    /// Windows imported from the mapped files (leads on) take no budget: a table larger than
+    /// the budget fits, and a scattered map gets windows as wide as a binding (less the lead),
+    /// with each window's lead its first byte's address modulo the alignment.
+    #[test]
+    fn imported_tables_fit_any_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 f16 = 16-byte rows, 2000 rows (32000 bytes, over the 1000-byte budget), reversed
+        let j = job(dir.path(), 8, 2000, Some((0..2000).rev().collect()));
+        let copied = Layout::new(&j, &LIMITS).unwrap();
+        assert!(copied.scattered && !copied.fits);
+        assert_eq!((copied.window_rows, copied.lead(0)), (6, 0));
+        let leads = Limits {
+            lead_align: 64,
+            ..LIMITS
+        };
+        let imported = Layout::new(&j, &leads).unwrap();
+        assert!(imported.scattered && imported.fits);
+        assert_eq!(imported.window_rows, ((1 << 20) - 64) / 16);
+        let first = j.old.pieces(0..1).next().unwrap().as_ptr() as u64;
+        assert_eq!(imported.lead(0), first % 64);
     }
 
     #[test]

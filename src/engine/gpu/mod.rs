@@ -912,6 +912,16 @@ impl GpuEngine {
             }
         }
         let mut order: Vec<usize> = readers.keys().copied().collect();
+        if let Some(host) = &gpu.host {
+            // windows the kernels can read in the mapped files need no copy and no memory
+            for &w in &order {
+                if !windows.is_resident(g.tensor, w) {
+                    if let Some(buffer) = import_window(host, gpu, g.job, layout, w) {
+                        windows.adopt(g.tensor, w, buffer);
+                    }
+                }
+            }
+        }
         order.sort_by_key(|&w| (!windows.is_resident(g.tensor, w), w));
         // a window's buffer: its lead, then its rows
         let window_bytes =
@@ -923,22 +933,17 @@ impl GpuEngine {
             let mut held = 0;
             while next < order.len() {
                 let w = order[next];
-                if !batch.is_empty() && held + window_bytes(w) > windows.budget() {
+                let bytes = if windows.is_adopted(g.tensor, w) {
+                    0
+                } else {
+                    window_bytes(w)
+                };
+                if !batch.is_empty() && held + bytes > windows.budget() {
                     break;
                 }
-                held += window_bytes(w);
+                held += bytes;
                 batch.push(w);
                 next += 1;
-            }
-            if let Some(host) = &gpu.host {
-                // windows the kernels can read in the mapped files need no copy
-                for &w in &batch {
-                    if !windows.is_resident(g.tensor, w) {
-                        if let Some(buffer) = import_window(host, gpu, g.job, layout, w) {
-                            windows.adopt(g.tensor, w, buffer);
-                        }
-                    }
-                }
             }
             let sizes: Vec<(usize, u64)> = batch.iter().map(|&w| (w, window_bytes(w))).collect();
             windows.make_ahead(gpu, g.tensor, &sizes, g.dead)?;

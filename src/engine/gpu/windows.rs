@@ -123,6 +123,12 @@ impl Windows {
         self.find(tensor, index).is_some()
     }
 
+    /// Whether window `index` of `tensor` is resident as the file's own pages.
+    pub(crate) fn is_adopted(&self, tensor: &Arc<TensorKey>, index: usize) -> bool {
+        self.find(tensor, index)
+            .is_some_and(|i| self.resident[i].adopted)
+    }
+
     /// The buffer of a resident window.
     pub(crate) fn buffer(&self, tensor: &Arc<TensorKey>, index: usize) -> Option<&wgpu::Buffer> {
         self.find(tensor, index).map(|i| &self.resident[i].buffer)
