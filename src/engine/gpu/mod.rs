@@ -31,8 +31,10 @@
 //!   the layout (`chunk.rs`). A chunk whose windows do not all fit the cache runs in batches
 //!   of windows that do.
 //! - A row map that reads all over the old table (a shuffled vocabulary) makes every chunk
-//!   touch every window. If the table fits the cache, its windows are then made as large as a
-//!   binding (fewer dispatches); if it does not, chunks are processed in *groups* that share
+//!   touch every window. If the table fits the cache (always, when its windows are imported
+//!   from the mapped files, which takes no device memory; see below), its windows are then
+//!   made as large as a binding (fewer dispatches); if it does not, chunks are processed in
+//!   *groups* that share
 //!   each pass over the table (half the cache holds the group's outputs), so the table is
 //!   streamed once per group instead of once per chunk (`GpuEngine::group_size`).
 //!
