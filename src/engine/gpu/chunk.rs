@@ -30,6 +30,9 @@ use crate::vocab::MISSING;
 /// List bytes a chunk may need per row: a gather pair and a fill entry.
 pub(crate) const LIST_BYTES_PER_ROW: usize = 12;
 
+/// Rows a gather dispatch should move at least, in bytes, where chunks may grow for it.
+const DISPATCH_BYTES: u64 = 512 << 10;
+
 /// Device sizes a job is laid out with (see the module docs of `gpu` for their origin).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -37,6 +40,9 @@ pub(crate) struct Limits {
     pub binding: u64,
     /// Target bytes of an output chunk.
     pub chunk: u64,
+    /// Bytes an output chunk may grow to, for a scattered map over imported windows (see
+    /// `Layout::new`); at most one binding.
+    pub chunk_max: u64,
     /// Target bytes of an old-table window.
     pub window: u64,
     /// Bytes the window cache may hold.
@@ -236,6 +242,17 @@ impl Layout {
                 }
             }
         };
+        // Each chunk makes one gather dispatch per window it reads, and a dispatch has a fixed
+        // cost (high on the software driver, which wakes its threads for each one). A scattered
+        // map over many imported windows would make them tiny: chunks then grow, up to
+        // `limits.chunk_max`, until each window's dispatch has about DISPATCH_BYTES of rows.
+        // (Not for odd-width f16/bf16 outputs, whose chunks hold pairs of rows.)
+        if scattered && imported && !parity && old_row_bytes > 0 {
+            let windows = old_rows.div_ceil(window_rows) as u64;
+            let wanted = (windows * DISPATCH_BYTES).min(limits.chunk_max);
+            let rows = wanted as usize / (row_bytes + LIST_BYTES_PER_ROW);
+            chunk_rows = chunk_rows.max(rows);
+        }
         let leads = leads(job, old_row_bytes, window_rows, lead_align);
         Ok(Layout {
             esize,
@@ -660,6 +677,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         binding: 1 << 20,
         chunk: 4096,
+        chunk_max: 4096,
         window: 100,
         window_budget: 1000,
         params_stride: 256,
@@ -743,6 +761,44 @@ mod tests {
         assert_eq!(imported.window_rows, ((1 << 20) - 64) / 16);
         let first = j.old.pieces(0..1).next().unwrap().as_ptr() as u64;
         assert_eq!(imported.lead(0), first % 64);
+    }
+
+    /// A scattered map over many imported windows grows chunks (one dispatch per window
+    /// each) up to `chunk_max`; not when the windows are copied, nor when `chunk_max` is the
+    /// chunk.
+    #[test]
+    fn chunks_grow_over_many_imported_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        // 16-byte rows; bindings of 4096 bytes: 8 windows of 252 rows
+        let j = job(dir.path(), 8, 2000, Some((0..2000).rev().collect()));
+        let limits = Limits {
+            binding: 4096,
+            chunk: 1024,
+            chunk_max: 4096,
+            lead_align: 64,
+            ..LIMITS
+        };
+        let per_row = 16 + LIST_BYTES_PER_ROW;
+        let grown = Layout::new(&j, &limits).unwrap();
+        assert_eq!((grown.windows(), grown.chunk_rows), (8, 4096 / per_row));
+        let fixed = Layout::new(
+            &j,
+            &Limits {
+                chunk_max: 1024,
+                ..limits
+            },
+        )
+        .unwrap();
+        assert_eq!(fixed.chunk_rows, 1024 / per_row);
+        let copied = Layout::new(
+            &j,
+            &Limits {
+                lead_align: 1,
+                ..limits
+            },
+        )
+        .unwrap();
+        assert_eq!(copied.chunk_rows, 1024 / per_row);
     }
 
     #[test]

@@ -534,6 +534,11 @@ impl GpuEngine {
         let limits = Limits {
             binding,
             chunk,
+            // grown chunks are output buffers only where windows take no device memory
+            chunk_max: match options.chunk_bytes {
+                Some(_) => chunk,
+                None => (8 * chunk).min(binding) & !3,
+            },
             window,
             window_budget,
             params_stride: u64::from(device_limits.min_uniform_buffer_offset_alignment).max(256),
