@@ -30,6 +30,9 @@
 //!   one gather dispatch per window (plus fills), so the gather runs on the device whatever
 //!   the layout (`chunk.rs`). A chunk whose windows do not all fit the cache runs in batches
 //!   of windows that do.
+//! - A chunk makes one gather dispatch per window it reads. Over many imported windows a
+//!   scattered map would make them small; chunks then grow (up to 8 times the default) until
+//!   each dispatch moves about 512 KiB (`chunk.rs`), as every dispatch has a fixed cost.
 //! - A row map that reads all over the old table (a shuffled vocabulary) makes every chunk
 //!   touch every window. If the table fits the cache (always, when its windows are imported
 //!   from the mapped files, which takes no device memory; see below), its windows are then
