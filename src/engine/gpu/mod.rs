@@ -37,9 +37,9 @@
 //!   touch every window. If the table fits the cache (always, when its windows are imported
 //!   from the mapped files, which takes no device memory; see below), its windows are then
 //!   made as large as a binding (fewer dispatches); if it does not, chunks are processed in
-//!   *groups* that share
-//!   each pass over the table (half the cache holds the group's outputs), so the table is
-//!   streamed once per group instead of once per chunk (`GpuEngine::group_size`).
+//!   *groups* that share each pass over the table (half the cache holds the group's
+//!   outputs), so the table is streamed once per group instead of once per chunk
+//!   (`GpuEngine::group_size`).
 //!
 //! Budget arithmetic: `output_slots` chunk buffers and as many readback buffers, plus
 //! `staging_slots` upload buffers of one chunk each, form the *ring*; the ring is shrunk to at
