@@ -275,6 +275,15 @@ impl TensorData {
         })
     }
 
+    /// Drops this process's page mappings of the tensor's bytes (see `MappedFile::release`):
+    /// called once a tensor has been consumed, so that unmapping it overlaps the output's
+    /// last writes. The bytes are unchanged.
+    pub(crate) fn release_pages(&self) {
+        for s in &self.segments {
+            s.file.map.release(s.bytes.clone());
+        }
+    }
+
     /// The bytes in `range` (relative to the tensor's start) when they lie in one file, with
     /// that file's whole map.
     pub(crate) fn mapped(&self, range: Range<usize>) -> Option<(&[u8], &[u8])> {

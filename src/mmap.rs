@@ -1,7 +1,7 @@
 //! The crate's only `unsafe` file access: read-only memory maps of input files.
 
 use std::fs::File;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -30,9 +30,84 @@ impl MappedFile {
     }
 }
 
+impl MappedFile {
+    /// Drops this process's page-table entries for the pages of `range`, as if they had never
+    /// been read; the next read of one maps it again from the page cache.
+    ///
+    /// Unmapping a table of 1 GB mapped page by page takes tens of milliseconds. The writer
+    /// releases each input as soon as it is consumed, so that this work overlaps the output's
+    /// last disk writes instead of following them at exit. Does nothing where unsupported:
+    /// it only moves work earlier.
+    pub(crate) fn release(&self, range: Range<usize>) {
+        let range = range.start.min(self.map.len())..range.end.min(self.map.len());
+        #[cfg(target_os = "linux")]
+        // SAFETY: `MADV_DONTNEED` on a shared, read-only file map changes no byte a reader
+        // can see: the pages stay in the page cache and fault back in on the next read (it
+        // is `unsafe` in memmap2 because on private or anonymous maps it discards data).
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.len(),
+            )
+        };
+        #[cfg(not(target_os = "linux"))]
+        let _ = range;
+    }
+}
+
 impl Deref for MappedFile {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.map
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Resident bytes of the mapping that contains `addr`, from `/proc/self/smaps`.
+    pub(crate) fn mapped_rss(addr: *const u8) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let addr = addr as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.split_once('-'));
+            if let Some((lo, hi)) = range.filter(|_| !line.starts_with(char::is_uppercase)) {
+                let lo = usize::from_str_radix(lo, 16).unwrap();
+                let hi = usize::from_str_radix(hi, 16).unwrap();
+                inside = (lo..hi).contains(&addr);
+            } else if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
+                return kb
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap()
+                    * 1024;
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn release_drops_the_pages_mapped_and_keeps_the_bytes() {
+        let bytes: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        let map = MappedFile::open(file.path()).unwrap();
+        let read = |m: &[u8]| m.iter().step_by(4096).map(|&b| b as u64).sum::<u64>();
+        std::hint::black_box(read(&map));
+        assert!(mapped_rss(map.as_ptr()) >= 4 << 20);
+
+        map.release(0..map.len());
+        let rss = mapped_rss(map.as_ptr());
+        assert!(rss < 1 << 20, "{rss} bytes still mapped");
+        assert!(map[..] == bytes[..]);
+        map.release(1..1 << 40); // out of range: clamped
     }
 }
