@@ -624,6 +624,86 @@ fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
     }
 }
 
+/// A scattered row map over a table read in several imported windows (the software driver):
+/// output chunks grow so that each window's dispatch moves more rows, making far fewer
+/// dispatches than chunks of the same starting size held fixed, with the same output.
+#[test]
+fn chunks_grow_over_imported_windows() {
+    // A budget of 1 MiB shrinks the default chunk to about 171 KiB; grown chunks may reach
+    // the 1 MiB binding.
+    let options = || {
+        GpuOptions::new()
+            .max_binding_bytes(1 << 20)
+            .vram_budget(1 << 20)
+            .output_slots(1)
+            .staging_slots(1)
+    };
+    let Some(mut grown) = gpu(options()) else {
+        return;
+    };
+    let Some(mut fixed) = gpu(options().chunk_bytes(174_760)) else {
+        return;
+    };
+    if !grown.imports_host_memory() {
+        eprintln!("NOTICE: chunk growth needs host-memory imports (the software driver)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x6204);
+    // 256-byte rows (vec4 units) and 12-byte rows (u32 units), five windows each
+    for (t, (cols, old_rows, rows)) in [(64, 16_384, 20_000), (3, 400_000, 60_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = rng.bytes(old_rows * cols * 4);
+        let name = format!("g{t}");
+        let old = old_table(
+            dir.path(),
+            &name,
+            FloatType::F32,
+            cols,
+            &[old_rows],
+            &bytes,
+            true,
+        );
+        let map: Vec<u32> = (0..rows)
+            .map(|_| {
+                if rng.chance(0.1) {
+                    MISSING
+                } else {
+                    rng.below(old_rows) as u32
+                }
+            })
+            .collect();
+        let job = RemapJob {
+            variable: name.clone(),
+            old,
+            dtype: FloatType::F32,
+            rows: 0..rows,
+            cols,
+            old_cols: cols,
+            row_map: Some(map.into()),
+            col_map: None,
+            init: Initializer::Constant { value: 0.5 }
+                .resolve(&name, &[rows, cols], "test")
+                .unwrap(),
+        };
+        let expected = run(&mut CpuEngine::new(), &job);
+        let (before_grown, before_fixed) = (grown.dispatches(), fixed.dispatches());
+        assert_matches(&job, &expected, &run(&mut grown, &job), &describe(&job));
+        assert_matches(&job, &expected, &run(&mut fixed, &job), &describe(&job));
+        let (by_grown, by_fixed) = (
+            grown.dispatches() - before_grown,
+            fixed.dispatches() - before_fixed,
+        );
+        assert!(
+            3 * by_grown < by_fixed,
+            "{cols} columns: {by_grown} dispatches with growth, {by_fixed} without"
+        );
+    }
+    assert!(grown.imported_windows() >= 10);
+}
+
 /// Uniform fills with awkward parameters are bit-identical: negative and zero ranges, signed
 /// zeros, subnormal ranges and sums, cancellation to zero, every dtype.
 #[test]

@@ -196,7 +196,9 @@ impl GpuOptions {
 
     /// Target size of an output chunk and of an upload buffer (default [`DEFAULT_CHUNK`], or
     /// [`DEFAULT_CPU_ADAPTER_CHUNK`] on a software adapter; at most one storage binding, at
-    /// least one row).
+    /// least one row). By default, chunks over a scattered map of a table read in many
+    /// imported windows grow, up to 8 times this, so that each window's dispatch moves about
+    /// 512 KiB (see [`GpuEngine::dispatches`]); a size set here is kept as it is.
     pub fn chunk_bytes(mut self, bytes: u64) -> Self {
         self.chunk_bytes = Some(bytes.max(4));
         self
@@ -440,6 +442,8 @@ pub struct GpuEngine {
     /// output chunks are mapped and read where the kernels wrote them, not copied to readback
     /// buffers first (new windows are written in place too, see `windows.rs`).
     unified: bool,
+    /// Kernel dispatches recorded so far.
+    dispatches: u64,
 }
 
 impl std::fmt::Debug for GpuEngine {
@@ -565,6 +569,7 @@ impl GpuEngine {
             placeholder,
             unified,
             gpu,
+            dispatches: 0,
         })
     }
 
@@ -593,6 +598,12 @@ impl GpuEngine {
     /// Windows of old tables read in the mapped checkpoint files so far.
     pub fn imported_windows(&self) -> u64 {
         self.windows.adopted
+    }
+
+    /// Kernel dispatches recorded so far: each costs a fixed overhead (high on the software
+    /// driver), so chunks are sized to need few (see [`GpuOptions::chunk_bytes`]).
+    pub fn dispatches(&self) -> u64 {
+        self.dispatches
     }
 
     /// Releases the cached windows of old tables (they are otherwise kept for the next job,
@@ -867,6 +878,7 @@ impl GpuEngine {
             slots,
             windows,
             unified,
+            dispatches: dispatched,
             ..
         } = self;
         let layout = g.layout;
@@ -1047,6 +1059,7 @@ impl GpuEngine {
                     kernel.dispatch(&mut pass, bg, *threads, *max_groups);
                 }
             }
+            *dispatched += dispatches.iter().filter(|d| d.2 > 0).count() as u64;
             if last {
                 break;
             }
