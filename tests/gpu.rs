@@ -704,6 +704,113 @@ fn chunks_grow_over_imported_windows() {
     assert!(grown.imported_windows() >= 10);
 }
 
+/// On the software driver, rows in runs averaging 2 KiB or more are moved by transfer
+/// commands rather than the gather kernel: long rows shuffled, short rows in long runs, identity
+/// rows; over windows and chunks that split the runs, with windows imported or copied, and
+/// for partitions. The output is the CPU engine's; a job whose rows all have a source makes no
+/// dispatch at all, and makes gathers with copies turned off.
+#[test]
+fn long_runs_of_rows_are_copied_on_the_software_driver() {
+    let options = |import: bool| {
+        GpuOptions::new()
+            .max_binding_bytes(64 << 10)
+            .window_bytes(40 << 10)
+            .chunk_bytes(48 << 10)
+            .import_host_memory(import)
+    };
+    let Some(probe) = gpu(options(true)) else {
+        return;
+    };
+    if !probe.adapter_name().contains("llvmpipe") {
+        eprintln!("NOTICE: row copies are checked on lavapipe only");
+        return;
+    }
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0xC0B1);
+    let shuffled = |rng: &mut Rng, n: usize| {
+        let mut v: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            v.swap(i, rng.below(i + 1));
+        }
+        v
+    };
+    // (dtype, columns, old rows): 2 KiB rows of vec4 units, 2052-byte rows of u32 units,
+    // 64-byte rows
+    let tables = [
+        (FloatType::F32, 512, 300),
+        (FloatType::BF16, 1026, 200),
+        (FloatType::F64, 8, 5000),
+    ];
+    for import in [true, false] {
+        let Some(mut copying) = gpu(options(import)) else {
+            return;
+        };
+        let Some(mut gathering) = gpu(options(import).row_copies(false)) else {
+            return;
+        };
+        for (t, &(dtype, cols, old_rows)) in tables.iter().enumerate() {
+            let bytes = rng.bytes(old_rows * cols * dtype.size());
+            let name = format!("c{t}{import}");
+            let parts = split(&mut rng, old_rows, 3);
+            let old = old_table(dir.path(), &name, dtype, cols, &parts, &bytes, t != 1);
+            let long_rows = cols * dtype.size() >= 2048;
+            // long rows: a shuffle; short rows: runs of 64 old rows in a shuffled order
+            let full: Vec<u32> = if long_rows {
+                shuffled(&mut rng, old_rows)
+            } else {
+                shuffled(&mut rng, old_rows / 64)
+                    .into_iter()
+                    .flat_map(|b| b * 64..(b + 1) * 64)
+                    .collect()
+            };
+            let mut gappy = full.clone();
+            for m in gappy.iter_mut() {
+                if rng.chance(0.01) {
+                    *m = MISSING;
+                }
+            }
+            let rows = full.len();
+            for (map, part) in [
+                (None, 0..old_rows),
+                (Some(full), 0..rows),
+                (Some(gappy.clone()), 0..rows),
+                (Some(gappy), rows / 3..rows - 7),
+            ] {
+                let complete = map.as_ref().is_none_or(|m| !m.contains(&MISSING));
+                let job = RemapJob {
+                    variable: name.clone(),
+                    old: old.clone(),
+                    dtype,
+                    rows: part,
+                    cols,
+                    old_cols: cols,
+                    row_map: map.map(Into::into),
+                    col_map: None,
+                    init: Initializer::RandomUniform {
+                        minval: -1.0,
+                        maxval: 1.0,
+                        seed: 7,
+                    }
+                    .resolve(&name, &[old_rows.max(rows), cols], "test")
+                    .unwrap(),
+                };
+                let what = format!("import {import}: {}", describe(&job));
+                let expected = run(&mut CpuEngine::new(), &job);
+                let before = copying.dispatches();
+                assert_matches(&job, &expected, &run(&mut copying, &job), &what);
+                if complete {
+                    assert_eq!(copying.dispatches(), before, "{what}: rows were gathered");
+                }
+                let before = gathering.dispatches();
+                assert_matches(&job, &expected, &run(&mut gathering, &job), &what);
+                assert!(gathering.dispatches() > before, "{what}: no gather");
+            }
+        }
+        assert_eq!(copying.imported_windows() > 0, import);
+    }
+}
+
 /// Uniform fills with awkward parameters are bit-identical: negative and zero ranges, signed
 /// zeros, subnormal ranges and sums, cancellation to zero, every dtype.
 #[test]

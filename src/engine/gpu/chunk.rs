@@ -10,6 +10,10 @@
 //! dispatches. Every dispatch's uniform parameters and all lists go into one control blob per
 //! chunk: parameter entries at a fixed stride (a multiple of the uniform offset alignment),
 //! then the list words; it is uploaded once and each dispatch binds its own entry.
+//!
+//! On the software driver, a job whose runs of rows (consecutive rows from consecutive old
+//! rows) are long enough on average moves them with transfer commands instead: a chunk then
+//! lists, per window, one copy per run ([`Mover::Copies`]).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -56,6 +60,11 @@ pub(crate) struct Limits {
     /// address of a window's first byte modulo this is its *lead*, so that the buffer can
     /// be the checkpoint file's own pages (`host_memory.rs`). 1: no leads.
     pub lead_align: u64,
+    /// Move whole rows with transfer commands instead of the gather kernel where a job's runs
+    /// of consecutive rows (consecutive old rows too) average at least this many bytes: on
+    /// the software driver a copy is one `memcpy`, a gather a shader loop over words. `None`
+    /// on GPUs, where a gather dispatch beats thousands of small copies.
+    pub copy_runs: Option<u64>,
 }
 
 /// The kernel that moves cells with a source.
@@ -66,6 +75,9 @@ pub(crate) enum Mover {
     /// `remap_cols`, element by element: through the column map, or with identity columns
     /// (odd-width f16/bf16 rows, which are not whole words).
     Elements { identity: bool },
+    /// Transfer commands (`copy_buffer_to_buffer`), one per run of whole rows whose sources
+    /// are consecutive rows of one window (see [`Limits::copy_runs`]).
+    Copies,
 }
 
 /// How one job is laid out on the device.
@@ -197,6 +209,12 @@ impl Layout {
             (false, _, 0) => Mover::Rows { unit: 4 },
             (false, _, _) => Mover::Elements { identity: true },
         };
+        let mover = match (mover, limits.copy_runs) {
+            (Mover::Rows { .. }, Some(min)) if run_bytes(job, row_bytes) >= min as f64 => {
+                Mover::Copies
+            }
+            (mover, _) => mover,
+        };
         let mut chunk_rows = (limits.chunk as usize / (row_bytes + LIST_BYTES_PER_ROW)).max(1);
         if parity {
             // chunks must start on a word: an even number of rows
@@ -282,6 +300,30 @@ impl Layout {
         self.leads.get(w).copied().unwrap_or(0) as u64
     }
 
+    /// The transfer of `count` rows from window row `src` to chunk row `dst`.
+    fn copy(&self, dst: usize, src: usize, count: usize) -> RowCopy {
+        RowCopy {
+            src: (src * self.old_row_bytes) as u64,
+            dst: (dst * self.row_bytes) as u64,
+            len: (count * self.row_bytes) as u64,
+        }
+    }
+
+    /// Old row `m` from the row map, refused past the old table's end.
+    fn check_source(&self, job: &RemapJob, m: u32) -> Result<usize> {
+        let m = m as usize;
+        if m >= self.old_rows {
+            return Err(Error::variable(
+                &job.variable,
+                format!(
+                    "row map names old row {m} of a tensor of {} rows",
+                    self.old_rows
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
     /// The chunks of `rows`, in order.
     pub(crate) fn chunks(&self, rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
         let step = self.chunk_rows;
@@ -364,6 +406,26 @@ fn leads(job: &RemapJob, row_bytes: usize, window_rows: usize, align: u64) -> Ve
         .collect()
 }
 
+/// The average bytes of a run of rows with a source whose sources are consecutive old rows:
+/// what one transfer command would move.
+fn run_bytes(job: &RemapJob, row_bytes: usize) -> f64 {
+    let Some(map) = &job.row_map else {
+        return f64::INFINITY; // identity rows: one run per window
+    };
+    let (mut rows, mut runs) = (0usize, 0usize);
+    let mut prev = MISSING;
+    for &m in &map[job.rows.clone()] {
+        if m != MISSING {
+            rows += 1;
+            if prev == MISSING || m != prev.wrapping_add(1) {
+                runs += 1;
+            }
+        }
+        prev = m;
+    }
+    (rows * row_bytes) as f64 / runs.max(1) as f64
+}
+
 /// Above this many windows per chunk on average, a row map counts as scattered.
 const SPREAD_LIMIT: f64 = 4.0;
 
@@ -438,13 +500,29 @@ pub(crate) struct Dispatch {
     pub threads: u32,
 }
 
+/// A transfer of `len` bytes from byte `src` of a window (after its lead) to byte `dst` of
+/// the chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RowCopy {
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+}
+
+/// How a chunk reads one window: gather dispatches, or transfers ([`Mover::Copies`]).
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    pub gathers: Vec<Dispatch>,
+    pub copies: Vec<RowCopy>,
+}
+
 /// The work of one output chunk.
 #[derive(Debug)]
 pub(crate) struct ChunkPlan {
     /// Rows of the variable.
     pub rows: Range<usize>,
-    /// Gathers, per window of the old table (ascending).
-    pub windows: Vec<(usize, Vec<Dispatch>)>,
+    /// What the chunk reads, per window of the old table (ascending).
+    pub windows: Vec<(usize, Reads)>,
     /// Fills.
     pub fills: Vec<Dispatch>,
     /// Parameter entries, then the list words.
@@ -526,6 +604,7 @@ impl Blob<'_> {
                     threads,
                 };
             }
+            Mover::Copies => unreachable!("rows moved by copies have no gather"),
         };
         Dispatch { params, threads }
     }
@@ -565,7 +644,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
     let parity = |r: usize| if layout.parity { r & 1 } else { 0 };
     let c0 = rows.start;
     let gathers = layout.col_sources;
-    let mut windows: Vec<(usize, Vec<Dispatch>)> = Vec::new();
+    let mut windows: Vec<(usize, Reads)> = Vec::new();
     let mut fills = Vec::new();
     let base = (c0 as u64) * layout.cols as u64;
 
@@ -577,9 +656,20 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                 while g < rows.end {
                     let w = g / layout.window_rows;
                     let end = rows.end.min(layout.window(w).end);
-                    let sets = blob.ranges(g - c0, g - layout.window(w).start, end - g);
-                    let d = sets.into_iter().map(|s| blob.gather(s, w)).collect();
-                    windows.push((w, d));
+                    let src = g - layout.window(w).start;
+                    let reads = if layout.mover == Mover::Copies {
+                        Reads {
+                            copies: vec![layout.copy(g - c0, src, end - g)],
+                            ..Reads::default()
+                        }
+                    } else {
+                        let sets = blob.ranges(g - c0, src, end - g);
+                        Reads {
+                            gathers: sets.into_iter().map(|s| blob.gather(s, w)).collect(),
+                            ..Reads::default()
+                        }
+                    };
+                    windows.push((w, reads));
                     g = end;
                 }
             }
@@ -587,6 +677,54 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                 for s in blob.ranges(0, 0, rows.len()) {
                     fills.push(blob.fill(s, !gathers, base));
                 }
+            }
+        }
+        Some(map) if layout.mover == Mover::Copies => {
+            // Runs of rows from consecutive rows of one window, per window.
+            let mut copies: HashMap<usize, Vec<RowCopy>> = HashMap::new();
+            let mut missing = Vec::new();
+            let mut run: Option<(usize, RowCopy)> = None;
+            for (r, &m) in map[rows.clone()].iter().enumerate() {
+                if m == MISSING {
+                    missing.push(r as u32);
+                    continue;
+                }
+                let m = layout.check_source(job, m)?;
+                let w = m / layout.window_rows;
+                let copy = layout.copy(r, m - layout.window(w).start, 1);
+                match &mut run {
+                    Some((rw, c))
+                        if *rw == w && c.src + c.len == copy.src && c.dst + c.len == copy.dst =>
+                    {
+                        c.len += copy.len;
+                    }
+                    _ => {
+                        if let Some((rw, c)) = run.replace((w, copy)) {
+                            copies.entry(rw).or_default().push(c);
+                        }
+                    }
+                }
+            }
+            if let Some((rw, c)) = run {
+                copies.entry(rw).or_default().push(c);
+            }
+            let mut copies: Vec<(usize, Vec<RowCopy>)> = copies.into_iter().collect();
+            copies.sort_unstable_by_key(|c| c.0);
+            windows = copies
+                .into_iter()
+                .map(|(w, copies)| {
+                    (
+                        w,
+                        Reads {
+                            copies,
+                            ..Reads::default()
+                        },
+                    )
+                })
+                .collect();
+            if !missing.is_empty() {
+                let rows = blob.listed(&missing, 1);
+                fills.push(blob.fill(rows, true, base));
             }
         }
         Some(map) => {
@@ -602,16 +740,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                     missing[p].push(r as u32);
                     continue;
                 }
-                let m = m as usize;
-                if m >= layout.old_rows {
-                    return Err(Error::variable(
-                        &job.variable,
-                        format!(
-                            "row map names old row {m} of a tensor of {} rows",
-                            layout.old_rows
-                        ),
-                    ));
-                }
+                let m = layout.check_source(job, m)?;
                 let w = m / layout.window_rows;
                 if last.0 != w {
                     let next = buckets.len();
@@ -630,12 +759,18 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
             }
             buckets.sort_unstable_by_key(|b| b.0);
             for (w, lists) in buckets {
-                let mut d = Vec::new();
+                let mut gathers = Vec::new();
                 for list in lists.iter().filter(|l| !l.is_empty()) {
                     let rows = blob.listed(list, 2);
-                    d.push(blob.gather(rows, w));
+                    gathers.push(blob.gather(rows, w));
                 }
-                windows.push((w, d));
+                windows.push((
+                    w,
+                    Reads {
+                        gathers,
+                        ..Reads::default()
+                    },
+                ));
             }
             for (list, whole) in missing
                 .iter()
@@ -683,6 +818,7 @@ mod tests {
         params_stride: 256,
         span: 1,
         lead_align: 1,
+        copy_runs: None,
     };
 
     /// A job over an old f16 table of `old_rows` x `cols`, written to a temporary file.
@@ -801,6 +937,80 @@ mod tests {
         assert_eq!(copied.chunk_rows, 1024 / per_row);
     }
 
+    /// Where runs of rows average `copy_runs` bytes, rows move by transfers: one per run of
+    /// consecutive sources within a window and a chunk; rows without a source are filled.
+    #[test]
+    fn long_runs_of_rows_are_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = Limits {
+            copy_runs: Some(64),
+            ..LIMITS
+        };
+        // 8 f16 = 16-byte rows, 100-byte windows of 6 rows; runs: 2..9 (crosses window 0|1),
+        // 20..22, then a missing row, 30
+        let map = vec![2, 3, 4, 5, 6, 7, 8, 20, 21, MISSING, 30];
+        let j = job(dir.path(), 8, 40, Some(map.clone()));
+        // 10 rows in 3 runs: 53 bytes a run, under 64
+        assert_eq!(
+            Layout::new(&j, &copies).unwrap().mover,
+            Mover::Rows { unit: 16 }
+        );
+        let copies = Limits {
+            copy_runs: Some(48),
+            ..copies
+        };
+        let l = Layout::new(&j, &copies).unwrap();
+        assert_eq!(l.mover, Mover::Copies);
+        let p = plan(&j, &l, 1..11).unwrap();
+        let got: Vec<(usize, Vec<RowCopy>)> = p
+            .windows
+            .iter()
+            .map(|(w, r)| {
+                assert!(r.gathers.is_empty());
+                (*w, r.copies.clone())
+            })
+            .collect();
+        let copy = |src: u64, dst: u64, rows: u64| RowCopy {
+            src: src * 16,
+            dst: dst * 16,
+            len: rows * 16,
+        };
+        // chunk rows 0..10 are variable rows 1..11: sources 3..9 | 20, 21 | - | 30
+        assert_eq!(
+            got,
+            [
+                (0, vec![copy(3, 0, 3)]),
+                (1, vec![copy(0, 3, 3)]),
+                (3, vec![copy(2, 6, 2)]),
+                (5, vec![copy(0, 9, 1)]),
+            ]
+        );
+        assert_eq!(p.fills.len(), 1);
+        // identity rows: one copy per window the chunk crosses
+        let j = job(dir.path(), 8, 40, None);
+        let l = Layout::new(&j, &copies).unwrap();
+        let p = plan(&j, &l, 4..14).unwrap();
+        let got: Vec<(usize, Vec<RowCopy>)> = p
+            .windows
+            .iter()
+            .map(|(w, r)| (*w, r.copies.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, vec![copy(4, 0, 2)]),
+                (1, vec![copy(0, 2, 6)]),
+                (2, vec![copy(0, 8, 2)])
+            ]
+        );
+        assert!(p.fills.is_empty());
+        // never without the limit (GPUs)
+        assert_eq!(
+            Layout::new(&j, &LIMITS).unwrap().mover,
+            Mover::Rows { unit: 16 }
+        );
+    }
+
     #[test]
     fn rows_are_grouped_by_window_and_parity() {
         let dir = tempfile::tempdir().unwrap();
@@ -812,9 +1022,9 @@ mod tests {
         let windows: Vec<usize> = p.windows.iter().map(|w| w.0).collect();
         assert_eq!(windows, [0, 1]);
         // window 0: rows 1 (odd) and 4 (even) -> one dispatch per parity
-        assert_eq!(p.windows[0].1.len(), 2);
+        assert_eq!(p.windows[0].1.gathers.len(), 2);
         // window 1: rows 0 and 3 (17 -> 1, 30 -> 14), also one even and one odd
-        assert_eq!(p.windows[1].1.len(), 2);
+        assert_eq!(p.windows[1].1.gathers.len(), 2);
         // missing rows 2 and 5: even and odd
         assert_eq!(p.fills.len(), 2);
         let list: &[u8] = &p.ctrl[p.list.0 as usize..];

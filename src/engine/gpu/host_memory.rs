@@ -131,7 +131,7 @@ impl HostMemory {
         let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(HOST);
         let info = vk::BufferCreateInfo::default()
             .size(size)
-            .usage(vk::BufferUsageFlags::STORAGE_BUFFER)
+            .usage(vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::TRANSFER_SRC)
             .sharing_mode(vk::SharingMode::EXCLUSIVE)
             .push_next(&mut external);
         // SAFETY: a valid create info on this device.
@@ -141,7 +141,7 @@ impl HostMemory {
         Some((buffer, requirements))
     }
 
-    /// A read-only storage buffer that holds `bytes` from its byte `lead` on. `None` when the
+    /// A read-only storage (and copy source) buffer that holds `bytes` from its byte `lead` on. `None` when the
     /// range cannot be imported: the buffer's start (`bytes` minus `lead`) off the driver's
     /// buffer alignment, pages outside `mapping` (rounded out to whole pages), or a driver
     /// refusal; the caller then copies the window.
@@ -228,8 +228,8 @@ impl HostMemory {
             }
             drop(keep);
         });
-        // SAFETY: a buffer of this device, `size` bytes, storage usage, initialised (file
-        // bytes), released by `release` after wgpu is done with it.
+        // SAFETY: a buffer of this device, `size` bytes, storage and transfer-source usage,
+        // initialised (file bytes), released by `release` after wgpu is done with it.
         let hal_buffer = unsafe { hal::vulkan::Buffer::from_raw_externally_owned(buffer, release) };
         Some(unsafe {
             device.create_buffer_from_hal::<Vulkan>(
@@ -237,7 +237,7 @@ impl HostMemory {
                 &wgpu::BufferDescriptor {
                     label: Some("old window (file pages)"),
                     size,
-                    usage: wgpu::BufferUsages::STORAGE,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     mapped_at_creation: false,
                 },
             )

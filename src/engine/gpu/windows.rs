@@ -175,7 +175,10 @@ impl Windows {
 
     /// A new window buffer for `bytes` bytes (mapped if `direct`).
     fn new_buffer(&self, gpu: &Gpu, bytes: u64) -> Result<wgpu::Buffer> {
-        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        // (read by the kernels, or by transfer commands: see `Mover::Copies`)
+        let mut usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         if self.direct {
             usage |= wgpu::BufferUsages::MAP_WRITE;
         }
