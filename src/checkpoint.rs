@@ -276,12 +276,21 @@ impl TensorData {
     }
 
     /// Drops this process's page mappings of the tensor's bytes (see `MappedFile::release`):
-    /// called once a tensor has been consumed, so that unmapping it overlaps the output's
-    /// last writes. The bytes are unchanged.
+    /// called once the tensor has been read for the last time, so that unmapping it overlaps
+    /// the output's last writes. The bytes are unchanged.
     pub(crate) fn release_pages(&self) {
         for s in &self.segments {
             s.file.map.release(s.bytes.clone());
         }
+    }
+
+    /// Where the tensor's bytes lie: per segment, its file (by identity) and byte range. Views
+    /// with the same location read the same pages.
+    pub(crate) fn location(&self) -> Vec<(usize, Range<usize>)> {
+        self.segments
+            .iter()
+            .map(|s| (Arc::as_ptr(&s.file) as usize, s.bytes.clone()))
+            .collect()
     }
 
     /// The bytes in `range` (relative to the tensor's start) when they lie in one file, with

@@ -1,7 +1,9 @@
 //! Executing a plan: file to file (the CLI's job), or into host memory (for embedding).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::TensorData;
 use crate::dtype::Dtype;
 use crate::engine::{Engine, Sink};
 use crate::error::{Error, Result};
@@ -41,6 +43,17 @@ impl Sink for Progress<'_> {
             (self.progress)(self.out.written() - self.start);
         }
         Ok(())
+    }
+}
+
+impl Job {
+    /// The tensor the job reads, if any.
+    fn input(&self) -> Option<&TensorData> {
+        match self {
+            Job::Keep(data) => data.as_ref(),
+            Job::Copy { source, .. } => Some(source),
+            Job::Remap(job) => Some(&job.old),
+        }
     }
 }
 
@@ -111,27 +124,33 @@ impl Plan {
             start: head.len() as u64,
             progress,
         };
-        for t in self.tensors() {
-            // Each input is released once consumed, so that unmapping it (tens of ms for a
-            // table of 1 GB) overlaps the writes still in flight rather than following the
-            // rename at exit.
+        // Each input's pages are released after the last tensor that reads it (partitions of
+        // one variable read the same old table), so that unmapping it (tens of ms for a table
+        // of 1 GB) overlaps the writes still in flight rather than following the rename.
+        let mut last_reader = HashMap::new();
+        for (i, t) in self.tensors().iter().enumerate() {
+            if let Some(data) = t.job.input() {
+                last_reader.insert(data.location(), i);
+            }
+        }
+        for (i, t) in self.tensors().iter().enumerate() {
             match &t.job {
                 Job::Keep(Some(data)) => {
                     for piece in data.pieces(0..data.byte_len()) {
                         sink.write(piece)?;
                     }
-                    data.release_pages();
                 }
                 Job::Keep(None) => unreachable!("refused by check_output"),
                 Job::Copy { source, bytes } => {
                     for piece in source.pieces(bytes.clone()) {
                         sink.write(piece)?;
                     }
-                    source.release_pages();
                 }
-                Job::Remap(job) => {
-                    engine.remap(job, &mut sink)?;
-                    job.old.release_pages();
+                Job::Remap(job) => engine.remap(job, &mut sink)?,
+            }
+            if let Some(data) = t.job.input() {
+                if last_reader.get(&data.location()) == Some(&i) {
+                    data.release_pages();
                 }
             }
         }
@@ -177,12 +196,13 @@ pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::mmap::tests::mapped_rss;
+    use crate::plan::RemapJob;
     use crate::{CpuEngine, Model, Variable, VocabInfo, WarmStartSettings};
 
-    /// The old table's pages are released once its remap has been written (they would stay
-    /// mapped until exit otherwise).
+    /// The old table's pages are released once the last partition that reads it has been
+    /// written (they would stay mapped until exit otherwise), not before.
     #[test]
-    fn write_file_releases_the_old_table() {
+    fn write_file_releases_the_old_table_after_its_last_reader() {
         let (rows, cols) = (4096, 256);
         let dir = tempfile::tempdir().unwrap();
         let table: Vec<u8> = (0..rows * cols)
@@ -199,7 +219,9 @@ mod tests {
         std::fs::write(dir.path().join("old.txt"), tokens(&mut (0..rows))).unwrap();
         std::fs::write(dir.path().join("new.txt"), tokens(&mut (0..rows).rev())).unwrap();
 
-        let model = Model::new(vec![Variable::new("emb", Dtype::F32, vec![rows, cols])]).unwrap();
+        // two partitions, each reading half of the old table
+        let var = Variable::partitioned("emb", Dtype::F32, vec![rows, cols], &[rows / 2, rows / 2]);
+        let model = Model::new(vec![var]).unwrap();
         let info = VocabInfo::new(
             dir.path().join("new.txt"),
             rows as i64,
@@ -213,14 +235,34 @@ mod tests {
         };
         let old = job.old.mapped(0..job.old.byte_len()).unwrap().0.as_ptr();
 
+        /// The CPU engine, noting how much of the old table is mapped as each job starts.
+        struct Watch(CpuEngine, *const u8, Vec<usize>);
+        impl Engine for Watch {
+            fn name(&self) -> String {
+                self.0.name()
+            }
+            fn remap(&mut self, job: &RemapJob, sink: &mut dyn crate::engine::Sink) -> Result<()> {
+                self.2.push(mapped_rss(self.1));
+                self.0.remap(job, sink)
+            }
+        }
+        let mut engine = Watch(CpuEngine::new(), old, Vec::new());
         let out = dir.path().join("out.safetensors");
-        plan.write_file(&mut CpuEngine::new(), &out).unwrap();
+        plan.write_file(&mut engine, &out).unwrap();
+        assert_eq!(engine.2.len(), 2);
+        assert!(
+            engine.2[1] >= 1 << 20,
+            "the old table was released before its second reader"
+        );
         let rss = mapped_rss(old);
         assert!(rss < 1 << 20, "{rss} bytes of the old table still mapped");
         // and the output is right: the rows reversed
         let bytes = std::fs::read(&out).unwrap();
         let written = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let last = &table[(rows - 1) * cols * 4..];
-        assert_eq!(&written.tensor("emb").unwrap().data()[..cols * 4], last);
+        assert_eq!(
+            &written.tensor("emb/part_0").unwrap().data()[..cols * 4],
+            last
+        );
     }
 }
