@@ -79,7 +79,8 @@
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine takes 1.6x to 2.1x the CPU engine's time end to end (BENCHMARKS.md).
+//! which the engine takes 1.3x-1.5x the CPU engine's time end to end on a bf16 LM table and
+//! 1.5x-2.0x on f32 recommender tables (BENCHMARKS.md).
 
 mod chunk;
 mod device;
