@@ -203,6 +203,43 @@ fn split(rng: &mut Rng, n: usize, max_parts: usize) -> Vec<usize> {
     cuts.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
+/// `len` rows from anywhere in `bound` old rows, one in ten missing.
+fn scattered_map(rng: &mut Rng, len: usize, bound: usize) -> Vec<u32> {
+    (0..len)
+        .map(|_| {
+            if rng.chance(0.1) {
+                MISSING
+            } else {
+                rng.below(bound) as u32
+            }
+        })
+        .collect()
+}
+
+/// An axis-0 job over `old` (a table of `cols` columns): variable `rows` through `map` (the
+/// identity for `None`), rows without a source from `init`.
+fn row_job(
+    old: &TensorData,
+    rows: Range<usize>,
+    map: Option<Vec<u32>>,
+    init: Initializer,
+) -> RemapJob {
+    let (name, cols) = (old.name().to_string(), old.shape()[1]);
+    let dtype = FloatType::from_dtype(old.dtype()).unwrap();
+    let len = map.as_ref().map_or(old.shape()[0], |m| m.len());
+    RemapJob {
+        init: init.resolve(&name, &[len, cols], "test").unwrap(),
+        variable: name,
+        old: old.clone(),
+        dtype,
+        rows,
+        cols,
+        old_cols: cols,
+        row_map: map.map(Into::into),
+        col_map: None,
+    }
+}
+
 /// An index vector of `len` entries into `0..bound`: random, monotonic with insertions, or
 /// with every entry missing.
 fn index_map(rng: &mut Rng, len: usize, bound: usize) -> Vec<u32> {
@@ -589,15 +626,7 @@ fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
         let name = format!("s{dtype:?}");
         let old = old_table(dir.path(), &name, dtype, cols, &[300, 400], &bytes, false);
         let rows = 800;
-        let map: Vec<u32> = (0..rows)
-            .map(|_| {
-                if rng.chance(0.1) {
-                    MISSING
-                } else {
-                    rng.below(old_rows) as u32
-                }
-            })
-            .collect();
+        let map = scattered_map(&mut rng, rows, old_rows);
         let map: Arc<[u32]> = map.into();
         let init = Initializer::RandomUniform {
             minval: -1.0,
@@ -666,28 +695,13 @@ fn chunks_grow_over_imported_windows() {
             &bytes,
             true,
         );
-        let map: Vec<u32> = (0..rows)
-            .map(|_| {
-                if rng.chance(0.1) {
-                    MISSING
-                } else {
-                    rng.below(old_rows) as u32
-                }
-            })
-            .collect();
-        let job = RemapJob {
-            variable: name.clone(),
-            old,
-            dtype: FloatType::F32,
-            rows: 0..rows,
-            cols,
-            old_cols: cols,
-            row_map: Some(map.into()),
-            col_map: None,
-            init: Initializer::Constant { value: 0.5 }
-                .resolve(&name, &[rows, cols], "test")
-                .unwrap(),
-        };
+        let map = scattered_map(&mut rng, rows, old_rows);
+        let job = row_job(
+            &old,
+            0..rows,
+            Some(map),
+            Initializer::Constant { value: 0.5 },
+        );
         let expected = run(&mut CpuEngine::new(), &job);
         let (before_grown, before_fixed) = (grown.dispatches(), fixed.dispatches());
         assert_matches(&job, &expected, &run(&mut grown, &job), &describe(&job));
@@ -778,24 +792,13 @@ fn long_runs_of_rows_are_copied_on_the_software_driver() {
                 (Some(gappy), rows / 3..rows - 7),
             ] {
                 let complete = map.as_ref().is_none_or(|m| !m.contains(&MISSING));
-                let job = RemapJob {
-                    variable: name.clone(),
-                    old: old.clone(),
-                    dtype,
-                    rows: part,
-                    cols,
-                    old_cols: cols,
-                    row_map: map.map(Into::into),
-                    col_map: None,
-                    init: Initializer::RandomUniform {
-                        minval: -1.0,
-                        maxval: 1.0,
-                        seed: 7,
-                    }
-                    .resolve(&name, &[old_rows.max(rows), cols], "test")
-                    .unwrap(),
+                let init = Initializer::RandomUniform {
+                    minval: -1.0,
+                    maxval: 1.0,
+                    seed: 7,
                 };
-                let what = format!("import {import}: {}", describe(&job));
+                let job = row_job(&old, part, map, init);
+                let what = format!("import {import}, table {t}: {}", describe(&job));
                 let expected = run(&mut CpuEngine::new(), &job);
                 let before = copying.dispatches();
                 assert_matches(&job, &expected, &run(&mut copying, &job), &what);
@@ -1060,23 +1063,12 @@ fn dispatches_beyond_the_workgroup_limit() {
             }
         })
         .collect();
-    let job = RemapJob {
-        variable: "big".into(),
-        old,
-        dtype: FloatType::F32,
-        rows: 0..rows,
-        cols,
-        old_cols: cols,
-        row_map: Some(map.into()),
-        col_map: None,
-        init: Initializer::RandomUniform {
-            minval: -0.05,
-            maxval: 0.05,
-            seed: 3,
-        }
-        .resolve("big", &[rows, cols], "test")
-        .unwrap(),
+    let init = Initializer::RandomUniform {
+        minval: -0.05,
+        maxval: 0.05,
+        seed: 3,
     };
+    let job = row_job(&old, 0..rows, Some(map), init);
     let expected = run(&mut CpuEngine::new(), &job);
     let got = run(&mut engine, &job);
     assert_matches(&job, &expected, &got, "400k x 64 f32");
