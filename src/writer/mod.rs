@@ -91,11 +91,20 @@ impl OutputFile {
     /// [`OutputFile::create`], with direct I/O (where available) or through the page cache.
     fn create_with(path: &Path, direct: bool) -> Result<Self> {
         let dir = parent_dir(path);
-        let tmp = tempfile::Builder::new()
-            .prefix(".warmstart-")
-            .suffix(".tmp")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".warmstart-").suffix(".tmp");
+        // The output gets the permissions a new file gets (0o666 less the umask) or, when it
+        // replaces a file, that file's; not the temporary file's owner-only 0o600.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let tmp = builder
             .tempfile_in(dir)
             .map_err(|e| Error::output(dir, e))?;
+        if let Ok(existing) = std::fs::metadata(path) {
+            tmp.as_file()
+                .set_permissions(existing.permissions())
+                .map_err(|e| Error::output(tmp.path(), e))?;
+        }
         let writer = staged::StagedWriter::start(tmp.as_file(), direct)
             .map_err(|e| Error::output(tmp.path(), e))?;
         Ok(OutputFile {
@@ -191,6 +200,31 @@ mod tests {
             out.commit().unwrap();
             assert!(std::fs::read(&target).unwrap() == data, "direct = {direct}");
         }
+    }
+
+    /// A new output gets a new file's permissions (0o666 less the umask), a replaced one
+    /// keeps its own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn outputs_get_the_usual_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let target = dir.path().join("new.safetensors");
+        OutputFile::create(&target).unwrap().commit().unwrap();
+        assert_eq!(mode(&target), 0o666 & !umask);
+
+        let target = dir.path().join("old.safetensors");
+        std::fs::write(&target, b"old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        OutputFile::create(&target).unwrap().commit().unwrap();
+        assert_eq!(mode(&target), 0o640);
     }
 
     #[test]
