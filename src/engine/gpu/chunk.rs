@@ -510,10 +510,26 @@ pub(crate) struct RowCopy {
 }
 
 /// How a chunk reads one window: gather dispatches, or transfers ([`Mover::Copies`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Reads {
     pub gathers: Vec<Dispatch>,
     pub copies: Vec<RowCopy>,
+}
+
+impl Reads {
+    fn gathers(gathers: Vec<Dispatch>) -> Reads {
+        Reads {
+            gathers,
+            copies: Vec::new(),
+        }
+    }
+
+    fn copies(copies: Vec<RowCopy>) -> Reads {
+        Reads {
+            gathers: Vec::new(),
+            copies,
+        }
+    }
 }
 
 /// The work of one output chunk.
@@ -658,16 +674,10 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                     let end = rows.end.min(layout.window(w).end);
                     let src = g - layout.window(w).start;
                     let reads = if layout.mover == Mover::Copies {
-                        Reads {
-                            copies: vec![layout.copy(g - c0, src, end - g)],
-                            ..Reads::default()
-                        }
+                        Reads::copies(vec![layout.copy(g - c0, src, end - g)])
                     } else {
                         let sets = blob.ranges(g - c0, src, end - g);
-                        Reads {
-                            gathers: sets.into_iter().map(|s| blob.gather(s, w)).collect(),
-                            ..Reads::default()
-                        }
+                        Reads::gathers(sets.into_iter().map(|s| blob.gather(s, w)).collect())
                     };
                     windows.push((w, reads));
                     g = end;
@@ -712,15 +722,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
             copies.sort_unstable_by_key(|c| c.0);
             windows = copies
                 .into_iter()
-                .map(|(w, copies)| {
-                    (
-                        w,
-                        Reads {
-                            copies,
-                            ..Reads::default()
-                        },
-                    )
-                })
+                .map(|(w, copies)| (w, Reads::copies(copies)))
                 .collect();
             if !missing.is_empty() {
                 let rows = blob.listed(&missing, 1);
@@ -764,13 +766,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
                     let rows = blob.listed(list, 2);
                     gathers.push(blob.gather(rows, w));
                 }
-                windows.push((
-                    w,
-                    Reads {
-                        gathers,
-                        ..Reads::default()
-                    },
-                ));
+                windows.push((w, Reads::gathers(gathers)));
             }
             for (list, whole) in missing
                 .iter()
