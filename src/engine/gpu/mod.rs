@@ -948,8 +948,9 @@ impl GpuEngine {
             list: g.members[i].plan.list,
         };
 
-        // The windows the group reads, and per window the chunks (and dispatches) reading it;
-        // windows already resident first, so that loading the others never evicts them.
+        // The windows the group reads, and per window the chunks reading it (gathers or
+        // copies); windows already resident first, so that loading the others never evicts
+        // them.
         let mut readers: BTreeMap<usize, Vec<(usize, &chunk::Reads)>> = BTreeMap::new();
         for (i, m) in g.members.iter().enumerate() {
             for (w, reads) in &m.plan.windows {
