@@ -12,6 +12,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use safetensors::tensor::TensorView;
 use warmstart::dtype::{Dtype, FloatType};
+use warmstart::engine::gpu::GpuOptions;
 use warmstart::engine::Sink;
 use warmstart::vocab::{self, Vocab};
 use warmstart::{
@@ -116,23 +117,36 @@ impl Sink for Scratch {
     }
 }
 
+/// Shuffled rows of 512 bytes (gathered on every engine), then of 8 KiB (moved by transfer
+/// commands on a software adapter: also timed with the gather kernel, `gpu_gather`).
 fn row_remap(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let (rows, cols) = (1 << 19, 128); // 256 MiB
-    let job = row_remap_job(dir.path(), rows, cols, Initializer::Zeros {});
-    let mut g = c.benchmark_group("row_remap_256MiB");
-    g.sample_size(10);
-    g.throughput(Throughput::Bytes(((rows + 2) * cols * 4) as u64));
-    for (name, mut engine) in engines() {
-        g.bench_function(&name, |b| {
-            let mut out = Scratch::default();
-            b.iter(|| {
-                engine.remap(&job, &mut out).unwrap();
-                black_box(out.0[0])
-            })
-        });
+    for (group, rows, cols) in [
+        ("row_remap_256MiB", 1 << 19, 128),
+        ("row_remap_256MiB_8KiB_rows", 1 << 15, 2048),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = row_remap_job(dir.path(), rows, cols, Initializer::Zeros {});
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10);
+        g.throughput(Throughput::Bytes(((rows + 2) * cols * 4) as u64));
+        let mut engines = engines();
+        if cols * 4 >= 2048 {
+            let options = GpuOptions::new().row_copies(false);
+            if let Ok(gpu) = warmstart::GpuEngine::new(options) {
+                engines.push(("gpu_gather".into(), Box::new(gpu)));
+            }
+        }
+        for (name, mut engine) in engines {
+            g.bench_function(&name, |b| {
+                let mut out = Scratch::default();
+                b.iter(|| {
+                    engine.remap(&job, &mut out).unwrap();
+                    black_box(out.0[0])
+                })
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 fn initializers(c: &mut Criterion) {
