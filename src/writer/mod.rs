@@ -227,6 +227,24 @@ mod tests {
         assert_eq!(mode(&target), 0o640);
     }
 
+    /// An output path that is a symbolic link is replaced by the new file; the file it
+    /// pointed to is left as it was.
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_output_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let pointed = dir.path().join("v1.safetensors");
+        std::fs::write(&pointed, b"v1").unwrap();
+        let link = dir.path().join("current.safetensors");
+        std::os::unix::fs::symlink(&pointed, &link).unwrap();
+        let mut out = OutputFile::create(&link).unwrap();
+        out.write(b"v2").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&pointed).unwrap(), b"v1");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&link).unwrap(), b"v2");
+    }
+
     #[test]
     fn uncommitted_output_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
