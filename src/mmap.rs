@@ -35,9 +35,10 @@ impl MappedFile {
     /// been read; the next read of one maps it again from the page cache.
     ///
     /// Unmapping a table of 1 GB mapped page by page takes tens of milliseconds. The writer
-    /// releases each input as soon as it is consumed, so that this work overlaps the output's
-    /// last disk writes instead of following them at exit. Does nothing where unsupported:
-    /// it only moves work earlier.
+    /// releases each input after the last tensor that reads it, so that this work overlaps
+    /// the output's last disk writes instead of following them at exit. Pages only partly in
+    /// `range` go too (they fault back in if read). Does nothing where unsupported: it only
+    /// moves work earlier.
     pub(crate) fn release(&self, range: Range<usize>) {
         let range = range.start.min(self.map.len())..range.end.min(self.map.len());
         #[cfg(target_os = "linux")]
