@@ -4,9 +4,10 @@
 // rows with no source are left to fill_missing.wgsl. Rows of odd-width f16/bf16 tables are not
 // whole words: remap_cols.wgsl moves them, element by element.
 //
-// Needs rows.wgsl and a word file in front: word_u32.wgsl, word_vec4.wgsl or
-// word_vec4_split.wgsl, which define the unit `Word` rows are moved in (`words_per_row` of the
-// row set counts such units) and `copy_span`, which moves some units of one row.
+// Needs rows.wgsl and a word file in front, which defines the unit `Word` rows are moved in
+// (`words_per_row` of the row set counts such units): word_u32.wgsl or word_vec4.wgsl, each
+// followed by copy_span.wgsl, or word_vec4_split.wgsl, which has its own `copy_span` (moving
+// some units of one row).
 
 // Mirrors `gather_rows::Params` in src/engine/gpu/gather_rows.rs.
 struct Params {

@@ -1,11 +1,2 @@
 // word_u32.wgsl: gather_rows.wgsl moves rows in units of one u32 (rows of 4k bytes).
 alias Word = u32;
-
-// Units first..end of a row: from unit `old_at` of the window (after its lead of
-// `old_offset` units) to unit `out_at` of the chunk.
-fn copy_span(out_at: u32, old_at: u32, first: u32, end: u32) {
-    let src = params.old_offset + old_at;
-    for (var j = first; j < end; j++) {
-        out[out_at + j] = old[src + j];
-    }
-}

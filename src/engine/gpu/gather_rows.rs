@@ -11,11 +11,14 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kernels::{Binding, Control, Kernel, RowSet};
 
-/// The kernel's source moving `u32` units: `rows.wgsl`, `word_u32.wgsl`, `gather_rows.wgsl`.
+/// The kernel's source moving `u32` units: `rows.wgsl`, `word_u32.wgsl`, `copy_span.wgsl`,
+/// `gather_rows.wgsl`.
 pub(crate) const SOURCE_U32: &str = concat!(
     include_str!("../../../shaders/rows.wgsl"),
     "\n",
     include_str!("../../../shaders/word_u32.wgsl"),
+    "\n",
+    include_str!("../../../shaders/copy_span.wgsl"),
     "\n",
     include_str!("../../../shaders/gather_rows.wgsl"),
 );
@@ -25,6 +28,8 @@ pub(crate) const SOURCE_VEC4: &str = concat!(
     include_str!("../../../shaders/rows.wgsl"),
     "\n",
     include_str!("../../../shaders/word_vec4.wgsl"),
+    "\n",
+    include_str!("../../../shaders/copy_span.wgsl"),
     "\n",
     include_str!("../../../shaders/gather_rows.wgsl"),
 );

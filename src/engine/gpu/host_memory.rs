@@ -141,10 +141,10 @@ impl HostMemory {
         Some((buffer, requirements))
     }
 
-    /// A read-only storage (and copy source) buffer that holds `bytes` from its byte `lead` on. `None` when the
-    /// range cannot be imported: the buffer's start (`bytes` minus `lead`) off the driver's
-    /// buffer alignment, pages outside `mapping` (rounded out to whole pages), or a driver
-    /// refusal; the caller then copies the window.
+    /// A read-only storage (and copy source) buffer that holds `bytes` from its byte `lead`
+    /// on. `None` when the range cannot be imported: the buffer's start (`bytes` minus `lead`)
+    /// off the driver's buffer alignment, pages outside `mapping` (rounded out to whole
+    /// pages), or a driver refusal; the caller then copies the window.
     ///
     /// # Safety
     /// `mapping` is a read-only map of a whole file, `bytes` lies within it, and `keep`

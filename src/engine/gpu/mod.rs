@@ -1039,13 +1039,14 @@ impl GpuEngine {
                 let Some(window) = windows.buffer(g.tensor, w) else {
                     return Err(Error::Gpu("window evicted before use".into()));
                 };
+                let lead = layout.lead(w);
                 for &(i, reads) in &readers[&w] {
                     let out = &buffers[i].0;
                     // (recorded before this batch's pass, after its windows' uploads)
                     for c in &reads.copies {
                         stream.encoder(gpu).copy_buffer_to_buffer(
                             window,
-                            layout.lead(w) + c.src,
+                            lead + c.src,
                             out,
                             c.dst,
                             c.len,
@@ -1058,10 +1059,10 @@ impl GpuEngine {
                                 remap_cols.bind(&gpu.device, control(i, d), window, g.col_map, out),
                             ),
                             Mover::Rows { unit } => (
-                                gather_rows.kernel(unit, layout.lead(w)),
+                                gather_rows.kernel(unit, lead),
                                 gather_rows.bind(
                                     &gpu.device,
-                                    (unit, layout.lead(w)),
+                                    (unit, lead),
                                     control(i, d),
                                     window,
                                     out,
