@@ -48,6 +48,10 @@ struct RunArgs {
     /// GPU engine: device memory it may use, in bytes or with a unit (`512MiB`, `4GiB`).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     vram_budget: Option<u64>,
+    /// CPU engine: memory an old table may take while it is read (default: what is
+    /// available); a larger table read all over is read in passes.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    memory_budget: Option<u64>,
 }
 
 fn parse_size(text: &str) -> std::result::Result<u64, String> {
@@ -230,8 +234,15 @@ fn engine(args: &RunArgs) -> Result<Box<dyn Engine + Send>> {
         }
         GpuEngine::new(options)
     };
+    let cpu = || {
+        let engine = CpuEngine::new();
+        match args.memory_budget {
+            Some(bytes) => engine.with_memory_budget(bytes),
+            None => engine,
+        }
+    };
     match args.backend {
-        Backend::Cpu => Ok(Box::new(CpuEngine::new())),
+        Backend::Cpu => Ok(Box::new(cpu())),
         Backend::Gpu => Ok(Box::new(gpu()?)),
         Backend::Auto => {
             if gpu::hardware_adapter_available() {
@@ -243,7 +254,7 @@ fn engine(args: &RunArgs) -> Result<Box<dyn Engine + Send>> {
                     Err(_) => {}
                 }
             }
-            Ok(Box::new(CpuEngine::new()))
+            Ok(Box::new(cpu()))
         }
     }
 }

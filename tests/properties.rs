@@ -3,7 +3,8 @@
 //!   table byte for byte (random initializers included);
 //! - N workers that each hold only their own slice produce, concatenated, the single-process
 //!   result byte for byte;
-//! - the result does not depend on the CPU engine's chunk size;
+//! - the result does not depend on the CPU engine's chunk size, nor on its memory budget (a
+//!   budget smaller than the old table makes it read the table in passes);
 //! - for deterministic initializers the planner + engine agree with the literal port of
 //!   TensorFlow's ops (`warmstart::tf`), partition by partition.
 
@@ -260,6 +261,56 @@ fn concat(tensors: &[HostTensor]) -> Vec<u8> {
         .collect()
 }
 
+/// A shuffled vocabulary over an old table larger than the memory budget: the CPU engine
+/// reads it in passes (as many as the budget makes it), with the same result.
+#[test]
+fn tables_larger_than_the_memory_budget_are_read_in_passes() {
+    let n = 5000;
+    let old_tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    // Every 7th old token, scattered, then new tokens.
+    let mut new_tokens: Vec<String> = (0..n).map(|i| format!("t{}", (i * 7919) % n)).collect();
+    new_tokens.truncate(n - n / 10);
+    new_tokens.extend((0..n / 10).map(|i| format!("new{i}")));
+    let c = Case {
+        dtype: Dtype::F32,
+        old_tokens,
+        new_tokens,
+        new_size: n,
+        oov: 2,
+        axis: 0,
+        other: 16,
+        old_extra_rows: 0,
+        init: Initializer::TruncatedNormal {
+            mean: 0.0,
+            stddev: 1.0,
+            seed: 3,
+        },
+        old_parts: 2,
+        parts: vec![3000, n + 2 - 3000],
+        chunk_bytes: 4096,
+        seed: 1,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files = c.write(dir.path());
+    let variable = || Variable::partitioned("emb", c.dtype, c.shape().to_vec(), &c.parts);
+    let mut fits = CpuEngine::new().with_chunk_bytes(c.chunk_bytes);
+    let whole = concat(&c.run(&files, variable(), &mut fits));
+    assert_eq!(fits.passes(), 0);
+    // 320 KB of old table, a budget of 64 KB: passes of 32 KB of rows and their list.
+    let mut small = CpuEngine::new()
+        .with_chunk_bytes(c.chunk_bytes)
+        .with_memory_budget(64 << 10);
+    let passes = concat(&c.run(&files, variable(), &mut small));
+    assert!(passes == whole, "passes change the result");
+    let per_pass = (32 << 10) / (16 * 4 + 32);
+    let want: u64 = c
+        .parts
+        .iter()
+        .map(|&rows| rows.div_ceil(per_pass) as u64)
+        .sum();
+    assert_eq!(small.passes(), want);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -301,6 +352,13 @@ proptest! {
             }
         }
         prop_assert!(pieces.data == *whole, "pieces of {} bytes change the result", pieces.piece);
+
+        // Any memory budget: one smaller than the old table makes the engine read it in
+        // passes, of any number of rows.
+        let budget = 1 + c.seed % (2 * (c.old_shape()[0] * c.old_shape()[1] * c.elem()) as u64);
+        let mut engine = CpuEngine::new().with_chunk_bytes(c.chunk_bytes).with_memory_budget(budget);
+        let passes = c.run(&files, Variable::partitioned("emb", c.dtype, shape.clone(), &c.parts), &mut engine);
+        prop_assert!(concat(&passes) == *whole, "memory budget {} changes the result", budget);
     }
 
     #[test]

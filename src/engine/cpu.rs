@@ -5,12 +5,24 @@
 //! ones are filled): rows are gathered from the memory-mapped checkpoint or initialised in
 //! parallel (rayon), each output byte written once.
 //!
+//! **Old tables larger than memory.** The old table is memory-mapped and read where the rows
+//! lie, which the page cache serves as long as the pages a chunk reads fit in memory. A row
+//! map that reads all over a table (a shuffled vocabulary) makes every chunk read the whole
+//! table; if the table does not fit in memory, every chunk would read it from disk again, a
+//! few pages per row. Such a job is computed in *passes* instead: a pass fills a buffer of
+//! many chunks (half the memory budget) with its rows taken in the order of their old rows,
+//! so that it reads the table once from start to end, hands the buffer to the sink, and
+//! releases the table's pages. The budget is the memory available when the job starts
+//! (Linux's `MemAvailable`, within the process's cgroup limit), or
+//! [`CpuEngine::with_memory_budget`]. A pass holds its buffer in memory: half the budget, over
+//! the usual few chunks.
+//!
 //! `fill_row` is the reference semantics of a [`RemapJob`]; the GPU engine is tested
 //! against it.
 
 use rayon::prelude::*;
 
-use super::{Engine, Sink};
+use super::{memory, Engine, Sink};
 use crate::checkpoint::RowView;
 use crate::error::Result;
 use crate::plan::RemapJob;
@@ -20,12 +32,16 @@ use crate::vocab::MISSING;
 #[derive(Clone, Debug)]
 pub struct CpuEngine {
     chunk_bytes: usize,
+    memory_budget: Option<u64>,
+    passes: u64,
 }
 
 impl Default for CpuEngine {
     fn default() -> Self {
         CpuEngine {
             chunk_bytes: 16 << 20,
+            memory_budget: None,
+            passes: 0,
         }
     }
 }
@@ -41,6 +57,86 @@ impl CpuEngine {
     pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
         self.chunk_bytes = bytes.max(1);
         self
+    }
+
+    /// Sets the memory, in bytes, that an old table may take while it is read; by default
+    /// what the host has available when a job starts. A table larger than this, which the
+    /// row map reads all over, is read in passes (see the module docs), each filling a
+    /// buffer of half this size. Results do not depend on it.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes.max(1));
+        self
+    }
+
+    /// Passes made so far over old tables too large for the memory budget (0 while every
+    /// table fitted).
+    pub fn passes(&self) -> u64 {
+        self.passes
+    }
+
+    /// Output rows per pass for a job that reads all over an old table larger than the memory
+    /// budget (see the module docs); `None` for a job computed chunk by chunk, `chunk_rows`
+    /// output rows at a time.
+    fn pass_rows(&self, job: &RemapJob, chunk_rows: usize) -> Option<usize> {
+        let map = job.row_map.as_ref()?;
+        let budget = self.memory_budget.or_else(memory::available)?;
+        if job.old.byte_len() as u64 <= budget {
+            return None;
+        }
+        // The part of the table a chunk reads: from its first to its last old row.
+        let spread = map[job.rows.clone()]
+            .chunks(chunk_rows)
+            .map(|chunk| {
+                let rows = chunk.iter().filter(|&&m| m != MISSING);
+                match (rows.clone().min(), rows.max()) {
+                    (Some(&lo), Some(&hi)) => (hi - lo) as u64 + 1,
+                    _ => 0,
+                }
+            })
+            .max()?;
+        if spread * job.old_row_bytes() as u64 <= budget / 2 {
+            return None;
+        }
+        // The pass's buffer and its list of rows (old row, row, destination) share half the
+        // budget.
+        let per_row = (job.row_bytes() + size_of::<(usize, usize, &mut [u8])>()) as u64;
+        Some(((budget / 2 / per_row) as usize).max(chunk_rows))
+    }
+
+    /// Computes `job` a pass of `pass_rows` rows at a time (see the module docs).
+    fn remap_in_passes(
+        &mut self,
+        job: &RemapJob,
+        old: &RowView<'_>,
+        pass_rows: usize,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        let row_bytes = job.row_bytes();
+        let mut buffer = vec![0u8; pass_rows.min(job.rows.len()) * row_bytes];
+        for first in job.rows.clone().step_by(pass_rows) {
+            let rows = pass_rows.min(job.rows.end - first);
+            let out = &mut buffer[..rows * row_bytes];
+            // Each row with its old row, in the order of the old rows (rows without one
+            // last): each thread reads its part of the table from start to end.
+            let mut order: Vec<(usize, usize, &mut [u8])> = out
+                .chunks_exact_mut(row_bytes)
+                .enumerate()
+                .map(|(i, out)| {
+                    let g = first + i;
+                    (job.source_row(g).unwrap_or(usize::MAX), g, out)
+                })
+                .collect();
+            order.par_sort_unstable_by_key(|&(source, g, _)| (source, g));
+            order
+                .par_iter_mut()
+                .with_min_len((64 << 10) / row_bytes + 1)
+                .for_each(|(_, g, out)| fill_row(job, old, *g, out));
+            drop(order);
+            sink.write(out)?;
+            job.old.release_pages();
+            self.passes += 1;
+        }
+        Ok(())
     }
 }
 
@@ -58,6 +154,9 @@ impl Engine for CpuEngine {
             return Ok(());
         }
         let chunk_rows = (self.chunk_bytes / row_bytes).clamp(1, job.rows.len());
+        if let Some(pass_rows) = self.pass_rows(job, chunk_rows) {
+            return self.remap_in_passes(job, &old, pass_rows, sink);
+        }
         for first in job.rows.clone().step_by(chunk_rows) {
             let rows = chunk_rows.min(job.rows.end - first);
             sink.append(rows * row_bytes, &mut |at, out| {

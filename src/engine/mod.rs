@@ -6,6 +6,7 @@ use crate::plan::RemapJob;
 
 pub mod cpu;
 pub mod gpu;
+mod memory;
 
 pub use cpu::CpuEngine;
 pub use gpu::GpuEngine;
