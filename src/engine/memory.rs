@@ -82,6 +82,26 @@ mod tests {
         assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_host_has_some_memory_available() {
+        let total = read_to_string("/proc/meminfo").unwrap();
+        let total: u64 = total
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let available = available().unwrap();
+        assert!(
+            available > 0 && available <= total * 1024,
+            "{available} of {total} KiB"
+        );
+    }
+
     #[test]
     fn cgroup_limits_v1_and_v2() {
         let root = tempfile::tempdir().unwrap();
