@@ -1,7 +1,7 @@
-//! How much memory this process can count on for caching an old table: Linux's
-//! `MemAvailable`, within the room under the process's cgroup memory limit (v1 or v2), since
-//! the page cache of the files it reads is charged to that cgroup. Like `MemAvailable`, the
-//! room counts the cgroup's page cache as available: it is reclaimed as needed.
+//! How much memory this process has, and can count on now: Linux's `MemTotal` and
+//! `MemAvailable`, within the process's cgroup memory limit (v1 or v2), which also bounds the
+//! page cache of the files it reads (charged to that cgroup). Like `MemAvailable`, the room
+//! under the limit counts the cgroup's page cache as available: it is reclaimed as needed.
 
 use std::fs::read_to_string;
 use std::path::Path;
@@ -9,24 +9,39 @@ use std::path::Path;
 /// Bytes of memory available to this process now, or `None` where this cannot be read (not
 /// Linux, or no `/proc`).
 pub(crate) fn available() -> Option<u64> {
-    let host = mem_available(&read_to_string("/proc/meminfo").ok()?)?;
-    let cgroup = read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|groups| cgroup_room(&groups, Path::new("/sys/fs/cgroup")));
-    Some(cgroup.map_or(host, |room| room.min(host)))
+    let host = meminfo("MemAvailable:")?;
+    Some(cgroup().map_or(host, |(limit, used)| (limit - used.min(limit)).min(host)))
 }
 
-/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
-fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+/// Bytes of memory this process may use in all: the machine's, or its cgroup's limit if
+/// lower; `None` where this cannot be read.
+pub(crate) fn total() -> Option<u64> {
+    let host = meminfo("MemTotal:")?;
+    Some(cgroup().map_or(host, |(limit, _)| limit.min(host)))
+}
+
+/// A field of `/proc/meminfo`, in bytes.
+fn meminfo(field: &str) -> Option<u64> {
+    meminfo_field(&read_to_string("/proc/meminfo").ok()?, field)
+}
+
+/// The cgroup memory limit of this process and its usage other than page cache.
+fn cgroup() -> Option<(u64, u64)> {
+    let groups = read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_limit(&groups, Path::new("/sys/fs/cgroup"))
+}
+
+/// Field `field` (with its colon) of a `/proc/meminfo` text, in bytes.
+fn meminfo_field(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
-/// Limit less usage (other than page cache) of the memory cgroup named in `groups` (a
+/// The limit, and the usage other than page cache, of the memory cgroup named in `groups` (a
 /// `/proc/self/cgroup` text), under the cgroup file systems mounted at `root`: `None`
 /// without a limit.
-fn cgroup_room(groups: &str, root: &Path) -> Option<u64> {
+fn cgroup_limit(groups: &str, root: &Path) -> Option<(u64, u64)> {
     let read = |path: &Path| -> Option<u64> { read_to_string(path).ok()?.trim().parse().ok() };
     // A counter of a memory.stat file, 0 where missing.
     let stat = |path: &Path, key: &str| -> u64 {
@@ -64,7 +79,7 @@ fn cgroup_room(groups: &str, root: &Path) -> Option<u64> {
         // v1 reports "no limit" as a huge number.
         if let (Some(limit), Some(usage)) = (limit, usage) {
             if limit < 1 << 60 {
-                return Some(limit.saturating_sub(usage));
+                return Some((limit, usage));
             }
         }
     }
@@ -78,8 +93,9 @@ mod tests {
     #[test]
     fn meminfo_is_read_in_kib() {
         let text = "MemTotal:       24684084 kB\nMemFree: 1 kB\nMemAvailable:   2048 kB\n";
-        assert_eq!(mem_available(text), Some(2 << 20));
-        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(meminfo_field(text, "MemAvailable:"), Some(2 << 20));
+        assert_eq!(meminfo_field(text, "MemTotal:"), Some(24684084 << 10));
+        assert_eq!(meminfo_field("MemTotal: 1 kB\n", "MemAvailable:"), None);
     }
 
     #[cfg(target_os = "linux")]
@@ -118,11 +134,11 @@ mod tests {
             "cache 1\nrss 2\ntotal_cache 536870912\ntotal_rss 3\n",
         );
         let v1 = "5:memory:/jobs/a\n4:cpu,cpuacct:/\n0::/\n";
-        assert_eq!(cgroup_room(v1, root.path()), Some(2 << 30));
+        assert_eq!(cgroup_limit(v1, root.path()), Some((3 << 30, 1 << 30)));
         // v1 without a limit.
         write("memory/free/memory.limit_in_bytes", "9223372036854771712\n");
         write("memory/free/memory.usage_in_bytes", "1\n");
-        assert_eq!(cgroup_room("4:memory:/free\n0::/\n", root.path()), None);
+        assert_eq!(cgroup_limit("4:memory:/free\n0::/\n", root.path()), None);
         // v2, beside v1 (`unified`) or alone.
         write("unified/svc/memory.max", "1000\n");
         write("unified/svc/memory.current", "400\n");
@@ -130,11 +146,11 @@ mod tests {
             "unified/svc/memory.stat",
             "anon 300\nfile 100\nfile_mapped 50\n",
         );
-        assert_eq!(cgroup_room("0::/svc\n", root.path()), Some(700));
+        assert_eq!(cgroup_limit("0::/svc\n", root.path()), Some((1000, 300)));
         write("top/memory.max", "max\n");
         write("top/memory.current", "400\n");
-        assert_eq!(cgroup_room("0::/top\n", root.path()), None);
+        assert_eq!(cgroup_limit("0::/top\n", root.path()), None);
         // Nothing mounted where the text points.
-        assert_eq!(cgroup_room("0::/elsewhere\n", root.path()), None);
+        assert_eq!(cgroup_limit("0::/elsewhere\n", root.path()), None);
     }
 }

@@ -63,11 +63,11 @@
 //! instead of through transfer buffers; chunks (4 MiB) and windows (8 MiB) are smaller, so that
 //! little fresh memory is faulted in; a batch's new window buffers are created on several
 //! threads at once (wgpu zeroes a mapped buffer on the creating thread, which there is
-//! first-touch page faulting); the budget defaults to a quarter of the host's memory. Rows in
-//! runs of 2 KiB or more on average (long rows, or consecutive rows from consecutive old rows)
-//! are moved by transfer commands, one per run, instead of the gather kernel
-//! ([`GpuOptions::row_copies`]): there a copy is one `memcpy` on the driver's queue thread,
-//! while llvmpipe's gather moves words lane by lane.
+//! first-touch page faulting); the budget defaults to a quarter of the host's memory (or of
+//! the process's cgroup limit). Rows in runs of 2 KiB or more on average (long rows, or
+//! consecutive rows from consecutive old rows) are moved by transfer commands, one per run,
+//! instead of the gather kernel ([`GpuOptions::row_copies`]): there a copy is one `memcpy` on
+//! the driver's queue thread, while llvmpipe's gather moves words lane by lane.
 //!
 //! **Embedding.** A caller with its own `wgpu::Device` hands it in ([`GpuEngine::from_device`])
 //! and receives warm-started tensors as device buffers ([`GpuEngine::remap_to_buffer`],
@@ -143,18 +143,11 @@ pub const DEFAULT_CPU_ADAPTER_CHUNK: u64 = 4 * MIB;
 /// table needs few dispatches.
 pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
 
-/// A quarter of the machine's memory (Linux `MemTotal`), within
-/// [`DEFAULT_CPU_ADAPTER_BUDGET`]; its lower bound where it cannot be read.
+/// A quarter of the memory the process may use (Linux `MemTotal`, or its cgroup's limit if
+/// lower), within [`DEFAULT_CPU_ADAPTER_BUDGET`]; its lower bound where it cannot be read.
 fn cpu_adapter_budget() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        });
     let (lo, hi) = DEFAULT_CPU_ADAPTER_BUDGET.into_inner();
-    total.map_or(lo, |t| (t / 4).clamp(lo, hi))
+    crate::engine::memory::total().map_or(lo, |t| (t / 4).clamp(lo, hi))
 }
 
 /// Settings of the GPU engine. Results never depend on them; memory use and speed do.
@@ -199,7 +192,8 @@ impl GpuOptions {
 
     /// Device memory the engine may hold, in bytes: transfer buffers and the cache of
     /// old-table windows (default [`DEFAULT_VRAM_BUDGET`]; on a software adapter a quarter
-    /// of the host's memory, see [`DEFAULT_CPU_ADAPTER_BUDGET`]). At least one window and one
+    /// of the host's memory or of the process's cgroup limit, see
+    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]). At least one window and one
     /// chunk are held whatever the budget. wgpu cannot tell how much memory a GPU has: set
     /// this to what the card can spare.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
