@@ -172,10 +172,11 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     let seconds = writing.elapsed().as_secs_f64();
     report["bytes"] = serde_json::json!(total);
     report["writing_seconds"] = serde_json::json!(seconds);
+    report["passes"] = serde_json::json!(engine.passes());
     if !args.quiet {
         eprintln!(
             "{}",
-            summary(&plan, &output, total, seconds, &engine.name())
+            summary(&plan, &output, total, seconds, engine.as_ref())
         );
     }
     Ok(())
@@ -361,7 +362,7 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, backend: &str) -> String {
+fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, engine: &dyn Engine) -> String {
     let count = |action: &str| {
         plan.variables()
             .iter()
@@ -375,11 +376,16 @@ fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, backend: &str) 
         .fold((0, 0, 0), |(a, b, c), v| {
             (a + v.copied, b + v.initialised, c + v.oov)
         });
+    let passes = match engine.passes() {
+        0 => String::new(),
+        n => format!("; old tables larger than the memory budget read in {n} passes"),
+    };
     format!(
-        "warmstart: wrote {} ({}) in {seconds:.2} s on {backend}: {} variables remapped \
-         ({copied} rows/columns from the checkpoint, {initialised} new, {oov} OOV), {} copied, {} kept",
+        "warmstart: wrote {} ({}) in {seconds:.2} s on {}: {} variables remapped \
+         ({copied} rows/columns from the checkpoint, {initialised} new, {oov} OOV), {} copied, {} kept{passes}",
         output.display(),
         human_bytes(bytes),
+        engine.name(),
         count("remap"),
         count("copy"),
         count("keep"),

@@ -1,6 +1,8 @@
 //! Which engine the CLI picks: `--backend auto` takes a hardware GPU when there is one and the
 //! CPU otherwise (the software Vulkan driver is no reason to use the GPU engine); `--backend
-//! gpu` takes any adapter, the software driver included; the report names it.
+//! gpu` takes any adapter, the software driver included; the report names it. And the CPU
+//! engine's passes over tables larger than its memory budget: same output, counted in the
+//! report.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,4 +55,38 @@ fn gpu_takes_any_adapter_and_names_it() {
         backend.starts_with("gpu: ") && backend.len() > 5,
         "{backend}"
     );
+}
+
+/// Runs the bundled example on the CPU engine with `extra` options; (output bytes, report).
+fn run_example(extra: &[&str]) -> (Vec<u8>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = dir.path().join("warm.safetensors");
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+    let status = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .arg("run")
+        .arg(&plan)
+        .args(["--quiet", "--backend", "cpu", "--output"])
+        .arg(&output)
+        .arg("--report")
+        .arg(&report)
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    (std::fs::read(&output).unwrap(), json)
+}
+
+#[test]
+fn passes_over_tables_larger_than_the_memory_budget_are_reported() {
+    let (whole, report) = run_example(&[]);
+    assert_eq!(report["passes"], 0);
+    let (passes, report) = run_example(&["--memory-budget", "1"]);
+    assert!(
+        report["passes"].as_u64().unwrap() > 0,
+        "{}",
+        report["passes"]
+    );
+    assert!(passes == whole, "passes change the output");
 }

@@ -68,12 +68,6 @@ impl CpuEngine {
         self
     }
 
-    /// Passes made so far over old tables too large for the memory budget (0 while every
-    /// table fitted).
-    pub fn passes(&self) -> u64 {
-        self.passes
-    }
-
     /// Output rows per pass for a job that reads all over an old table larger than the memory
     /// budget (see the module docs); `None` for a job computed chunk by chunk, `chunk_rows`
     /// output rows at a time.
@@ -143,6 +137,12 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn name(&self) -> String {
         "cpu".into()
+    }
+
+    /// Passes made so far over old tables too large for the memory budget (0 while every
+    /// table fitted).
+    fn passes(&self) -> u64 {
+        self.passes
     }
 
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()> {

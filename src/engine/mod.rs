@@ -62,4 +62,10 @@ pub trait Engine {
     /// Produces the bytes of `job`'s output tensor, in order, into `sink`. Stops at the
     /// first error of the sink.
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()>;
+
+    /// Passes made so far over old tables too large for memory (see [`CpuEngine`]); 0 for
+    /// an engine that makes none.
+    fn passes(&self) -> u64 {
+        0
+    }
 }
