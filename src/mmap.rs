@@ -28,9 +28,7 @@ impl MappedFile {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::input(path, e))?;
         Ok(MappedFile { map })
     }
-}
 
-impl MappedFile {
     /// Drops this process's page-table entries for the pages of `range`, as if they had never
     /// been read; the next read of one maps it again from the page cache.
     ///

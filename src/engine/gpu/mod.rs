@@ -193,9 +193,9 @@ impl GpuOptions {
     /// Device memory the engine may hold, in bytes: transfer buffers and the cache of
     /// old-table windows (default [`DEFAULT_VRAM_BUDGET`]; on a software adapter a quarter
     /// of the host's memory or of the process's cgroup limit, see
-    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]). At least one window and one
-    /// chunk are held whatever the budget. wgpu cannot tell how much memory a GPU has: set
-    /// this to what the card can spare.
+    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]). At least one window and one chunk are held whatever
+    /// the budget. wgpu cannot tell how much memory a GPU has: set this to what the card can
+    /// spare.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
         self
