@@ -6,13 +6,17 @@
 //! line inside the part that is read is an error. The new vocabulary is read whole (as
 //! TensorFlow does); the old one only up to `old_vocab_size` lines.
 //!
-//! Tokens are grouped into shards by hash, each shard's tokens copied side by side, and
-//! indexed in one hash table per shard, in parallel: a shard's work touches only its own
-//! memory, small enough to stay in the cache, so a vocabulary of millions of tokens remaps in
-//! a fraction of a second.
+//! Both vocabularies' tokens are grouped into shards by hash, each shard's tokens copied side
+//! by side to exact places counted beforehand. Then, shard by shard and in parallel, the old
+//! tokens are indexed in a hash table and the new ones looked up in it: a shard's work touches
+//! only its own memory, small enough to stay in the cache, so a vocabulary of millions of
+//! tokens remaps in a fraction of a second. Tokens are compared byte for byte; the hash only
+//! finds candidates.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use hashbrown::HashTable;
 use rayon::prelude::*;
@@ -210,13 +214,17 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 /// Refuses a duplicate token inside `old` or inside the first `new_size` tokens of `new`,
 /// naming the token and both lines.
 pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
-    let map = lookup(new, 0..new_size, old)?;
+    remap_with(new, new_size, old, hash_token)
+}
+
+fn remap_with(new: &Vocab, new_size: usize, old: &Vocab, hash: Hash) -> Result<Vec<u32>> {
+    let map = lookup_with(new, 0..new_size, old, BLOCK, hash)?;
     // A token of the new window seen twice either maps to the same old line twice, or is
     // missing from the old vocabulary both times; only the missing ones need an index. The
     // old lines in use are kept as bits (a cache-sized table where a line number each would
     // take 4 bytes a token); the first user of a line used twice is searched for only then.
     let mut used = vec![0u64; old.len().div_ceil(64)];
-    let mut dup: Option<(usize, usize)> = None;
+    let mut dup: Option<Duplicate> = None;
     let mut missing = Vec::new();
     for (i, &m) in map.iter().enumerate() {
         if m == MISSING {
@@ -231,7 +239,7 @@ pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
             dup = Some((first, i));
         }
     }
-    if let Err(d) = TokenIndex::build(new, Lines::List(&missing)) {
+    if let Some(d) = first_duplicate(&Grouped::new(new, Lines::List(&missing), hash), hash) {
         dup = Some(dup.map_or(d, |e| if d.1 < e.1 { d } else { e }));
     }
     match dup {
@@ -244,15 +252,21 @@ pub fn remap(new: &Vocab, new_size: usize, old: &Vocab) -> Result<Vec<u32>> {
 /// duplicate token inside `old` (TensorFlow's `GenerateVocabRemapping`, which does not
 /// check the new vocabulary for duplicates).
 pub fn lookup(new: &Vocab, window: Range<usize>, old: &Vocab) -> Result<Vec<u32>> {
-    lookup_in_blocks(new, window, old, 1 << 22)
+    lookup_with(new, window, old, BLOCK, hash_token)
 }
 
-/// [`lookup`], grouping the new tokens `block` lines at a time.
-fn lookup_in_blocks(
+/// New tokens are grouped this many lines at a time, so that the grouping of a large new
+/// vocabulary is never made whole.
+const BLOCK: usize = 1 << 22;
+
+/// [`lookup`], grouping the new tokens `block` lines at a time, with the hash function
+/// `hash`.
+fn lookup_with(
     new: &Vocab,
     window: Range<usize>,
     old: &Vocab,
     block: usize,
+    hash: Hash,
 ) -> Result<Vec<u32>> {
     check_window(new, window.start, window.len())?;
     if old.len() >= MISSING as usize {
@@ -262,35 +276,39 @@ fn lookup_in_blocks(
             "more than 2^32 - 2 tokens are not supported",
         ));
     }
-    let index = TokenIndex::build(old, Lines::Range(0..old.len() as u32))
-        .map_err(|(a, b)| duplicate(old, a, b))?;
-    // Look the new tokens up shard by shard, then scatter the answers; a block of lines at a
-    // time, so that the grouped copy of a large new vocabulary is never made whole.
-    let mut map = vec![MISSING; window.len()];
-    for start in window.clone().step_by(block) {
-        let lines = start as u32..(start + block).min(window.end) as u32;
-        let found: Vec<(Vec<u32>, Vec<u32>)> = Shard::group(new, Lines::Range(lines))
+    let olds = Grouped::new(old, Lines::Range(0..old.len() as u32), hash);
+    // Shard by shard: index the old tokens (each thread reusing one table, small enough to
+    // stay in the cache), then look up the new ones that share the shard.
+    let map: Vec<AtomicU32> = window.clone().map(|_| AtomicU32::new(MISSING)).collect();
+    // (At least one block, even empty, so that the old vocabulary is always checked.)
+    let blocks = (window.start..window.end.max(window.start + 1)).step_by(block);
+    for start in blocks {
+        let news = Grouped::new(
+            new,
+            Lines::Range(start as u32..(start + block).min(window.end) as u32),
+            hash,
+        );
+        let dup = (0..SHARDS)
             .into_par_iter()
-            .zip(&index.shards)
-            .map(|(shard, (old, table))| {
-                let lines = (0..shard.len())
-                    .map(|k| {
-                        let token = shard.token(k);
-                        table
-                            .find(hash_token(token), |&m| old.token(m as usize) == token)
-                            .map_or(MISSING, |&m| old.lines[m as usize])
-                    })
-                    .collect();
-                (shard.lines, lines)
+            .map_init(HashTable::new, |table, s| {
+                let dup = index_shard(table, &olds, s, hash);
+                for k in news.shard(s) {
+                    let token = news.token(k);
+                    if let Some(&m) = table.find(hash(token), |&m| olds.token(m as usize) == token)
+                    {
+                        let i = news.lines[k] as usize - window.start;
+                        map[i].store(olds.lines[m as usize], Relaxed);
+                    }
+                }
+                dup
             })
-            .collect();
-        for (ids, lines) in found {
-            for (i, line) in ids.into_iter().zip(lines) {
-                map[i as usize - window.start] = line;
-            }
+            .flatten()
+            .min_by_key(|d| d.1);
+        if let Some((a, b)) = dup {
+            return Err(duplicate(old, a, b));
         }
     }
-    Ok(map)
+    Ok(map.into_iter().map(AtomicU32::into_inner).collect())
 }
 
 fn check_window(new: &Vocab, offset: usize, size: usize) -> Result<()> {
@@ -318,8 +336,8 @@ fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
     }
 }
 
-/// Tokens are grouped by hash into 2^SHARD_BITS shards, each small enough to stay in the
-/// cache while it is indexed or searched.
+/// Tokens are grouped by hash into 2^SHARD_BITS shards, each small enough for its hash
+/// table to stay in the cache while it is built and searched.
 const SHARD_BITS: u32 = 8;
 const SHARDS: usize = 1 << SHARD_BITS;
 
@@ -328,6 +346,9 @@ const SHARDS: usize = 1 << SHARD_BITS;
 fn shard_of(hash: u64) -> usize {
     ((hash >> 40) as usize) & (SHARDS - 1)
 }
+
+/// A token's hash. A function pointer, so that the tests can make hashes collide.
+type Hash = fn(&[u8]) -> u64;
 
 fn hash_token(bytes: &[u8]) -> u64 {
     use std::hash::BuildHasher;
@@ -360,19 +381,94 @@ impl Lines<'_> {
     }
 }
 
-/// The tokens of one shard, copied side by side: work on a shard touches only its own
-/// memory, not lines scattered over a vocabulary file of tens of MB.
-struct Shard {
-    /// The members' lines, ascending.
+/// Lines of a vocabulary grouped by the shard of their token's hash, each shard in line
+/// order, with their tokens copied side by side: work on a shard touches only its own
+/// memory, not tokens scattered over a vocabulary file of tens of MB. Shard `s` is members
+/// `bounds[s]..bounds[s + 1]`; member `k` is line `lines[k]`, token
+/// `bytes[ends[k - 1]..ends[k]]` (from 0 for the first).
+struct Grouped {
+    bounds: Vec<usize>,
     lines: Vec<u32>,
-    /// Member `k` is `bytes[ends[k - 1]..ends[k]]` (from 0 for the first).
     ends: Vec<u32>,
     bytes: Vec<u8>,
 }
 
-impl Shard {
-    fn len(&self) -> usize {
-        self.lines.len()
+impl Grouped {
+    /// Groups lines `ids` of `vocab`, in parallel pieces: each piece counts its members and
+    /// their bytes per shard, then copies them straight to their places.
+    fn new(vocab: &Vocab, ids: Lines<'_>, hash: Hash) -> Grouped {
+        const PIECE: usize = 1 << 16;
+        let token = |k: usize| vocab.token(ids.get(k) as usize);
+        // Each member's shard, and the members and bytes of each shard in each piece.
+        let mut shard_ids = vec![0u8; ids.len()];
+        let counts: Vec<[(usize, usize); SHARDS]> = shard_ids
+            .par_chunks_mut(PIECE)
+            .enumerate()
+            .map(|(p, piece)| {
+                let mut count = [(0, 0); SHARDS];
+                for (j, s) in piece.iter_mut().enumerate() {
+                    let t = token(p * PIECE + j);
+                    *s = shard_of(hash(t)) as u8;
+                    let c = &mut count[*s as usize];
+                    *c = (c.0 + 1, c.1 + t.len());
+                }
+                count
+            })
+            .collect();
+        let total: usize = counts.iter().flatten().map(|c| c.1).sum();
+        let mut bounds = vec![0; SHARDS + 1];
+        for s in 0..SHARDS {
+            bounds[s + 1] = bounds[s] + counts.iter().map(|c| c[s].0).sum::<usize>();
+        }
+        let (mut lines, mut ends) = (vec![0u32; ids.len()], vec![0u32; ids.len()]);
+        let mut bytes = vec![0u8; total];
+        // Each piece's part of each shard, shard after shard, and where its bytes start.
+        let mut parts: Vec<Vec<Part>> = counts.iter().map(|_| Vec::with_capacity(SHARDS)).collect();
+        let mut rest = (&mut lines[..], &mut ends[..], &mut bytes[..]);
+        let mut offset = 0;
+        for s in 0..SHARDS {
+            for (p, count) in counts.iter().enumerate() {
+                let (n, size) = count[s];
+                let (l, more_l) = std::mem::take(&mut rest.0).split_at_mut(n);
+                let (e, more_e) = std::mem::take(&mut rest.1).split_at_mut(n);
+                let (b, more_b) = std::mem::take(&mut rest.2).split_at_mut(size);
+                parts[p].push(Part {
+                    lines: l,
+                    ends: e,
+                    bytes: b,
+                    offset,
+                    filled: (0, 0),
+                });
+                rest = (more_l, more_e, more_b);
+                offset += size;
+            }
+        }
+        shard_ids
+            .par_chunks(PIECE)
+            .zip(parts)
+            .enumerate()
+            .for_each(|(p, (piece, mut parts))| {
+                for (j, &s) in piece.iter().enumerate() {
+                    let k = p * PIECE + j;
+                    let (part, t) = (&mut parts[s as usize], token(k));
+                    let (n, at) = part.filled;
+                    part.lines[n] = ids.get(k);
+                    part.bytes[at..at + t.len()].copy_from_slice(t);
+                    part.ends[n] = (part.offset + at + t.len()) as u32;
+                    part.filled = (n + 1, at + t.len());
+                }
+            });
+        Grouped {
+            bounds,
+            lines,
+            ends,
+            bytes,
+        }
+    }
+
+    /// The members of shard `s`.
+    fn shard(&self, s: usize) -> Range<usize> {
+        self.bounds[s]..self.bounds[s + 1]
     }
 
     /// Member `k`'s token.
@@ -381,101 +477,66 @@ impl Shard {
         let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
         &self.bytes[start..self.ends[k] as usize]
     }
-
-    /// Lines `ids` of `vocab` grouped by shard, in line order.
-    fn group(vocab: &Vocab, ids: Lines<'_>) -> Vec<Shard> {
-        let shard_ids: Vec<u8> = (0..ids.len())
-            .into_par_iter()
-            .with_min_len(4096)
-            .map(|k| shard_of(hash_token(vocab.token(ids.get(k) as usize))) as u8)
-            .collect();
-        // Each thread gathers a range of shards, scanning every shard number.
-        let threads = rayon::current_num_threads().clamp(1, SHARDS);
-        let per_shard = ids.len() / SHARDS * 9 / 8 + 16;
-        // (of the lines read: a vocabulary may be read only in part)
-        let read = (*vocab.starts.last().unwrap_or(&0) as usize).min(vocab.text.len());
-        let bytes_per_token = read.div_ceil(vocab.len().max(1));
-        (0..threads)
-            .into_par_iter()
-            .flat_map_iter(|t| {
-                let owned = t * SHARDS / threads..(t + 1) * SHARDS / threads;
-                // Room for a little more than an even share: hashes spread evenly, and a
-                // shard that gets more grows.
-                let mut shards: Vec<Shard> = owned
-                    .clone()
-                    .map(|_| Shard {
-                        lines: Vec::with_capacity(per_shard),
-                        ends: Vec::with_capacity(per_shard),
-                        bytes: Vec::with_capacity(per_shard * bytes_per_token),
-                    })
-                    .collect();
-                for (k, &s) in shard_ids.iter().enumerate() {
-                    if owned.contains(&(s as usize)) {
-                        let i = ids.get(k);
-                        let shard = &mut shards[s as usize - owned.start];
-                        shard.lines.push(i);
-                        shard.bytes.extend_from_slice(vocab.token(i as usize));
-                        shard.ends.push(shard.bytes.len() as u32);
-                    }
-                }
-                shards
-            })
-            .collect()
-    }
 }
 
-/// Lines of a vocabulary by token: per shard, the shard's tokens and a hash table of member
-/// numbers (4 bytes an entry), built in parallel.
-struct TokenIndex {
-    shards: Vec<ShardIndex>,
+/// One piece's part of one shard while grouping: where its members go, where its bytes
+/// start in the whole, and how much of it is filled (members, bytes).
+struct Part<'a> {
+    lines: &'a mut [u32],
+    ends: &'a mut [u32],
+    bytes: &'a mut [u8],
+    offset: usize,
+    filled: (usize, usize),
 }
-
-type ShardIndex = (Shard, HashTable<u32>);
 
 /// Two lines holding the same token: (first, second).
 type Duplicate = (usize, usize);
 
-impl TokenIndex {
-    /// Indexes the lines `ids` (ascending) of `vocab`; `Err((first, second))` for the
-    /// duplicate pair with the smallest second line.
-    fn build(vocab: &Vocab, ids: Lines<'_>) -> std::result::Result<Self, Duplicate> {
-        let groups = Shard::group(vocab, ids);
-        let built: Vec<(ShardIndex, Option<Duplicate>)> = groups
-            .into_par_iter()
-            .map(|shard| {
-                let mut table = HashTable::with_capacity(shard.len());
-                let mut dup: Option<Duplicate> = None;
-                let hash = |k: usize| hash_token(shard.token(k));
-                for k in 0..shard.len() {
-                    let (token, h) = (shard.token(k), hash(k));
-                    match table.find(h, |&m| shard.token(m as usize) == token) {
-                        // Members come in line order, so the one found is the first.
-                        Some(&m) => {
-                            let pair = (shard.lines[m as usize] as usize, shard.lines[k] as usize);
-                            if dup.is_none_or(|d| pair.1 < d.1) {
-                                dup = Some(pair);
-                            }
-                        }
-                        None => {
-                            table.insert_unique(h, k as u32, |&m| hash(m as usize));
-                        }
-                    }
-                }
-                ((shard, table), dup)
-            })
-            .collect();
-        if let Some(d) = built.iter().filter_map(|(_, d)| *d).min_by_key(|d| d.1) {
-            return Err(d);
+/// Fills `table` with the members of shard `s` of `grouped`, leaving out a member whose
+/// token is already there; returns the first such pair of lines.
+fn index_shard(
+    table: &mut HashTable<u32>,
+    grouped: &Grouped,
+    s: usize,
+    hash: Hash,
+) -> Option<Duplicate> {
+    let members = grouped.shard(s);
+    let token = |k: u32| grouped.token(k as usize);
+    table.clear();
+    table.reserve(members.len(), |&m| hash(token(m)));
+    let mut dup = None;
+    for k in members.start as u32..members.end as u32 {
+        let h = hash(token(k));
+        match table.find(h, |&m| token(m) == token(k)) {
+            // Members come in line order, so the one found is the token's first line, and
+            // the first pair found has the smallest second line.
+            Some(&m) => {
+                let pair = (grouped.lines[m as usize], grouped.lines[k as usize]);
+                dup = dup.or(Some((pair.0 as usize, pair.1 as usize)));
+            }
+            None => {
+                table.insert_unique(h, k, |&m| hash(token(m)));
+            }
         }
-        Ok(TokenIndex {
-            shards: built.into_iter().map(|(s, _)| s).collect(),
-        })
     }
+    dup
+}
+
+/// The pair of lines of `grouped` holding the same token with the smallest second line.
+fn first_duplicate(grouped: &Grouped, hash: Hash) -> Option<Duplicate> {
+    (0..SHARDS)
+        .into_par_iter()
+        .map_init(HashTable::new, |table, s| {
+            index_shard(table, grouped, s, hash)
+        })
+        .flatten()
+        .min_by_key(|d| d.1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn file(content: &[u8]) -> tempfile::NamedTempFile {
         use std::io::Write;
@@ -653,7 +714,10 @@ mod tests {
             assert_eq!(m, line.map_or(MISSING, |l| l as u32), "line {}", 100 + k);
         }
         for block in [1, 7, 1000, 3800, 5000] {
-            assert_eq!(lookup_in_blocks(&n, 100..3900, &o, block).unwrap(), whole);
+            assert_eq!(
+                lookup_with(&n, 100..3900, &o, block, hash_token).unwrap(),
+                whole
+            );
         }
     }
 
@@ -675,6 +739,93 @@ mod tests {
         for (i, &m) in map.iter().enumerate() {
             let want = (99_999 - i) * 2;
             assert_eq!(m, if want < 100_000 { want as u32 } else { MISSING });
+        }
+    }
+
+    /// TensorFlow's rules, written the obvious way: the old vocabulary's first duplicate,
+    /// then each new token's first old line, then the new window's first duplicate.
+    fn reference(
+        new: &[&str],
+        window: Range<usize>,
+        old: &[&str],
+        new_duplicates: bool,
+    ) -> std::result::Result<Vec<u32>, (bool, Duplicate)> {
+        fn first_duplicate(tokens: &[&str]) -> Option<Duplicate> {
+            let mut first = std::collections::HashMap::new();
+            (0..tokens.len()).find_map(|i| match first.get(tokens[i]) {
+                Some(&f) => Some((f, i)),
+                None => first.insert(tokens[i], i).and(None),
+            })
+        }
+        if let Some(d) = first_duplicate(old) {
+            return Err((true, d));
+        }
+        let map = new[window.clone()]
+            .iter()
+            .map(|t| {
+                old.iter()
+                    .position(|o| o == t)
+                    .map_or(MISSING, |l| l as u32)
+            })
+            .collect();
+        match first_duplicate(&new[window.clone()]) {
+            Some((a, b)) if new_duplicates => Err((false, (a + window.start, b + window.start))),
+            _ => Ok(map),
+        }
+    }
+
+    /// A vocabulary of `n` tokens over a small alphabet: with `unique`, distinct tokens;
+    /// otherwise repeats are likely.
+    fn some_tokens(n: usize) -> impl Strategy<Value = Vec<String>> {
+        let token = "[abc\u{e9}\r]{1,3}".prop_filter("not only \\r", |t| t != "\r");
+        prop_oneof![
+            prop::collection::vec(token.clone(), 1..=n),
+            prop::collection::hash_set(token, 1..=n).prop_map(|s| s.into_iter().collect()),
+        ]
+    }
+
+    /// Hashes that collide: only four values, each well mixed.
+    fn colliding(bytes: &[u8]) -> u64 {
+        (hash_token(bytes) % 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    proptest! {
+        #[test]
+        fn remap_and_lookup_match_the_reference(
+            old in some_tokens(40),
+            new in some_tokens(40),
+            cut in (0.0..=1.0f64, 0.0..=1.0f64),
+            block in 1usize..50,
+            collide: bool,
+        ) {
+            let hash: Hash = if collide { colliding } else { hash_token };
+            // Tokens ending in \r\r keep one \r: write them as TensorFlow would read them.
+            let write = |tokens: &[String]| file((tokens.join("\n") + "\n").as_bytes());
+            let (o, n) = (write(&old), write(&new));
+            let (o, n) = (Vocab::read(o.path(), None).unwrap(), Vocab::read(n.path(), None).unwrap());
+            let text = |v: &Vocab| -> Vec<String> {
+                (0..v.len()).map(|i| String::from_utf8_lossy(v.token(i)).into_owned()).collect()
+            };
+            let (old_read, new_read) = (text(&o), text(&n));
+            let old_ref: Vec<&str> = old_read.iter().map(|s| s.as_str()).collect();
+            let new_ref: Vec<&str> = new_read.iter().map(|s| s.as_str()).collect();
+            let lo = (cut.0 * n.len() as f64) as usize;
+            let hi = lo + (cut.1 * (n.len() - lo) as f64) as usize;
+            let got = |r: Result<Vec<u32>>| match r {
+                Ok(map) => Ok(map),
+                Err(Error::DuplicateToken { file, first, second, .. }) => {
+                    Err((file == o.path, (first - 1, second - 1)))
+                }
+                Err(e) => panic!("{e}"),
+            };
+            prop_assert_eq!(
+                got(lookup_with(&n, lo..hi, &o, block, hash)),
+                reference(&new_ref, lo..hi, &old_ref, false)
+            );
+            prop_assert_eq!(
+                got(remap_with(&n, hi, &o, hash)),
+                reference(&new_ref, 0..hi, &old_ref, true)
+            );
         }
     }
 }
