@@ -275,6 +275,21 @@ impl TensorData {
         })
     }
 
+    /// Whether most of the tensor's bytes are in the page cache (see
+    /// `MappedFile::mostly_resident`).
+    pub(crate) fn mostly_resident(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| s.file.map.mostly_resident(s.bytes.clone()))
+    }
+
+    /// Reads the tensor's bytes into the page cache ahead of use (see `MappedFile::prefetch`).
+    pub(crate) fn prefetch(&self) {
+        for s in &self.segments {
+            s.file.map.prefetch(s.bytes.clone());
+        }
+    }
+
     /// Drops this process's page mappings of the tensor's bytes (see `MappedFile::release`):
     /// called once the tensor has been read for the last time, so that unmapping it overlaps
     /// the output's last writes. The bytes are unchanged.

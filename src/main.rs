@@ -173,6 +173,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["bytes"] = serde_json::json!(total);
     report["writing_seconds"] = serde_json::json!(seconds);
     report["passes"] = serde_json::json!(engine.passes());
+    report["read_ahead_bytes"] = serde_json::json!(engine.read_ahead_bytes());
     if !args.quiet {
         eprintln!(
             "{}",
@@ -380,9 +381,16 @@ fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, engine: &dyn En
         0 => String::new(),
         n => format!("; old tables larger than the memory budget read in {n} passes"),
     };
+    let read_ahead = match engine.read_ahead_bytes() {
+        0 => String::new(),
+        n => format!(
+            "; {} of old tables read ahead (not in the page cache)",
+            human_bytes(n)
+        ),
+    };
     format!(
         "warmstart: wrote {} ({}) in {seconds:.2} s on {}: {} variables remapped \
-         ({copied} rows/columns from the checkpoint, {initialised} new, {oov} OOV), {} copied, {} kept{passes}",
+         ({copied} rows/columns from the checkpoint, {initialised} new, {oov} OOV), {} copied, {} kept{passes}{read_ahead}",
         output.display(),
         human_bytes(bytes),
         engine.name(),

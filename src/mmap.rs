@@ -53,6 +53,53 @@ impl MappedFile {
         #[cfg(not(target_os = "linux"))]
         let _ = range;
     }
+
+    /// Whether most of `range` is in the page cache, judged from up to 64 pages spread evenly
+    /// over it (`mincore`). Where this cannot be asked (not Linux, or the call fails) the
+    /// answer is yes: it only decides whether to read a table ahead.
+    pub(crate) fn mostly_resident(&self, range: Range<usize>) -> bool {
+        let range = range.start.min(self.map.len())..range.end.min(self.map.len());
+        if range.is_empty() {
+            return true;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            const PAGE: usize = 4096;
+            let base = self.map.as_ptr() as usize;
+            let samples = range.len().div_ceil(PAGE).min(64);
+            let mut resident = 0;
+            for k in 0..samples {
+                // The start of the page holding the sample (the map itself is page-aligned).
+                let at = base + range.start + range.len() / samples * k;
+                let page = at - at % PAGE;
+                let mut state = 0u8;
+                // SAFETY: `page` lies inside this live mapping (the map starts on a page
+                // boundary and `at` inside it), and `mincore` writes one byte for the one
+                // page asked about into `state`.
+                let asked = unsafe { libc::mincore(page as *mut libc::c_void, 1, &mut state) };
+                if asked != 0 {
+                    return true;
+                }
+                resident += (state & 1) as usize;
+            }
+            2 * resident > samples
+        }
+        #[cfg(not(target_os = "linux"))]
+        true
+    }
+
+    /// Asks the kernel to read `range` into the page cache from start to end, in large
+    /// sequential reads, and returns at once while the reads go on (`MADV_WILLNEED`); a
+    /// reader of a page not yet read waits for it. Does nothing where unsupported.
+    pub(crate) fn prefetch(&self, range: Range<usize>) {
+        let range = range.start.min(self.map.len())..range.end.min(self.map.len());
+        #[cfg(unix)]
+        let _ = self
+            .map
+            .advise_range(memmap2::Advice::WillNeed, range.start, range.len());
+        #[cfg(not(unix))]
+        let _ = range;
+    }
 }
 
 impl Deref for MappedFile {
@@ -108,5 +155,43 @@ pub(crate) mod tests {
         assert!(rss < 1 << 20, "{rss} bytes still mapped");
         assert!(map[..] == bytes[..]);
         map.release(1..1 << 40); // out of range: clamped
+    }
+
+    /// Drops `path`'s pages from the page cache (written back first), as if it had never
+    /// been read.
+    pub(crate) fn evict(path: &Path) {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: advice on a file descriptor that `file` keeps open for the call.
+        let done =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(done, 0);
+    }
+
+    #[test]
+    fn pages_not_in_the_page_cache_are_seen_and_read_ahead() {
+        // In the build directory: on a disk, where pages can be dropped (not a tmpfs).
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let path = dir.path().join("table");
+        let bytes: Vec<u8> = (0..8u32 << 20).map(|i| (i / 4096 + i) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let map = MappedFile::open(&path).unwrap();
+        assert!(map.mostly_resident(0..map.len()), "just written");
+        drop(map);
+        evict(&path);
+        let map = MappedFile::open(&path).unwrap();
+        assert!(!map.mostly_resident(0..map.len()), "the pages were dropped");
+        assert!(map.mostly_resident(0..0));
+        map.prefetch(0..map.len());
+        // The reads go on after the call returns.
+        let start = std::time::Instant::now();
+        while !map.mostly_resident(0..map.len()) {
+            assert!(start.elapsed().as_secs() < 30, "never read ahead");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(map[..] == bytes[..]);
     }
 }

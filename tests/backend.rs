@@ -82,6 +82,8 @@ fn run_example(extra: &[&str]) -> (Vec<u8>, serde_json::Value) {
 fn passes_over_tables_larger_than_the_memory_budget_are_reported() {
     let (whole, report) = run_example(&[]);
     assert_eq!(report["passes"], 0);
+    // Just written, so in the page cache: nothing read ahead.
+    assert_eq!(report["read_ahead_bytes"], 0);
     let (passes, report) = run_example(&["--memory-budget", "1"]);
     assert!(
         report["passes"].as_u64().unwrap() > 0,

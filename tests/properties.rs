@@ -311,6 +311,67 @@ fn tables_larger_than_the_memory_budget_are_read_in_passes() {
     assert_eq!(small.passes(), want);
 }
 
+/// Drops `path`'s pages from the page cache (written back first).
+fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: advice on a file descriptor that `file` keeps open for the call.
+    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(done, 0);
+}
+
+/// An old table not in the page cache is read ahead whole by the CPU engine when it fits the
+/// memory budget, and read in passes when it does not; the result is the same either way.
+#[test]
+fn old_tables_not_in_the_page_cache_are_read_ahead() {
+    // 64 MiB of table: reading the checkpoint's header reads the file ahead (8 MiB on the
+    // development VM), which must leave most of the table out of the page cache.
+    let n = 16_384;
+    let old_tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let new_tokens: Vec<String> = (0..n).map(|i| format!("t{}", (i * 7919) % n)).collect();
+    let c = Case {
+        dtype: Dtype::F32,
+        old_tokens,
+        new_tokens,
+        new_size: n,
+        oov: 1,
+        axis: 0,
+        other: 1024,
+        old_extra_rows: 0,
+        init: Initializer::Zeros {},
+        old_parts: 1,
+        parts: vec![n + 1],
+        chunk_bytes: 1 << 20,
+        seed: 2,
+    };
+    // In the build directory: on a disk, where pages can be dropped (not a tmpfs).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let files = c.write(dir.path());
+    let variable = || Variable::new("emb", c.dtype, c.shape().to_vec());
+    let table = (n * 1024 * 4) as u64;
+    let mut warm = CpuEngine::new().with_chunk_bytes(c.chunk_bytes);
+    let want = concat(&c.run(&files, variable(), &mut warm));
+    assert_eq!(
+        warm.read_ahead_bytes(),
+        0,
+        "just written: in the page cache"
+    );
+
+    evict(&files.0);
+    let mut cold = CpuEngine::new().with_chunk_bytes(c.chunk_bytes);
+    assert!(concat(&c.run(&files, variable(), &mut cold)) == want);
+    assert_eq!(cold.read_ahead_bytes(), table);
+
+    evict(&files.0);
+    let mut small = CpuEngine::new()
+        .with_chunk_bytes(c.chunk_bytes)
+        .with_memory_budget(table / 2);
+    assert!(concat(&c.run(&files, variable(), &mut small)) == want);
+    assert_eq!(small.read_ahead_bytes(), 0);
+    assert!(small.passes() > 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

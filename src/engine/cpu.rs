@@ -17,6 +17,14 @@
 //! [`CpuEngine::with_memory_budget`]. A pass holds its buffer in memory: half the budget, over
 //! the usual few chunks.
 //!
+//! **Cold caches.** A table that is not in the page cache (a checkpoint just copied from
+//! elsewhere, or evicted) would come from disk a few pages at a time, in the order the row map
+//! reads it: all over the table for a shuffled vocabulary, at the disk's speed for small
+//! random reads. When most of an old table is not in the page cache and it fits the memory
+//! budget, the engine first asks the kernel to read the whole table ahead, from start to end
+//! (`MADV_WILLNEED`), and computes while the reads go on. (A table larger than the budget is
+//! read in passes, each in the order of the old rows.)
+//!
 //! `fill_row` is the reference semantics of a [`RemapJob`]; the GPU engine is tested
 //! against it.
 
@@ -34,6 +42,7 @@ pub struct CpuEngine {
     chunk_bytes: usize,
     memory_budget: Option<u64>,
     passes: u64,
+    read_ahead_bytes: u64,
 }
 
 impl Default for CpuEngine {
@@ -42,6 +51,7 @@ impl Default for CpuEngine {
             chunk_bytes: 16 << 20,
             memory_budget: None,
             passes: 0,
+            read_ahead_bytes: 0,
         }
     }
 }
@@ -97,6 +107,16 @@ impl CpuEngine {
         Some(((budget / 2 / per_row) as usize).max(chunk_rows))
     }
 
+    /// Whether to read the old table of `job` ahead (see the module docs): most of it is not
+    /// in the page cache, and it fits the memory budget.
+    fn read_ahead(&self, job: &RemapJob) -> bool {
+        !job.old.mostly_resident()
+            && self
+                .memory_budget
+                .or_else(memory::available)
+                .is_some_and(|budget| job.old.byte_len() as u64 <= budget)
+    }
+
     /// Computes `job` a pass of `pass_rows` rows at a time (see the module docs).
     fn remap_in_passes(
         &mut self,
@@ -145,6 +165,11 @@ impl Engine for CpuEngine {
         self.passes
     }
 
+    /// Bytes of old tables read ahead so far because they were not in the page cache.
+    fn read_ahead_bytes(&self) -> u64 {
+        self.read_ahead_bytes
+    }
+
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()> {
         let row_bytes = job.row_bytes();
         let Some(old) = job.old.rows() else {
@@ -156,6 +181,10 @@ impl Engine for CpuEngine {
         let chunk_rows = (self.chunk_bytes / row_bytes).clamp(1, job.rows.len());
         if let Some(pass_rows) = self.pass_rows(job, chunk_rows) {
             return self.remap_in_passes(job, &old, pass_rows, sink);
+        }
+        if self.read_ahead(job) {
+            job.old.prefetch();
+            self.read_ahead_bytes += job.old.byte_len() as u64;
         }
         for first in job.rows.clone().step_by(chunk_rows) {
             let rows = chunk_rows.min(job.rows.end - first);

@@ -68,4 +68,10 @@ pub trait Engine {
     fn passes(&self) -> u64 {
         0
     }
+
+    /// Bytes of old tables read ahead from disk because they were not in the page cache (see
+    /// [`CpuEngine`]); 0 for an engine that reads none ahead.
+    fn read_ahead_bytes(&self) -> u64 {
+        0
+    }
 }
