@@ -1,4 +1,5 @@
-//! The crate's only `unsafe` file access: read-only memory maps of input files.
+//! The crate's only `unsafe` file access: read-only memory maps of input files, and asking
+//! which of their pages are in the page cache.
 
 use std::fs::File;
 use std::ops::{Deref, Range};
