@@ -49,7 +49,8 @@ struct RunArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     vram_budget: Option<u64>,
     /// CPU engine: memory an old table may take while it is read (default: what is
-    /// available); a larger table read all over is read in passes.
+    /// available); a larger table read all over is read in passes, and one within it that is
+    /// not in the page cache is read ahead.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     memory_budget: Option<u64>,
 }
