@@ -3,13 +3,17 @@
 // col_map entry is MISSING receive the initializer's value at their global element index.
 // Needs philox.wgsl, float.wgsl, init.wgsl and rows.wgsl.
 
+// Bytes per element: 2, 4 or 8. One pipeline per element size, so that each compiles only
+// its own paths (the initializers are inlined at every call site).
+override ESIZE: u32;
+
 // Mirrors `fill_missing::Params` in src/engine/gpu/fill_missing.rs.
 struct Params {
     rows: RowSet,
     cols: u32,
-    esize: u32, // bytes per element: 2, 4 or 8
     whole: u32, // 1: every cell of the rows; 0: only the MISSING columns of col_map
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
     init: InitSpec,
 }
 
@@ -33,7 +37,7 @@ fn is_missing(c: u32) -> bool {
 fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     let spec = params.init;
     let first = row.x * params.cols; // first element of the output row, chunk-local
-    if (params.esize == 4u) {
+    if (ESIZE == 4u) {
         if (params.whole == 1u && spec.fill != FILL_CONSTANT) {
             whole_f32_words(spec, first, first_word, end);
             return;
@@ -45,7 +49,7 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
         }
         return;
     }
-    if (params.esize == 8u) {
+    if (ESIZE == 8u) {
         // word j is half j % 2 of element j / 2
         for (var j = first_word; j < end; j++) {
             let c = j >> 1u;

@@ -54,8 +54,11 @@ fn gpu(options: GpuOptions) -> Option<GpuEngine> {
 
 /// Engines that cross every boundary with small tables: tiny bindings, chunks and windows, a
 /// budget of a few windows (evictions, batches), one or two workgroups (grid-stride loops).
+/// This one compiles no initialisation kernel at its start, each element size's on first
+/// use; the grouped engine compiles only bf16's at its start, the others all.
 fn tiny_engine() -> Option<GpuEngine> {
     gpu(GpuOptions::new()
+        .element_types(&[])
         .max_binding_bytes(4096)
         .chunk_bytes(1000)
         .window_bytes(700)
@@ -71,6 +74,7 @@ fn tiny_engine() -> Option<GpuEngine> {
 /// driver can), so that both ways of loading a window run on the software driver.
 fn grouped_engine() -> Option<GpuEngine> {
     gpu(GpuOptions::new()
+        .element_types(&[FloatType::BF16])
         .import_host_memory(false)
         .max_binding_bytes(8192)
         .chunk_bytes(600)

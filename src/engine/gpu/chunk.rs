@@ -631,9 +631,8 @@ impl Blob<'_> {
         let params = self.entry(&fill_missing::Params {
             rows,
             cols: l.cols as u32,
-            esize: l.esize as u32,
             whole: whole as u32,
-            _pad: 0,
+            _pad: [0; 2],
             init: InitUniform {
                 base_lo: base as u32,
                 base_hi: (base >> 32) as u32,

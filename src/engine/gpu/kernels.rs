@@ -98,6 +98,17 @@ impl Kernel {
         source: &'static str,
         bindings: &[Binding],
     ) -> Self {
+        Self::with_constants(device, name, source, bindings, &[])
+    }
+
+    /// [`Kernel::new`] with values for the source's `override` constants.
+    pub(crate) fn with_constants(
+        device: &wgpu::Device,
+        name: &'static str,
+        source: &'static str,
+        bindings: &[Binding],
+        constants: &[(&str, f64)],
+    ) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .enumerate()
@@ -137,7 +148,10 @@ impl Kernel {
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
             cache: None,
         });
         Kernel { pipeline, layout }

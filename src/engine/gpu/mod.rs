@@ -109,7 +109,7 @@ use self::remap_cols::RemapCols;
 use self::stream::{copy_pieces, copy_tensor_parallel, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{Engine, Sink};
-use crate::dtype::Dtype;
+use crate::dtype::{Dtype, FloatType};
 use crate::error::{Error, Result};
 use crate::plan::{Job, Plan, RemapJob};
 
@@ -164,6 +164,7 @@ pub struct GpuOptions {
     unified: bool,
     import: bool,
     copies: bool,
+    element_types: Option<Vec<FloatType>>,
 }
 
 impl Default for GpuOptions {
@@ -180,6 +181,7 @@ impl Default for GpuOptions {
             unified: true,
             import: true,
             copies: true,
+            element_types: None,
         }
     }
 }
@@ -274,6 +276,27 @@ impl GpuOptions {
         self.timeout = timeout;
         self
     }
+
+    /// The element types of the tables to come (default: all four). The initialisation
+    /// kernel is compiled, as the engine starts, for the sizes of these types only; a job of
+    /// another size compiles its own when it first needs it. Results do not depend on it. On
+    /// a software driver each size takes 25-75 ms of CPU to compile, all three 120 ms, on
+    /// the cores that plan the job: the CLI names the model's types.
+    pub fn element_types(mut self, types: &[FloatType]) -> Self {
+        self.element_types = Some(types.to_vec());
+        self
+    }
+
+    /// The element sizes to compile the initialisation kernel for as the engine starts.
+    fn element_sizes(&self) -> Vec<usize> {
+        let mut sizes: Vec<usize> = match &self.element_types {
+            Some(types) => types.iter().map(|t| t.size()).collect(),
+            None => vec![2, 4, 8],
+        };
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
 }
 
 /// Parses a byte count: `1073741824`, `512MiB`, `2GiB`, `1.5GB`, `64k` (k/M/G/T are powers of
@@ -341,6 +364,8 @@ fn binding_limit(device: &wgpu::Limits, cap: Option<u64>) -> u64 {
 /// The compiled kernels. Compiling takes a while (about 0.1 s on the software driver, most of
 /// it `fill_missing`), so it runs on two background threads from the engine's creation and is
 /// waited for when the first dispatch is recorded, after the first chunk's uploads.
+/// `fill_missing` has a pipeline per element size: those of [`GpuOptions::element_types`] are
+/// compiled there, any other when a job first needs it.
 enum Kernels {
     Compiling {
         rows: std::thread::JoinHandle<Result<(GatherRows, RemapCols)>>,
@@ -350,22 +375,29 @@ enum Kernels {
     Failed(String),
 }
 
+/// Runs `make` (which compiles kernels on `device`) and returns what it made, or the first
+/// device error it raised. Error scopes are per thread: each thread captures its own.
+fn compile_checked<T>(
+    device: &wgpu::Device,
+    make: impl FnOnce(&wgpu::Device) -> T,
+) -> std::result::Result<T, String> {
+    let scopes = Scopes::push(device);
+    let made = make(device);
+    match scopes.pop() {
+        None => Ok(made),
+        Some(e) => Err(format!("cannot compile the kernels: {e}")),
+    }
+}
+
 impl Kernels {
-    fn compile(device: &wgpu::Device) -> Kernels {
-        // Error scopes are per thread: each thread captures its own compile errors.
-        fn checked<T>(device: &wgpu::Device, make: impl FnOnce(&wgpu::Device) -> T) -> Result<T> {
-            let scopes = Scopes::push(device);
-            let made = make(device);
-            match scopes.pop() {
-                None => Ok(made),
-                Some(e) => Err(Error::Gpu(format!("cannot compile the kernels: {e}"))),
-            }
-        }
+    /// Starts compiling every kernel, `fill_missing` for elements of `esizes` bytes only.
+    fn compile(device: &wgpu::Device, esizes: Vec<usize>) -> Kernels {
         let d = device.clone();
-        let rows =
-            std::thread::spawn(move || checked(&d, |d| (GatherRows::new(d), RemapCols::new(d))));
+        let rows = std::thread::spawn(move || {
+            compile_checked(&d, |d| (GatherRows::new(d), RemapCols::new(d))).map_err(Error::Gpu)
+        });
         let d = device.clone();
-        let fill = std::thread::spawn(move || checked(&d, FillMissing::new));
+        let fill = std::thread::spawn(move || FillMissing::new(&d, &esizes));
         Kernels::Compiling { rows, fill }
     }
 
@@ -505,7 +537,7 @@ impl GpuEngine {
     fn build(mut gpu: Gpu, options: GpuOptions) -> Result<Self> {
         let info = gpu.device.adapter_info();
         let device_limits = gpu.device.limits();
-        let kernels = Kernels::compile(&gpu.device);
+        let kernels = Kernels::compile(&gpu.device, options.element_sizes());
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
         let binding = binding_limit(&device_limits, options.max_binding_bytes);
@@ -1027,7 +1059,8 @@ impl GpuEngine {
             let last = next >= order.len();
 
             let compiled = kernels.get()?;
-            let (gather_rows, remap_cols, fill_missing) = (&compiled.0, &compiled.1, &compiled.2);
+            let (gather_rows, remap_cols) = (&compiled.0, &compiled.1);
+            let fill_missing = compiled.2.kernel(g.job.dtype.size())?;
             let mut dispatches = Vec::new();
             for &w in &batch {
                 let Some(window) = windows.buffer(g.tensor, w) else {
@@ -1071,9 +1104,14 @@ impl GpuEngine {
             if last {
                 for (i, m) in g.members.iter().enumerate() {
                     for d in &m.plan.fills {
-                        let bg =
-                            fill_missing.bind(&gpu.device, control(i, d), g.col_map, &buffers[i].0);
-                        dispatches.push((fill_missing.kernel(), bg, d.threads));
+                        let bg = FillMissing::bind(
+                            fill_missing,
+                            &gpu.device,
+                            control(i, d),
+                            g.col_map,
+                            &buffers[i].0,
+                        );
+                        dispatches.push((fill_missing, bg, d.threads));
                     }
                 }
             }
