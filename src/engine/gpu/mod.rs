@@ -1060,7 +1060,6 @@ impl GpuEngine {
 
             let compiled = kernels.get()?;
             let (gather_rows, remap_cols) = (&compiled.0, &compiled.1);
-            let fill_missing = compiled.2.kernel(g.job.dtype.size())?;
             let mut dispatches = Vec::new();
             for &w in &batch {
                 let Some(window) = windows.buffer(g.tensor, w) else {
@@ -1101,7 +1100,8 @@ impl GpuEngine {
                     }
                 }
             }
-            if last {
+            if last && g.members.iter().any(|m| !m.plan.fills.is_empty()) {
+                let fill_missing = compiled.2.kernel(g.job.dtype.size())?;
                 for (i, m) in g.members.iter().enumerate() {
                     for d in &m.plan.fills {
                         let bg = FillMissing::bind(
