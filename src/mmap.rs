@@ -65,19 +65,21 @@ impl MappedFile {
         }
         #[cfg(target_os = "linux")]
         {
-            const PAGE: usize = 4096;
+            // SAFETY: `sysconf` only reads a system constant.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let page = usize::try_from(page).unwrap_or(4096).max(1);
             let base = self.map.as_ptr() as usize;
-            let samples = range.len().div_ceil(PAGE).min(64);
+            let samples = range.len().div_ceil(page).min(64);
             let mut resident = 0;
             for k in 0..samples {
                 // The start of the page holding the sample (the map itself is page-aligned).
                 let at = base + range.start + range.len() / samples * k;
-                let page = at - at % PAGE;
+                let start = at - at % page;
                 let mut state = 0u8;
-                // SAFETY: `page` lies inside this live mapping (the map starts on a page
+                // SAFETY: `start` lies inside this live mapping (the map starts on a page
                 // boundary and `at` inside it), and `mincore` writes one byte for the one
                 // page asked about into `state`.
-                let asked = unsafe { libc::mincore(page as *mut libc::c_void, 1, &mut state) };
+                let asked = unsafe { libc::mincore(start as *mut libc::c_void, 1, &mut state) };
                 if asked != 0 {
                     return true;
                 }

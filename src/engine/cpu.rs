@@ -79,11 +79,10 @@ impl CpuEngine {
     }
 
     /// Output rows per pass for a job that reads all over an old table larger than the memory
-    /// budget (see the module docs); `None` for a job computed chunk by chunk, `chunk_rows`
+    /// `budget` (see the module docs); `None` for a job computed chunk by chunk, `chunk_rows`
     /// output rows at a time.
-    fn pass_rows(&self, job: &RemapJob, chunk_rows: usize) -> Option<usize> {
+    fn pass_rows(job: &RemapJob, budget: u64, chunk_rows: usize) -> Option<usize> {
         let map = job.row_map.as_ref()?;
-        let budget = self.memory_budget.or_else(memory::available)?;
         if job.old.byte_len() as u64 <= budget {
             return None;
         }
@@ -107,14 +106,10 @@ impl CpuEngine {
         Some(((budget / 2 / per_row) as usize).max(chunk_rows))
     }
 
-    /// Whether to read the old table of `job` ahead (see the module docs): most of it is not
-    /// in the page cache, and it fits the memory budget.
-    fn read_ahead(&self, job: &RemapJob) -> bool {
-        !job.old.mostly_resident()
-            && self
-                .memory_budget
-                .or_else(memory::available)
-                .is_some_and(|budget| job.old.byte_len() as u64 <= budget)
+    /// Whether to read the old table of `job` ahead (see the module docs): it fits the memory
+    /// `budget`, and most of it is not in the page cache.
+    fn read_ahead(job: &RemapJob, budget: u64) -> bool {
+        job.old.byte_len() as u64 <= budget && !job.old.mostly_resident()
     }
 
     /// Computes `job` a pass of `pass_rows` rows at a time (see the module docs).
@@ -179,10 +174,13 @@ impl Engine for CpuEngine {
             return Ok(());
         }
         let chunk_rows = (self.chunk_bytes / row_bytes).clamp(1, job.rows.len());
-        if let Some(pass_rows) = self.pass_rows(job, chunk_rows) {
+        // The memory budget, read once per job (`None` where it cannot be known: neither
+        // passes nor read-ahead then).
+        let budget = self.memory_budget.or_else(memory::available);
+        if let Some(pass_rows) = budget.and_then(|b| Self::pass_rows(job, b, chunk_rows)) {
             return self.remap_in_passes(job, &old, pass_rows, sink);
         }
-        if self.read_ahead(job) {
+        if budget.is_some_and(|b| Self::read_ahead(job, b)) {
             job.old.prefetch();
             self.read_ahead_bytes += job.old.byte_len() as u64;
         }

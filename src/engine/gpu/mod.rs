@@ -79,8 +79,8 @@
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine takes 1.3x-1.75x the CPU engine's time end to end on a bf16 LM table and
-//! 1.5x-2.0x on f32 recommender tables, once 2.04x (BENCHMARKS.md).
+//! which the engine takes 1.3x-1.8x the CPU engine's time end to end on a bf16 LM table and
+//! 1.5x-2.0x on f32 recommender tables, a few runs slightly over (BENCHMARKS.md).
 
 mod chunk;
 mod device;
