@@ -14,6 +14,7 @@ use safetensors::tensor::TensorView;
 use warmstart::dtype::{Dtype, FloatType};
 use warmstart::engine::gpu::GpuOptions;
 use warmstart::engine::Sink;
+use warmstart::initializer::{Distribution, FanMode};
 use warmstart::vocab::{self, Vocab};
 use warmstart::{
     CpuEngine, Engine, Initializer, Job, Model, Plan, RemapJob, Variable, VocabInfo,
@@ -149,35 +150,75 @@ fn row_remap(c: &mut Criterion) {
     }
 }
 
+/// Every backup initializer the plan file accepts, `variance_scaling` in each of its
+/// distributions, with its benchmark name.
+fn every_initializer() -> Vec<(String, Initializer)> {
+    let seed = 1;
+    let scaling = |distribution| Initializer::VarianceScaling {
+        scale: 2.0,
+        mode: FanMode::FanIn,
+        distribution,
+        seed,
+    };
+    [
+        Initializer::Zeros {},
+        Initializer::Ones {},
+        Initializer::Constant { value: 0.5 },
+        Initializer::RandomUniform {
+            minval: -1.0,
+            maxval: 1.0,
+            seed,
+        },
+        Initializer::RandomNormal {
+            mean: 0.0,
+            stddev: 1.0,
+            seed,
+        },
+        Initializer::TruncatedNormal {
+            mean: 0.0,
+            stddev: 1.0,
+            seed,
+        },
+        scaling(Distribution::TruncatedNormal),
+        scaling(Distribution::UntruncatedNormal),
+        scaling(Distribution::Uniform),
+        Initializer::GlorotUniform { seed },
+        Initializer::GlorotNormal { seed },
+    ]
+    .into_iter()
+    .map(|init| (initializer_name(&init), init))
+    .collect()
+}
+
+/// The plan file's name of `init` (exhaustive: a new initializer must be named, and so
+/// benchmarked, here).
+fn initializer_name(init: &Initializer) -> String {
+    match init {
+        Initializer::Zeros {} => "zeros".into(),
+        Initializer::Ones {} => "ones".into(),
+        Initializer::Constant { .. } => "constant".into(),
+        Initializer::RandomUniform { .. } => "random_uniform".into(),
+        Initializer::RandomNormal { .. } => "random_normal".into(),
+        Initializer::TruncatedNormal { .. } => "truncated_normal".into(),
+        Initializer::VarianceScaling { distribution, .. } => match distribution {
+            Distribution::TruncatedNormal => "variance_scaling_truncated_normal".into(),
+            Distribution::UntruncatedNormal => "variance_scaling_untruncated_normal".into(),
+            Distribution::Uniform => "variance_scaling_uniform".into(),
+        },
+        Initializer::GlorotUniform { .. } => "glorot_uniform".into(),
+        Initializer::GlorotNormal { .. } => "glorot_normal".into(),
+    }
+}
+
+/// Each initializer: drawing 4M f32 values on one thread, then the engines filling every row
+/// of a 64 MiB table.
 fn initializers(c: &mut Criterion) {
     let n = 1usize << 22;
     let mut g = c.benchmark_group("initializer_4M_f32");
     g.sample_size(10);
     g.throughput(Throughput::Elements(n as u64));
-    for init in [
-        Initializer::Constant { value: 0.5 },
-        Initializer::RandomUniform {
-            minval: -1.0,
-            maxval: 1.0,
-            seed: 1,
-        },
-        Initializer::RandomNormal {
-            mean: 0.0,
-            stddev: 1.0,
-            seed: 1,
-        },
-        Initializer::TruncatedNormal {
-            mean: 0.0,
-            stddev: 1.0,
-            seed: 1,
-        },
-    ] {
-        let name = format!("{init:?}")
-            .split([' ', '{'])
-            .next()
-            .unwrap()
-            .to_string();
-        let spec = init.resolve("emb", &[n], "bench").unwrap();
+    for (name, init) in every_initializer() {
+        let spec = init.resolve("emb", &[n / 128, 128], "bench").unwrap();
         let mut out = vec![0u8; n * 4];
         g.bench_function(BenchmarkId::new("cpu_one_thread", &name), |b| {
             b.iter(|| spec.fill(FloatType::F32, 0, black_box(&mut out)))
@@ -188,28 +229,13 @@ fn initializers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("fill_all_rows_64MiB");
     g.sample_size(10);
-    for init in [
-        Initializer::RandomUniform {
-            minval: -1.0,
-            maxval: 1.0,
-            seed: 1,
-        },
-        Initializer::TruncatedNormal {
-            mean: 0.0,
-            stddev: 1.0,
-            seed: 1,
-        },
-    ] {
-        let mut job = row_remap_job(dir.path(), 1 << 17, 128, init.clone());
+    let mut engines = engines();
+    for (name, init) in every_initializer() {
+        let mut job = row_remap_job(dir.path(), 1 << 17, 128, init);
         job.row_map = Some(vec![warmstart::vocab::MISSING; job.rows.len()].into());
         g.throughput(Throughput::Elements((job.rows.len() * job.cols) as u64));
-        let name = format!("{init:?}")
-            .split([' ', '{'])
-            .next()
-            .unwrap()
-            .to_string();
-        for (engine_name, mut engine) in engines() {
-            g.bench_function(BenchmarkId::new(engine_name, &name), |b| {
+        for (engine_name, engine) in &mut engines {
+            g.bench_function(BenchmarkId::new(engine_name.as_str(), &name), |b| {
                 let mut out = Scratch::default();
                 b.iter(|| {
                     engine.remap(&job, &mut out).unwrap();
