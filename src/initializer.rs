@@ -381,10 +381,8 @@ impl InitSpec {
             Fill::Uniform { minval, range } => {
                 self.fill_wide_with(simd, dtype, first, out, |b| uniform(minval, range, b))
             }
-            // With its branch for the tails, computing every lane both ways costs more than
-            // wide vectors gain: block by block.
             Fill::Normal { mean, stddev } => {
-                self.fill_values(dtype, first, out, false, |b| normal(mean, stddev, b))
+                self.fill_wide_with(simd, dtype, first, out, |b| normal(mean, stddev, b))
             }
             Fill::TruncatedNormal { mean, stddev } => {
                 self.fill_wide_with(simd, dtype, first, out, |b| {
