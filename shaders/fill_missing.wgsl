@@ -37,6 +37,10 @@ fn is_missing(c: u32) -> bool {
 fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     let spec = params.init;
     let first = row.x * params.cols; // first element of the output row, chunk-local
+    if (params.whole == 1u && spec.fill == FILL_CONSTANT && (ESIZE != 2u || params.cols % 2u == 0u)) {
+        whole_constant_words(spec, first * ESIZE / 4u, first_word, end);
+        return;
+    }
     if (ESIZE == 4u) {
         if (params.whole == 1u && spec.fill != FILL_CONSTANT) {
             whole_f32_words(spec, first, first_word, end);
@@ -66,6 +70,24 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     }
     for (var j = first_word; j < end; j++) {
         half_word(row, j);
+    }
+}
+
+// A constant in every element of a row whose words are its own (every row of f32 or f64, rows
+// of even width of f16/bf16), starting at word `base` of the chunk: words first_word..end of
+// the row, each the same pattern (f64: its low and high words in turn). One store a word, with
+// no per-element test.
+fn whole_constant_words(spec: InitSpec, base: u32, first_word: u32, end: u32) {
+    var lo = spec.const_lo;
+    var hi = spec.const_hi;
+    if (ESIZE == 2u) {
+        lo = (lo & 0xFFFFu) * 0x10001u;
+        hi = lo;
+    } else if (ESIZE == 4u) {
+        hi = lo;
+    }
+    for (var j = first_word; j < end; j++) {
+        out[base + j] = select(lo, hi, (j & 1u) == 1u);
     }
 }
 
