@@ -210,21 +210,31 @@ fn initializer_name(init: &Initializer) -> String {
     }
 }
 
-/// Each initializer: drawing 4M f32 values on one thread, then the engines filling every row
-/// of a 64 MiB table.
+/// Each initializer: drawing 4M values of each float type on one thread, then the engines
+/// filling every row of a 64 MiB f32 table.
 fn initializers(c: &mut Criterion) {
     let n = 1usize << 22;
-    let mut g = c.benchmark_group("initializer_4M_f32");
-    g.sample_size(10);
-    g.throughput(Throughput::Elements(n as u64));
-    for (name, init) in every_initializer() {
-        let spec = init.resolve("emb", &[n / 128, 128], "bench").unwrap();
-        let mut out = vec![0u8; n * 4];
-        g.bench_function(BenchmarkId::new("cpu_one_thread", &name), |b| {
-            b.iter(|| spec.fill(FloatType::F32, 0, black_box(&mut out)))
-        });
+    for dtype in [
+        FloatType::F32,
+        FloatType::BF16,
+        FloatType::F16,
+        FloatType::F64,
+    ] {
+        let mut g = c.benchmark_group(format!(
+            "initializer_4M_{}",
+            format!("{dtype:?}").to_lowercase()
+        ));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(n as u64));
+        for (name, init) in every_initializer() {
+            let spec = init.resolve("emb", &[n / 128, 128], "bench").unwrap();
+            let mut out = vec![0u8; n * dtype.size()];
+            g.bench_function(BenchmarkId::new("cpu_one_thread", &name), |b| {
+                b.iter(|| spec.fill(dtype, 0, black_box(&mut out)))
+            });
+        }
+        g.finish();
     }
-    g.finish();
     // The engines on a table with no rows in common: every row is initialised.
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("fill_all_rows_64MiB");

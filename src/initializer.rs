@@ -455,9 +455,7 @@ impl InitSpec {
             FloatType::BF16 => {
                 self.fill_bits::<2>(first, out, wide, |b| bf16_bits(value(b)) as u64)
             }
-            FloatType::F16 => {
-                self.fill_bits::<2>(first, out, wide, |b| dtype.bits_from_f32(value(b)))
-            }
+            FloatType::F16 => self.fill_bits::<2>(first, out, wide, |b| f16_bits(value(b)) as u64),
         }
     }
 
@@ -566,6 +564,35 @@ fn bf16_bits(value: f32) -> u16 {
     }
 }
 
+/// The f16 nearest `value` (ties to even), as `half::f16::from_f32` rounds, with subnormals,
+/// overflow to infinity, and NaN kept NaN (quiet, the top of its payload kept); computed every
+/// way and selected, without a branch, so that it vectorizes.
+#[inline(always)]
+fn f16_bits(value: f32) -> u16 {
+    let x = value.to_bits();
+    let sign = (x >> 16) & 0x8000;
+    let a = x & 0x7FFF_FFFF;
+    // |value| >= 2^-14, a normal f16 (or too large): rebias the exponent from 127 to 15 and
+    // round the mantissa's low 13 bits away, ties to even; a carry moves into the exponent,
+    // up to infinity.
+    let normal = a.wrapping_sub(112 << 23).wrapping_add(0xFFF + ((a >> 13) & 1)) >> 13;
+    // |value| < 2^-14: adding 0.5 leaves the f16 subnormal's ten bits at the bottom of the
+    // significand, rounded to nearest even by the addition itself.
+    const HALF: f32 = 0.5;
+    let subnormal = (f32::from_bits(a) + HALF).to_bits() - HALF.to_bits();
+    let finite = if a < 113 << 23 {
+        subnormal
+    } else {
+        normal.min(0x7C00)
+    };
+    let special = if a > 0x7F80_0000 {
+        0x7E00 | ((a & 0x7F_FFFF) >> 13)
+    } else {
+        0x7C00
+    };
+    (sign | if a >= 0x7F80_0000 { special } else { finite }) as u16
+}
+
 /// Elements generated together by [`InitSpec::fill`] (a multiple of 4).
 const WIDE: usize = 32;
 
@@ -655,6 +682,22 @@ mod tests {
                         assert!(got == want, "{init:?} {simd:?} {dtype:?} from {first}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_rounding_matches_half() {
+        // Every sign, exponent and top mantissa bit, with the low 16 bits covering the
+        // rounding cases: the kept bit 13, the round bit 12, bits 14-15, and the sticky bits
+        // below as none, one low, one high, all.
+        let lows = (0..16u32).flat_map(|top| [0, 1, 0x800, 0xFFF].map(|low| (top << 12) | low));
+        let lows: Vec<u32> = lows.collect();
+        for high in 0..1u32 << 16 {
+            for &low in &lows {
+                let bits = (high << 16) | low;
+                let v = f32::from_bits(bits);
+                assert_eq!(f16_bits(v), half::f16::from_f32(v).to_bits(), "{bits:#x}");
             }
         }
     }
