@@ -54,13 +54,21 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
         return;
     }
     if (ESIZE == 8u) {
-        // word j is half j % 2 of element j / 2
-        for (var j = first_word; j < end; j++) {
+        // word j is half j % 2 of element j / 2: each element computed once for both its words
+        var j = first_word;
+        loop {
+            if (j >= end) {
+                break;
+            }
             let c = j >> 1u;
             if (is_missing(c)) {
                 let bits = init_element(spec, first + c);
                 out[first * 2u + j] = select(bits.x, bits.y, (j & 1u) == 1u);
+                if ((j & 1u) == 0u && j + 1u < end) {
+                    out[first * 2u + j + 1u] = bits.y;
+                }
             }
+            j = (j | 1u) + 1u; // the next element's low word
         }
         return;
     }
