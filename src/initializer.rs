@@ -575,7 +575,10 @@ fn f16_bits(value: f32) -> u16 {
     // |value| >= 2^-14, a normal f16 (or too large): rebias the exponent from 127 to 15 and
     // round the mantissa's low 13 bits away, ties to even; a carry moves into the exponent,
     // up to infinity.
-    let normal = a.wrapping_sub(112 << 23).wrapping_add(0xFFF + ((a >> 13) & 1)) >> 13;
+    let normal = a
+        .wrapping_sub(112 << 23)
+        .wrapping_add(0xFFF + ((a >> 13) & 1))
+        >> 13;
     // |value| < 2^-14: adding 0.5 leaves the f16 subnormal's ten bits at the bottom of the
     // significand, rounded to nearest even by the addition itself.
     const HALF: f32 = 0.5;
