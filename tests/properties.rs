@@ -160,20 +160,25 @@ impl Case {
         self.dtype.bitsize() / 8
     }
 
+    /// The bytes of element `i` (flat, row-major) of the old table: finite values of any
+    /// dtype, small integers scaled, written through f32 -> dtype.
+    fn old_element(&self, i: usize) -> Vec<u8> {
+        let v = ((i as u64 * 2654435761 + self.seed) % 1000) as f32 / 64.0 - 7.0;
+        match self.dtype {
+            Dtype::F32 => v.to_le_bytes().to_vec(),
+            Dtype::F64 => (v as f64).to_le_bytes().to_vec(),
+            Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+            _ => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+        }
+    }
+
     /// Writes the old checkpoint (possibly partitioned) and the vocabularies.
     fn write(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let [rows, cols] = self.old_shape();
         let elem = self.elem();
-        // Finite values of any dtype: small integers scaled, written through f32 -> dtype.
         let mut data = Vec::with_capacity(rows * cols * elem);
         for i in 0..rows * cols {
-            let v = ((i as u64 * 2654435761 + self.seed) % 1000) as f32 / 64.0 - 7.0;
-            match self.dtype {
-                Dtype::F32 => data.extend(v.to_le_bytes()),
-                Dtype::F64 => data.extend((v as f64).to_le_bytes()),
-                Dtype::F16 => data.extend(half::f16::from_f32(v).to_le_bytes()),
-                _ => data.extend(half::bf16::from_f32(v).to_le_bytes()),
-            }
+            data.extend(self.old_element(i));
         }
         let row_bytes = cols * elem;
         let parts = split(rows, &[rows / 3, rows / 2][..self.old_parts - 1]);
@@ -420,6 +425,45 @@ proptest! {
         let mut engine = CpuEngine::new().with_chunk_bytes(c.chunk_bytes).with_memory_budget(budget);
         let passes = c.run(&files, Variable::partitioned("emb", c.dtype, shape.clone(), &c.parts), &mut engine);
         prop_assert!(concat(&passes) == *whole, "memory budget {} changes the result", budget);
+    }
+
+    /// The CPU engine against the definition, cell by cell: a cell whose row and column have
+    /// a source (by the plan's maps) is that old cell; any other is the initializer's value at
+    /// the cell's global index (`row * cols + col`), rounded once to the dtype.
+    #[test]
+    fn every_cell_is_its_old_cell_or_the_initializer_at_its_index(c in case()) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = c.write(dir.path());
+        let shape = c.shape();
+        let model = Model::new(vec![Variable::new("emb", c.dtype, shape.to_vec())]).unwrap();
+        let plan = Plan::new(&c.settings(&files), &model).unwrap();
+        let Job::Remap(job) = &plan.tensors()[0].job else {
+            return Ok(());
+        };
+        let mut out = Pieces { data: Vec::new(), piece: c.chunk_bytes };
+        CpuEngine::new().with_chunk_bytes(c.chunk_bytes).remap(job, &mut out).unwrap();
+        let elem = c.elem();
+        let old_cols = c.old_shape()[1];
+        for (r, g) in job.rows.clone().enumerate() {
+            for col in 0..job.cols {
+                let source_col = match &job.col_map {
+                    None => Some(col),
+                    Some(map) => (map[col] != warmstart::vocab::MISSING).then(|| map[col] as usize),
+                };
+                let want = match (job.source_row(g), source_col) {
+                    (Some(sr), Some(sc)) => c.old_element(sr * old_cols + sc),
+                    _ => {
+                        let index = (g * job.cols + col) as u64;
+                        let bits = job.init.constant_bits(job.dtype).unwrap_or_else(|| {
+                            job.dtype.bits_from_f32(job.init.value_f32(index))
+                        });
+                        bits.to_le_bytes()[..elem].to_vec()
+                    }
+                };
+                let at = (r * job.cols + col) * elem;
+                prop_assert_eq!(&out.data[at..at + elem], &want[..], "cell ({}, {})", g, col);
+            }
+        }
     }
 
     #[test]
