@@ -84,6 +84,33 @@ fn row_remap_job(dir: &Path, rows: usize, cols: usize, init: Initializer) -> Rem
     }
 }
 
+/// A planned column remap (axis 1) of a `hidden x vocab` f32 table, the shape of an output
+/// layer: every row takes the new vocabulary's order of columns.
+fn col_remap_job(dir: &Path, hidden: usize, vocab: usize, init: Initializer) -> RemapJob {
+    write_vocabs(dir, vocab);
+    let data: Vec<u8> = (0..hidden * vocab)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect();
+    let view = TensorView::new(Dtype::F32, vec![hidden, vocab], &data).unwrap();
+    std::fs::write(
+        dir.join("old.safetensors"),
+        safetensors::serialize([("out", view)], None).unwrap(),
+    )
+    .unwrap();
+    let settings = WarmStartSettings::new(dir.join("old.safetensors")).vocab_info(
+        "out",
+        VocabInfo::new(dir.join("new.txt"), vocab as i64, 2, dir.join("old.txt"))
+            .axis(1)
+            .backup_initializer(init),
+    );
+    let variable = Variable::new("out", Dtype::F32, vec![hidden, vocab + 2]);
+    let plan = Plan::new(&settings, &Model::new(vec![variable]).unwrap()).unwrap();
+    match &plan.tensors()[0].job {
+        Job::Remap(job) => job.clone(),
+        _ => unreachable!(),
+    }
+}
+
 fn engines() -> Vec<(String, Box<dyn Engine>)> {
     let mut engines: Vec<(String, Box<dyn Engine>)> =
         vec![("cpu".into(), Box::new(CpuEngine::new()))];
@@ -257,5 +284,38 @@ fn initializers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, vocab_remap, row_remap, initializers);
+/// Columns remapped by a shuffled vocabulary of 131,072 tokens (10% new, then 2 OOV
+/// columns), in 512 rows: 256 MiB.
+fn col_remap(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (hidden, vocab) = (512, 1 << 17);
+    let mut g = c.benchmark_group("col_remap_256MiB");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((hidden * (vocab + 2) * 4) as u64));
+    for (name, init) in [
+        ("zeros", Initializer::Zeros {}),
+        (
+            "truncated_normal",
+            Initializer::TruncatedNormal {
+                mean: 0.0,
+                stddev: 1.0,
+                seed: 1,
+            },
+        ),
+    ] {
+        let job = col_remap_job(dir.path(), hidden, vocab, init);
+        for (engine_name, mut engine) in engines() {
+            g.bench_function(BenchmarkId::new(engine_name, name), |b| {
+                let mut out = Scratch::default();
+                b.iter(|| {
+                    engine.remap(&job, &mut out).unwrap();
+                    black_box(out.0[0])
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, vocab_remap, row_remap, col_remap, initializers);
 criterion_main!(benches);
