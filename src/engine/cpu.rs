@@ -244,13 +244,38 @@ fn fill_row(job: &RemapJob, old: &RowView<'_>, g: usize, out: &mut [u8]) {
         out.copy_from_slice(src);
         return;
     };
-    let size = job.dtype.size();
-    for (c, (cell, &oc)) in out.chunks_exact_mut(size).zip(col_map.iter()).enumerate() {
+    match job.dtype.size() {
+        2 => remap_cells::<2>(job, src, col_map, first, out),
+        4 => remap_cells::<4>(job, src, col_map, first, out),
+        _ => remap_cells::<8>(job, src, col_map, first, out),
+    }
+}
+
+/// One row of a column remap, elements of `SIZE` bytes: each cell copied from the old row
+/// `src` at the column `col_map` names (a move of known size, not a `memcpy` call per
+/// cell), and each run of new columns filled by one call, which draws its values on vector
+/// registers.
+#[inline]
+fn remap_cells<const SIZE: usize>(
+    job: &RemapJob,
+    src: &[u8],
+    col_map: &[u32],
+    first: u64,
+    out: &mut [u8],
+) {
+    let mut c = 0;
+    while c < col_map.len() {
+        let oc = col_map[c];
         if oc == MISSING {
-            job.init.fill(job.dtype, first + c as u64, cell);
+            let run = col_map[c..].iter().take_while(|&&oc| oc == MISSING).count();
+            let cells = &mut out[c * SIZE..(c + run) * SIZE];
+            job.init.fill(job.dtype, first + c as u64, cells);
+            c += run;
         } else {
-            let at = oc as usize * size;
-            cell.copy_from_slice(&src[at..at + size]);
+            let at = oc as usize * SIZE;
+            let cell: &[u8; SIZE] = src[at..at + SIZE].try_into().expect("SIZE bytes");
+            out[c * SIZE..(c + 1) * SIZE].copy_from_slice(cell);
+            c += 1;
         }
     }
 }
