@@ -61,11 +61,30 @@ fn vocab_remap(c: &mut Criterion) {
 
 /// A planned row remap of an `rows x cols` f32 table with the given backup initializer.
 fn row_remap_job(dir: &Path, rows: usize, cols: usize, init: Initializer) -> RemapJob {
-    write_vocabs(dir, rows);
-    let data: Vec<u8> = (0..rows * cols)
+    remap_job(dir, rows, cols, 0, init)
+}
+
+/// A planned column remap (axis 1) of a `hidden x vocab` f32 table, the shape of an output
+/// layer: every row takes the new vocabulary's order of columns.
+fn col_remap_job(dir: &Path, hidden: usize, vocab: usize, init: Initializer) -> RemapJob {
+    remap_job(dir, vocab, hidden, 1, init)
+}
+
+/// A planned remap of an f32 table whose axis `axis` is indexed by a vocabulary of `vocab`
+/// tokens (`write_vocabs`, 2 OOV buckets), `other` long on the other axis.
+fn remap_job(dir: &Path, vocab: usize, other: usize, axis: usize, init: Initializer) -> RemapJob {
+    write_vocabs(dir, vocab);
+    let shape = |v: usize| {
+        if axis == 0 {
+            vec![v, other]
+        } else {
+            vec![other, v]
+        }
+    };
+    let data: Vec<u8> = (0..vocab * other)
         .flat_map(|i| (i as f32).to_le_bytes())
         .collect();
-    let view = TensorView::new(Dtype::F32, vec![rows, cols], &data).unwrap();
+    let view = TensorView::new(Dtype::F32, shape(vocab), &data).unwrap();
     std::fs::write(
         dir.join("old.safetensors"),
         safetensors::serialize([("emb", view)], None).unwrap(),
@@ -73,37 +92,11 @@ fn row_remap_job(dir: &Path, rows: usize, cols: usize, init: Initializer) -> Rem
     .unwrap();
     let settings = WarmStartSettings::new(dir.join("old.safetensors")).vocab_info(
         "emb",
-        VocabInfo::new(dir.join("new.txt"), rows as i64, 2, dir.join("old.txt"))
-            .backup_initializer(init),
-    );
-    let model = Model::new(vec![Variable::new("emb", Dtype::F32, vec![rows + 2, cols])]).unwrap();
-    let plan = Plan::new(&settings, &model).unwrap();
-    match &plan.tensors()[0].job {
-        Job::Remap(job) => job.clone(),
-        _ => unreachable!(),
-    }
-}
-
-/// A planned column remap (axis 1) of a `hidden x vocab` f32 table, the shape of an output
-/// layer: every row takes the new vocabulary's order of columns.
-fn col_remap_job(dir: &Path, hidden: usize, vocab: usize, init: Initializer) -> RemapJob {
-    write_vocabs(dir, vocab);
-    let data: Vec<u8> = (0..hidden * vocab)
-        .flat_map(|i| (i as f32).to_le_bytes())
-        .collect();
-    let view = TensorView::new(Dtype::F32, vec![hidden, vocab], &data).unwrap();
-    std::fs::write(
-        dir.join("old.safetensors"),
-        safetensors::serialize([("out", view)], None).unwrap(),
-    )
-    .unwrap();
-    let settings = WarmStartSettings::new(dir.join("old.safetensors")).vocab_info(
-        "out",
         VocabInfo::new(dir.join("new.txt"), vocab as i64, 2, dir.join("old.txt"))
-            .axis(1)
+            .axis(axis as i64)
             .backup_initializer(init),
     );
-    let variable = Variable::new("out", Dtype::F32, vec![hidden, vocab + 2]);
+    let variable = Variable::new("emb", Dtype::F32, shape(vocab + 2));
     let plan = Plan::new(&settings, &Model::new(vec![variable]).unwrap()).unwrap();
     match &plan.tensors()[0].job {
         Job::Remap(job) => job.clone(),
