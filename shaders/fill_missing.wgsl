@@ -41,8 +41,9 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
         whole_constant_words(spec, first * ESIZE / 4u, first_word, end);
         return;
     }
+    // (whole rows of a constant were stored above)
     if (ESIZE == 4u) {
-        if (params.whole == 1u && spec.fill != FILL_CONSTANT) {
+        if (params.whole == 1u) {
             whole_f32_words(spec, first, first_word, end);
             return;
         }
@@ -72,7 +73,7 @@ fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
         }
         return;
     }
-    if (params.whole == 1u && spec.fill != FILL_CONSTANT && params.cols % 2u == 0u) {
+    if (params.whole == 1u && params.cols % 2u == 0u) {
         whole_half_words(spec, first, first_word, end);
         return;
     }
