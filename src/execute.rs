@@ -124,9 +124,28 @@ impl Plan {
             start: head.len() as u64,
             progress,
         };
-        // Each input's pages are released after the last tensor that reads it (partitions of
-        // one variable read the same old table), so that unmapping it (tens of ms for a table
-        // of 1 GB) overlaps the writes still in flight rather than following the rename.
+        // Each input's pages are released after the last tensor that reads it, on a thread of
+        // their own: unmapping a table of 1 GB takes tens of ms, which then overlaps the
+        // writes still in flight and the final flush instead of holding back the last block.
+        // The thread ends once the sender is dropped, when the closure returns.
+        std::thread::scope(|scope| {
+            let (release, to_release) = std::sync::mpsc::channel::<&TensorData>();
+            scope.spawn(move || to_release.into_iter().for_each(TensorData::release_pages));
+            self.write_tensors(engine, &mut sink, &mut |data| {
+                let _ = release.send(data);
+            })?;
+            sink.out.commit()
+        })
+    }
+
+    /// Writes every tensor's bytes to `sink` in order, handing each input to `release` after
+    /// the last tensor that reads it (partitions of one variable read the same old table).
+    fn write_tensors<'a>(
+        &'a self,
+        engine: &mut dyn Engine,
+        sink: &mut dyn Sink,
+        release: &mut dyn FnMut(&'a TensorData),
+    ) -> Result<()> {
         let mut last_reader = HashMap::new();
         for (i, t) in self.tensors().iter().enumerate() {
             if let Some(data) = t.job.input() {
@@ -146,15 +165,15 @@ impl Plan {
                         sink.write(piece)?;
                     }
                 }
-                Job::Remap(job) => engine.remap(job, &mut sink)?,
+                Job::Remap(job) => engine.remap(job, sink)?,
             }
             if let Some(data) = t.job.input() {
                 if last_reader.get(&data.location()) == Some(&i) {
-                    data.release_pages();
+                    release(data);
                 }
             }
         }
-        sink.out.commit()
+        Ok(())
     }
 
     /// Computes the warm-started tensors (copied or remapped) into host memory; tensors the
@@ -199,37 +218,40 @@ mod tests {
     use crate::plan::RemapJob;
     use crate::{CpuEngine, Model, Variable, VocabInfo, WarmStartSettings};
 
-    /// The old table's pages are released once the last partition that reads it has been
-    /// written (they would stay mapped until exit otherwise), not before.
-    #[test]
-    fn write_file_releases_the_old_table_after_its_last_reader() {
-        let (rows, cols) = (4096, 256);
-        let dir = tempfile::tempdir().unwrap();
+    const ROWS: usize = 4096;
+    const COLS: usize = 256;
+
+    /// A plan that reverses the rows of a 4096 x 256 f32 table, written as two partitions
+    /// that each read half of the old table; with the old table's bytes.
+    fn two_partition_plan(dir: &Path) -> (Plan, Vec<u8>) {
+        let (rows, cols) = (ROWS, COLS);
         let table: Vec<u8> = (0..rows * cols)
             .flat_map(|i| (i as f32).to_le_bytes())
             .collect();
         let view =
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &table)
                 .unwrap();
-        let ckpt = dir.path().join("old.safetensors");
+        let ckpt = dir.join("old.safetensors");
         safetensors::serialize_to_file([("emb", view)], None, &ckpt).unwrap();
         let tokens = |order: &mut dyn Iterator<Item = usize>| {
             order.map(|i| format!("t{i}\n")).collect::<String>()
         };
-        std::fs::write(dir.path().join("old.txt"), tokens(&mut (0..rows))).unwrap();
-        std::fs::write(dir.path().join("new.txt"), tokens(&mut (0..rows).rev())).unwrap();
-
-        // two partitions, each reading half of the old table
+        std::fs::write(dir.join("old.txt"), tokens(&mut (0..rows))).unwrap();
+        std::fs::write(dir.join("new.txt"), tokens(&mut (0..rows).rev())).unwrap();
         let var = Variable::partitioned("emb", Dtype::F32, vec![rows, cols], &[rows / 2, rows / 2]);
         let model = Model::new(vec![var]).unwrap();
-        let info = VocabInfo::new(
-            dir.path().join("new.txt"),
-            rows as i64,
-            0,
-            dir.path().join("old.txt"),
-        );
+        let info = VocabInfo::new(dir.join("new.txt"), rows as i64, 0, dir.join("old.txt"));
         let settings = WarmStartSettings::new(&ckpt).vocab_info("emb", info);
-        let plan = Plan::new(&settings, &model).unwrap();
+        (Plan::new(&settings, &model).unwrap(), table)
+    }
+
+    /// The old table's pages are released once the last partition that reads it has been
+    /// written (they would stay mapped until exit otherwise), not before.
+    #[test]
+    fn write_file_releases_the_old_table_after_its_last_reader() {
+        let (rows, cols) = (ROWS, COLS);
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, table) = two_partition_plan(dir.path());
         let Job::Remap(job) = &plan.tensors()[0].job else {
             panic!("a remap was planned");
         };
@@ -264,5 +286,49 @@ mod tests {
             &written.tensor("emb/part_0").unwrap().data()[..cols * 4],
             last
         );
+    }
+
+    /// An engine that fails on the second partition: the error comes back (the thread that
+    /// releases pages does not keep `write_file` waiting), nothing appears at the output path
+    /// and no temporary file is left.
+    #[test]
+    fn a_failed_job_leaves_no_output_and_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, _) = two_partition_plan(dir.path());
+        struct FailSecond(CpuEngine, usize);
+        impl Engine for FailSecond {
+            fn name(&self) -> String {
+                self.0.name()
+            }
+            fn remap(&mut self, job: &RemapJob, sink: &mut dyn crate::engine::Sink) -> Result<()> {
+                self.1 += 1;
+                if self.1 == 2 {
+                    return Err(Error::Gpu("the second job fails".into()));
+                }
+                self.0.remap(job, sink)
+            }
+        }
+        let out = dir.path().join("out.safetensors");
+        // On a thread of its own, so that a write_file that never returns fails the test.
+        let (done, result) = std::sync::mpsc::channel();
+        let target = out.clone();
+        std::thread::spawn(move || {
+            let written = plan.write_file(&mut FailSecond(CpuEngine::new(), 0), &target);
+            let _ = done.send(written);
+        });
+        let written = result
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("write_file returns");
+        assert!(
+            matches!(&written, Err(Error::Gpu(m)) if m == "the second job fails"),
+            "{written:?}"
+        );
+        assert!(!out.exists());
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["new.txt", "old.safetensors", "old.txt"]);
     }
 }
