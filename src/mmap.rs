@@ -118,6 +118,12 @@ pub(crate) mod tests {
 
     /// Resident bytes of the mapping that contains `addr`, from `/proc/self/smaps`.
     pub(crate) fn mapped_rss(addr: *const u8) -> usize {
+        smaps_bytes(addr, "Rss")
+    }
+
+    /// The size `field` (`Rss`, `AnonHugePages`, ...) of the mapping that contains `addr`, in
+    /// bytes, from `/proc/self/smaps`.
+    pub(crate) fn smaps_bytes(addr: *const u8, field: &str) -> usize {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let addr = addr as usize;
         let mut inside = false;
@@ -130,7 +136,11 @@ pub(crate) mod tests {
                 let lo = usize::from_str_radix(lo, 16).unwrap();
                 let hi = usize::from_str_radix(hi, 16).unwrap();
                 inside = (lo..hi).contains(&addr);
-            } else if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
+            } else if let Some(kb) = line
+                .strip_prefix(field)
+                .and_then(|l| l.strip_prefix(':'))
+                .filter(|_| inside)
+            {
                 return kb
                     .trim()
                     .trim_end_matches("kB")
@@ -140,7 +150,7 @@ pub(crate) mod tests {
                     * 1024;
             }
         }
-        panic!("no mapping holds {addr:#x}");
+        panic!("no mapping holds {addr:#x}, or it has no {field}");
     }
 
     #[test]

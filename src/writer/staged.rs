@@ -13,7 +13,7 @@ use std::fs::File;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-/// Alignment of buffers, offsets and lengths for `O_DIRECT` (covers 512-byte and 4 KiB
+/// Alignment of offsets and lengths for `O_DIRECT` (covers 512-byte and 4 KiB
 /// logical blocks).
 const ALIGN: usize = 4096;
 /// Size of one staging buffer, and of one write: disks take requests of a few MiB at least as
@@ -23,21 +23,34 @@ const BUFFER: usize = 4 << 20;
 /// Staging buffers: one being filled, the rest in flight.
 const BUFFERS: usize = 8;
 
-/// A page-aligned buffer of [`BUFFER`] bytes (a larger vector, used from an aligned offset).
+/// Alignment of the staging buffers in memory: a huge page (2 MiB on x86-64 and most
+/// aarch64 systems), so that each buffer can be backed by huge pages.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// A buffer of [`BUFFER`] bytes aligned to [`HUGE_PAGE`]: an anonymous memory map of
+/// `BUFFER + HUGE_PAGE` bytes, used from its first aligned offset (only that part is ever
+/// touched). On Linux the kernel is asked to back it with transparent huge pages, which the
+/// output's direct writes are much faster from: each 4 MiB write then pins two pages instead
+/// of 1024 and reaches the disk in two pieces (measured on the 1 GB table: the same direct
+/// copy in 0.49-0.57 s against 0.64-0.87 s). Where the kernel gives no huge pages the buffer
+/// is an ordinary one.
 struct Aligned {
-    storage: Vec<u8>,
+    map: memmap2::MmapMut,
     start: usize,
 }
 
 impl Aligned {
-    fn new() -> Self {
-        let storage = vec![0u8; BUFFER + ALIGN];
-        let start = storage.as_ptr().align_offset(ALIGN);
-        Aligned { storage, start }
+    fn new() -> std::io::Result<Self> {
+        let map = memmap2::MmapMut::map_anon(BUFFER + HUGE_PAGE)?;
+        let start = map.as_ptr().align_offset(HUGE_PAGE);
+        // A hint: refused (no THP in this kernel) it changes nothing.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise_range(memmap2::Advice::HugePage, start, BUFFER);
+        Ok(Aligned { map, start })
     }
 
     fn bytes(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + BUFFER]
+        &mut self.map[self.start..self.start + BUFFER]
     }
 }
 
@@ -72,7 +85,7 @@ impl StagedWriter {
             .name("warmstart-writer".into())
             .spawn(move || write_blocks(clone, direct, blocks, done))?;
         Ok(StagedWriter {
-            current: Aligned::new(),
+            current: Aligned::new()?,
             filled: 0,
             at: 0,
             to_thread: Some(to_thread),
@@ -109,7 +122,7 @@ impl StagedWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let next = if self.spare > 0 {
             self.spare -= 1;
-            Aligned::new()
+            Aligned::new()?
         } else {
             match self.from_thread.recv() {
                 Ok(buffer) => buffer?,
@@ -180,6 +193,21 @@ fn broken() -> std::io::Error {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The staging buffers are aligned to a huge page and, where the kernel offers
+    /// transparent huge pages to those who ask, backed by them.
+    #[test]
+    fn staging_buffers_are_huge_pages_where_the_kernel_offers_them() {
+        let mut buffer = Aligned::new().unwrap();
+        assert_eq!(buffer.bytes().as_ptr() as usize % HUGE_PAGE, 0);
+        buffer.bytes().fill(1);
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if thp.contains("[always]") || thp.contains("[madvise]") {
+            let huge = crate::mmap::tests::smaps_bytes(buffer.bytes().as_ptr(), "AnonHugePages");
+            assert!(huge >= HUGE_PAGE, "{huge} bytes in huge pages (THP: {thp})");
+        }
+    }
 
     #[test]
     fn a_failed_write_is_reported_as_itself() {
