@@ -453,7 +453,7 @@ fn describe(job: &RemapJob) -> String {
 // ------------------------------------------------------------------------------------------
 
 /// Random remaps (axis 0 and 1, all dtypes and initializers, odd widths, partitions,
-/// multi-segment old tables) on three engine configurations, against the CPU engine.
+/// multi-segment old tables) on five engine configurations, against the CPU engine.
 #[test]
 fn random_jobs_match_the_cpu_engine() {
     let Some(tiny) = tiny_engine() else { return };
@@ -464,7 +464,12 @@ fn random_jobs_match_the_cpu_engine() {
     let Some(grouped) = grouped_engine() else {
         return;
     };
-    let mut engines = [tiny, small, default, grouped];
+    // on the software driver, the vec4<u32> gathers of GPUs too
+    let Some(narrow) = gpu(GpuOptions::new().wide_units(false)) else {
+        return;
+    };
+    assert!(!narrow.gathers_wide_units());
+    let mut engines = [tiny, small, default, grouped, narrow];
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x5EED_0001);
     let cases: usize = std::env::var("GPU_TEST_CASES")
@@ -480,7 +485,7 @@ fn random_jobs_match_the_cpu_engine() {
         for job in &jobs {
             let expected = run(&mut cpu, job);
             // the tiny engine on every job; the others in turn
-            for e in [0, 1 + case % 3] {
+            for e in [0, 1 + case % 4] {
                 let got = run(&mut engines[e], job);
                 if std::env::var("GPU_DEBUG").is_ok() && got != expected {
                     let rb = job.row_bytes();
@@ -506,8 +511,9 @@ fn random_jobs_match_the_cpu_engine() {
 
 /// On the software driver, windows of old tables are read in the mapped checkpoint files
 /// (host-memory imports) instead of copied: at every lead (the table at every 4-byte offset
-/// modulo 64 in its file, windows of odd sizes), for rows moved in vec4 and u32 units and
-/// element by element (a column map), matching the CPU engine; with imports off they are
+/// modulo 64 in its file, windows of odd sizes), for rows moved in 16-byte units (as
+/// `vec2<u64>`, and as the `vec4<u32>` of GPUs), in u32 units and element by element (a
+/// column map), matching the CPU engine; with imports off they are
 /// copied. (Windows copied with a lead, where an import is refused, run in
 /// `random_jobs_match_the_cpu_engine`: the tiny engine imports.)
 #[test]
@@ -519,6 +525,9 @@ fn windows_are_read_in_the_mapped_files_on_the_software_driver() {
     let Some(mut copying) = gpu(options().import_host_memory(false)) else {
         return;
     };
+    let Some(mut narrow) = gpu(options().wide_units(false)) else {
+        return;
+    };
     assert!(!copying.imports_host_memory());
     if !importing.adapter_name().contains("llvmpipe") {
         eprintln!("NOTICE: host-memory imports are checked on lavapipe only");
@@ -527,6 +536,10 @@ fn windows_are_read_in_the_mapped_files_on_the_software_driver() {
     assert!(
         importing.imports_host_memory(),
         "lavapipe offers VK_EXT_external_memory_host, but the engine does not import"
+    );
+    assert!(
+        importing.gathers_wide_units() && !narrow.gathers_wide_units(),
+        "lavapipe has 64-bit integers, but the engine does not gather vec2<u64> units"
     );
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x1EAD);
@@ -588,6 +601,7 @@ fn windows_are_read_in_the_mapped_files_on_the_software_driver() {
             let what = format!("pad {pad}: {}", describe(&job));
             assert_matches(&job, &expected, &run(&mut importing, &job), &what);
             assert_matches(&job, &expected, &run(&mut copying, &job), &what);
+            assert_matches(&job, &expected, &run(&mut narrow, &job), &what);
         }
     }
     assert!(importing.imported_windows() > 0);

@@ -108,14 +108,16 @@ fn gpu_device_node_present() -> bool {
 /// memory" is host memory, also `MAPPABLE_PRIMARY_BUFFERS`, so that output chunks are read
 /// where the kernels wrote them instead of through a copy, and, where the Vulkan driver
 /// offers it, host-memory imports, so that old tables are read in the mapped checkpoint
-/// files instead of copied ([`HostMemory`]).
+/// files instead of copied ([`HostMemory`]), and 64-bit integers, which halve the work of its
+/// row gathers (`gather_rows.rs`).
 pub(crate) fn request_device(
     adapter: &wgpu::Adapter,
 ) -> Result<(wgpu::Device, wgpu::Queue, Option<HostMemory>)> {
     let mut required_features = wgpu::Features::empty();
     let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
     if software {
-        required_features |= adapter.features() & wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        required_features |= adapter.features()
+            & (wgpu::Features::MAPPABLE_PRIMARY_BUFFERS | wgpu::Features::SHADER_INT64);
     }
     let desc = wgpu::DeviceDescriptor {
         label: Some("warmstart"),

@@ -164,6 +164,7 @@ pub struct GpuOptions {
     unified: bool,
     import: bool,
     copies: bool,
+    wide_units: bool,
     element_types: Option<Vec<FloatType>>,
 }
 
@@ -181,6 +182,7 @@ impl Default for GpuOptions {
             unified: true,
             import: true,
             copies: true,
+            wide_units: true,
             element_types: None,
         }
     }
@@ -271,6 +273,15 @@ impl GpuOptions {
         self
     }
 
+    /// On a software adapter with 64-bit integers (`SHADER_INT64`, which the engine requests
+    /// there), gather 16-byte units as two `u64` rather than four `u32` (default true): the
+    /// software driver moves each component on its own. Tests turn it off to run the
+    /// `vec4<u32>` gathers that GPUs use.
+    pub fn wide_units(mut self, wide: bool) -> Self {
+        self.wide_units = wide;
+        self
+    }
+
     /// Longest wait for the device before giving up with an error (default 120 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -341,11 +352,18 @@ pub struct DeviceTensor {
 }
 
 /// The WGSL source of each kernel as compiled (library files concatenated), by name.
-pub fn kernel_sources() -> [(&'static str, &'static str); 5] {
+/// The two `vec2<u64>` gathers need 64-bit integers (`SHADER_INT64`) and are only used where
+/// the device has them; every other kernel runs on any WebGPU device.
+pub fn kernel_sources() -> [(&'static str, &'static str); 7] {
     [
         ("gather_rows (u32)", gather_rows::SOURCE_U32),
         ("gather_rows (vec4)", gather_rows::SOURCE_VEC4),
         ("gather_rows (vec4, split)", gather_rows::SOURCE_VEC4_SPLIT),
+        ("gather_rows (vec2<u64>)", gather_rows::SOURCE_U64X2),
+        (
+            "gather_rows (vec2<u64>, split)",
+            gather_rows::SOURCE_U64X2_SPLIT,
+        ),
         ("remap_cols", remap_cols::SOURCE),
         ("fill_missing", fill_missing::SOURCE),
     ]
@@ -390,11 +408,13 @@ fn compile_checked<T>(
 }
 
 impl Kernels {
-    /// Starts compiling every kernel, `fill_missing` for elements of `esizes` bytes only.
-    fn compile(device: &wgpu::Device, esizes: Vec<usize>) -> Kernels {
+    /// Starts compiling every kernel, `fill_missing` for elements of `esizes` bytes only, the
+    /// gathers of 16-byte units as `vec2<u64>` if `wide`.
+    fn compile(device: &wgpu::Device, esizes: Vec<usize>, wide: bool) -> Kernels {
         let d = device.clone();
         let rows = std::thread::spawn(move || {
-            compile_checked(&d, |d| (GatherRows::new(d), RemapCols::new(d))).map_err(Error::Gpu)
+            compile_checked(&d, |d| (GatherRows::new(d, wide), RemapCols::new(d)))
+                .map_err(Error::Gpu)
         });
         let d = device.clone();
         let fill = std::thread::spawn(move || FillMissing::new(&d, &esizes));
@@ -490,6 +510,8 @@ pub struct GpuEngine {
     /// output chunks are mapped and read where the kernels wrote them, not copied to readback
     /// buffers first (new windows are written in place too, see `windows.rs`).
     unified: bool,
+    /// 16-byte units are gathered as `vec2<u64>` ([`GpuOptions::wide_units`]).
+    wide: bool,
     /// Kernel dispatches recorded so far.
     dispatches: u64,
 }
@@ -502,6 +524,7 @@ impl std::fmt::Debug for GpuEngine {
             .field("chunk", &self.limits.chunk)
             .field("window", &self.limits.window)
             .field("window_budget", &self.windows.budget())
+            .field("wide", &self.wide)
             .finish()
     }
 }
@@ -537,7 +560,11 @@ impl GpuEngine {
     fn build(mut gpu: Gpu, options: GpuOptions) -> Result<Self> {
         let info = gpu.device.adapter_info();
         let device_limits = gpu.device.limits();
-        let kernels = Kernels::compile(&gpu.device, options.element_sizes());
+        let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let wide = options.wide_units
+            && is_cpu
+            && gpu.device.features().contains(wgpu::Features::SHADER_INT64);
+        let kernels = Kernels::compile(&gpu.device, options.element_sizes(), wide);
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
         let binding = binding_limit(&device_limits, options.max_binding_bytes);
@@ -551,7 +578,6 @@ impl GpuEngine {
         // The ring: a chunk and its readback per output slot, plus the upload buffers; at
         // most half the budget.
         let ring_buffers = (2 * options.output_slots + options.staging_slots) as u64;
-        let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
         let mut chunk = options
             .chunk_bytes
             .unwrap_or(if is_cpu {
@@ -617,6 +643,7 @@ impl GpuEngine {
             col_map: None,
             placeholder,
             unified,
+            wide,
             gpu,
             dispatches: 0,
         })
@@ -642,6 +669,12 @@ impl GpuEngine {
     /// [`GpuOptions::import_host_memory`]).
     pub fn imports_host_memory(&self) -> bool {
         self.gpu.host.is_some()
+    }
+
+    /// Whether rows of 16-byte units are gathered as `vec2<u64>` (a software adapter with
+    /// 64-bit integers; see [`GpuOptions::wide_units`]).
+    pub fn gathers_wide_units(&self) -> bool {
+        self.wide
     }
 
     /// Windows of old tables read in the mapped checkpoint files so far.
