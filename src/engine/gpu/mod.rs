@@ -13,7 +13,8 @@
 //! padding is stripped on readback.
 //!
 //! **Kernels** (`shaders/`, one Rust module each, owning its bind group layout and `Params`):
-//! `gather_rows` (axis 0, rows moved in `u32` or `vec4<u32>` units), `remap_cols` (axis 1,
+//! `gather_rows` (axis 0, rows moved in `u32` or 16-byte units: `vec4<u32>`, or `vec2<u64>` on
+//! a software adapter with 64-bit integers), `remap_cols` (axis 1,
 //! and odd-width f16/bf16 rows, element by element) and `fill_missing` (the initializers, on
 //! the same Philox counters as the CPU; uniform values computed in integer arithmetic so that
 //! no fused multiply-add or flushed subnormal can change a bit). A thread handles a span of
