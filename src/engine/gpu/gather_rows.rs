@@ -7,8 +7,8 @@
 //! integers (see [`GatherRows::new`]).
 //!
 //! A window's rows start `lead` bytes into its buffer (`host_memory.rs`), a multiple of 4 but
-//! not always of 16: rows moved in `vec4<u32>` units are then assembled from two neighbouring
-//! `vec4<u32>`s of the window (`word_vec4_split.wgsl`).
+//! not always of 16: rows moved in 16-byte units are then assembled from two neighbouring
+//! units of the window (`word_vec4_split.wgsl`, `word_u64x2_split.wgsl`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -101,8 +101,8 @@ fn split(unit: usize, lead: u64) -> bool {
 /// The compiled kernel, in both unit sizes, and in 16-byte units off unit boundaries.
 pub(crate) struct GatherRows {
     u32s: Kernel,
-    vec4s: Kernel,
-    vec4s_split: Kernel,
+    units16: Kernel,
+    units16_split: Kernel,
 }
 
 impl GatherRows {
@@ -123,8 +123,8 @@ impl GatherRows {
         };
         GatherRows {
             u32s: Kernel::new(device, "gather_rows (u32)", SOURCE_U32, &bindings),
-            vec4s: Kernel::new(device, "gather_rows (16 bytes)", units16, &bindings),
-            vec4s_split: Kernel::new(
+            units16: Kernel::new(device, "gather_rows (16 bytes)", units16, &bindings),
+            units16_split: Kernel::new(
                 device,
                 "gather_rows (16 bytes, split)",
                 units16_split,
@@ -137,8 +137,8 @@ impl GatherRows {
     /// bytes.
     pub(crate) fn kernel(&self, unit: usize, lead: u64) -> &Kernel {
         match (unit, split(unit, lead)) {
-            (16, true) => &self.vec4s_split,
-            (16, false) => &self.vec4s,
+            (16, true) => &self.units16_split,
+            (16, false) => &self.units16,
             _ => &self.u32s,
         }
     }
