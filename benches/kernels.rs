@@ -234,12 +234,7 @@ fn initializer_name(init: &Initializer) -> String {
 /// filling every row of a 64 MiB f32 table.
 fn initializers(c: &mut Criterion) {
     let n = 1usize << 22;
-    for dtype in [
-        FloatType::F32,
-        FloatType::BF16,
-        FloatType::F16,
-        FloatType::F64,
-    ] {
+    for dtype in FloatType::ALL {
         let mut g = c.benchmark_group(format!(
             "initializer_4M_{}",
             format!("{dtype:?}").to_lowercase()

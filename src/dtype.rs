@@ -26,6 +26,9 @@ pub enum FloatType {
 }
 
 impl FloatType {
+    /// The four float types.
+    pub const ALL: [FloatType; 4] = [Self::F32, Self::F64, Self::F16, Self::BF16];
+
     /// The float type of a safetensors dtype, if it is one of the four.
     pub fn from_dtype(dtype: Dtype) -> Option<Self> {
         match dtype {

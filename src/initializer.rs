@@ -664,12 +664,7 @@ mod tests {
             },
         ] {
             let s = spec(init.clone(), &[1000, 7]);
-            for dtype in [
-                FloatType::F32,
-                FloatType::F64,
-                FloatType::F16,
-                FloatType::BF16,
-            ] {
+            for dtype in FloatType::ALL {
                 let size = dtype.size();
                 // Starts and lengths off the 4-element blocks and the 32-element steps.
                 for (first, n) in [(0u64, 7000usize), (3, 1001), (33, 64), (1 << 40, 97)] {
@@ -893,12 +888,7 @@ mod tests {
     #[test]
     fn constants_fill_every_element_of_any_length() {
         let s = spec(Initializer::Constant { value: -2.5 }, &[3]);
-        for dtype in [
-            FloatType::F16,
-            FloatType::BF16,
-            FloatType::F32,
-            FloatType::F64,
-        ] {
+        for dtype in FloatType::ALL {
             let size = dtype.size();
             let element = &dtype.bits_from_f64(-2.5).to_le_bytes()[..size];
             for n in [0, 1, 7, 31, 32, 33, 100, 257] {

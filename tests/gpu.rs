@@ -309,12 +309,7 @@ fn random_initializer(rng: &mut Rng) -> Initializer {
 
 /// A random variable remap, as one job per partition.
 fn random_jobs(rng: &mut Rng, dir: &Path, case: usize) -> Vec<RemapJob> {
-    let dtype = [
-        FloatType::F32,
-        FloatType::F64,
-        FloatType::F16,
-        FloatType::BF16,
-    ][rng.below(4)];
+    let dtype = FloatType::ALL[rng.below(4)];
     let axis1 = rng.chance(0.3);
     let cols = 1 + rng.below(if axis1 { 40 } else { 24 });
     let rows = 1 + rng.below(250);
@@ -861,12 +856,7 @@ fn uniform_fills_are_bit_exact_on_edge_parameters() {
         (-2.5, 7.0),
         (0.1, 0.2),
     ];
-    for dtype in [
-        FloatType::F32,
-        FloatType::F64,
-        FloatType::F16,
-        FloatType::BF16,
-    ] {
+    for dtype in FloatType::ALL {
         let old = if dtype == FloatType::F32 {
             old.clone()
         } else {

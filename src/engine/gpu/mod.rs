@@ -80,8 +80,8 @@
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine takes 1.3x-1.8x the CPU engine's time end to end on a bf16 LM table and
-//! 1.5x-2.0x on f32 recommender tables, a few runs slightly over (BENCHMARKS.md).
+//! which the engine takes 1.75x-1.83x the CPU engine's time end to end on a bf16 LM table and
+//! 1.84x-2.38x on f32 recommender tables (BENCHMARKS.md).
 
 mod chunk;
 mod device;
@@ -569,13 +569,11 @@ impl GpuEngine {
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
         let binding = binding_limit(&device_limits, options.max_binding_bytes);
-        let budget = options
-            .vram_budget
-            .unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
-                cpu_adapter_budget()
-            } else {
-                DEFAULT_VRAM_BUDGET
-            });
+        let budget = options.vram_budget.unwrap_or(if is_cpu {
+            cpu_adapter_budget()
+        } else {
+            DEFAULT_VRAM_BUDGET
+        });
         // The ring: a chunk and its readback per output slot, plus the upload buffers; at
         // most half the budget.
         let ring_buffers = (2 * options.output_slots + options.staging_slots) as u64;
