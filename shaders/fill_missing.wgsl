@@ -3,8 +3,9 @@
 // col_map entry is MISSING receive the initializer's value at their global element index.
 // Needs philox.wgsl, float.wgsl, init.wgsl and rows.wgsl.
 
-// Bytes per element: 2, 4 or 8. One pipeline per element size, so that each compiles only
-// its own paths (the initializers are inlined at every call site).
+// Bytes per element: 2, 4 or 8, the size of DTYPE (init.wgsl). One pipeline per dtype and
+// kind of fill, so that each compiles only its own paths (the initializers are inlined at
+// every call site).
 override ESIZE: u32;
 
 // Mirrors `fill_missing::Params` in src/engine/gpu/fill_missing.rs.
@@ -37,7 +38,7 @@ fn is_missing(c: u32) -> bool {
 fn do_words(row: vec2<u32>, first_word: u32, end: u32) {
     let spec = params.init;
     let first = row.x * params.cols; // first element of the output row, chunk-local
-    if (params.whole == 1u && spec.fill == FILL_CONSTANT && (ESIZE != 2u || params.cols % 2u == 0u)) {
+    if (params.whole == 1u && FILL == FILL_CONSTANT && (ESIZE != 2u || params.cols % 2u == 0u)) {
         whole_constant_words(spec, first * ESIZE / 4u, first_word, end);
         return;
     }
@@ -131,8 +132,8 @@ fn whole_half_words(spec: InitSpec, first: u32, first_word: u32, end: u32) {
         let bits = init_block(spec, index);
         // the index is even (rows of even width start at even elements): lanes 0 and 2
         for (var lane = index.x & 3u; lane < 4u && j < end; lane += 2u) {
-            let lo = encode(spec.dtype, random_value(spec, bits[lane])).x & 0xFFFFu;
-            let hi = encode(spec.dtype, random_value(spec, bits[lane + 1u])).x & 0xFFFFu;
+            let lo = encode(DTYPE, random_value(spec, bits[lane])).x & 0xFFFFu;
+            let hi = encode(DTYPE, random_value(spec, bits[lane + 1u])).x & 0xFFFFu;
             out[first / 2u + j] = lo | (hi << 16u);
             j++;
         }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use warmstart::dtype::FloatType;
 use warmstart::engine::gpu::{self, GpuOptions};
-use warmstart::{CpuEngine, Engine, Error, GpuEngine, Plan, PlanFile, Result};
+use warmstart::{CpuEngine, Engine, Error, GpuEngine, Initializer, Plan, PlanFile, Result};
 
 #[derive(Parser)]
 #[command(
@@ -140,7 +140,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     check_report(report_path, files)?;
     // Acquiring a GPU takes a while: do it while planning.
     let (plan, engine) = std::thread::scope(|scope| {
-        let engine = scope.spawn(|| engine(args, &plan_file.model));
+        let engine = scope.spawn(|| engine(args, &plan_file));
         let plan = plan_file.plan();
         (
             plan,
@@ -230,15 +230,21 @@ fn missing_output(plan: &Path) -> Error {
 
 /// `auto`: the GPU engine on a hardware adapter (never on a software driver such as
 /// lavapipe), else the CPU engine; `gpu`: any adapter, software included; `cpu`.
-fn engine(args: &RunArgs, model: &Path) -> Result<Box<dyn Engine + Send>> {
+fn engine(args: &RunArgs, plan_file: &PlanFile) -> Result<Box<dyn Engine + Send>> {
     let gpu = || {
         let mut options = GpuOptions::new();
         if let Some(bytes) = args.vram_budget {
             options = options.vram_budget(bytes);
         }
-        // The model's element types, so that the engine compiles only the kernels they need
-        // while the plan is built (planning opens the model too, and reports its errors).
-        if let Ok(model) = warmstart::Model::open(model) {
+        // The model's element types and the plan's backup initializers, so that the engine
+        // compiles only the kernels they need while the plan is built (planning opens the
+        // model too, and reports its errors).
+        let vocab = plan_file.settings.var_name_to_vocab_info.values();
+        let initializers: Vec<Initializer> = vocab
+            .map(|info| info.backup_initializer.clone().unwrap_or_default())
+            .collect();
+        options = options.initializers(&initializers);
+        if let Ok(model) = warmstart::Model::open(&plan_file.model) {
             let types: Vec<FloatType> = (model.variables().iter())
                 .filter_map(|v| FloatType::from_dtype(v.dtype()))
                 .collect();

@@ -20,10 +20,7 @@ use std::ops::Range;
 
 use bytemuck::Pod;
 
-use super::kernels::{
-    InitUniform, RowSet, DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_F64, FILL_CONSTANT, FILL_NORMAL,
-    FILL_TRUNCATED, FILL_UNIFORM, ROWS_LIST, ROWS_RANGE,
-};
+use super::kernels::{InitUniform, RowSet, ROWS_LIST, ROWS_RANGE};
 use super::{fill_missing, gather_rows, remap_cols};
 use crate::dtype::FloatType;
 use crate::error::{Error, Result};
@@ -458,28 +455,14 @@ fn spread(job: &RemapJob, chunk_rows: usize, window_rows: usize) -> f64 {
 /// The initializer as the fill kernel takes it (without the chunk's base index).
 fn init_uniform(job: &RemapJob) -> InitUniform {
     let spec = &job.init;
-    let dtype = match job.dtype {
-        FloatType::F32 => DTYPE_F32,
-        FloatType::F64 => DTYPE_F64,
-        FloatType::F16 => DTYPE_F16,
-        FloatType::BF16 => DTYPE_BF16,
-    };
-    let (fill, a, b, constant) = match spec.fill {
-        Fill::Constant(_) => (
-            FILL_CONSTANT,
-            0,
-            0,
-            spec.constant_bits(job.dtype).unwrap_or(0),
-        ),
-        Fill::Uniform { minval, range } => (FILL_UNIFORM, minval.to_bits(), range.to_bits(), 0),
-        Fill::Normal { mean, stddev } => (FILL_NORMAL, mean.to_bits(), stddev.to_bits(), 0),
-        Fill::TruncatedNormal { mean, stddev } => {
-            (FILL_TRUNCATED, mean.to_bits(), stddev.to_bits(), 0)
+    let (a, b, constant) = match spec.fill {
+        Fill::Constant(_) => (0, 0, spec.constant_bits(job.dtype).unwrap_or(0)),
+        Fill::Uniform { minval, range } => (minval.to_bits(), range.to_bits(), 0),
+        Fill::Normal { mean, stddev } | Fill::TruncatedNormal { mean, stddev } => {
+            (mean.to_bits(), stddev.to_bits(), 0)
         }
     };
     InitUniform {
-        fill,
-        dtype,
         const_lo: constant as u32,
         const_hi: (constant >> 32) as u32,
         a,
@@ -490,6 +473,7 @@ fn init_uniform(job: &RemapJob) -> InitUniform {
         stream_hi: spec.stream[1],
         base_lo: 0,
         base_hi: 0,
+        _pad: [0; 2],
     }
 }
 

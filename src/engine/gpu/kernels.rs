@@ -38,14 +38,11 @@ pub(crate) struct RowSet {
     pub span: u32,
 }
 
-/// The initializer of the missing cells (`InitSpec` in `shaders/init.wgsl`).
+/// The parameters of the missing cells' initializer (`InitSpec` in `shaders/init.wgsl`); its
+/// kind (`FILL_*`) and the dtype (`DTYPE_*`) are the pipeline's (`fill_missing.rs`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub(crate) struct InitUniform {
-    /// `FILL_CONSTANT`, `FILL_UNIFORM`, `FILL_NORMAL` or `FILL_TRUNCATED`.
-    pub fill: u32,
-    /// `DTYPE_F32`, `DTYPE_F64`, `DTYPE_F16` or `DTYPE_BF16`.
-    pub dtype: u32,
     /// Constant fill: the element's bits, low and high word.
     pub const_lo: u32,
     pub const_hi: u32,
@@ -61,17 +58,8 @@ pub(crate) struct InitUniform {
     /// Global element index of the chunk's first element.
     pub base_lo: u32,
     pub base_hi: u32,
+    pub _pad: [u32; 2],
 }
-
-pub(crate) const FILL_CONSTANT: u32 = 0;
-pub(crate) const FILL_UNIFORM: u32 = 1;
-pub(crate) const FILL_NORMAL: u32 = 2;
-pub(crate) const FILL_TRUNCATED: u32 = 3;
-
-pub(crate) const DTYPE_F32: u32 = 0;
-pub(crate) const DTYPE_F64: u32 = 1;
-pub(crate) const DTYPE_F16: u32 = 2;
-pub(crate) const DTYPE_BF16: u32 = 3;
 
 /// How a kernel's binding is declared.
 #[derive(Clone, Copy, Debug)]

@@ -102,7 +102,7 @@ pub use device::{hardware_adapter_available, ADAPTER_NAME_VAR};
 
 use self::chunk::{ChunkPlan, Layout, Limits, Mover};
 use self::device::{Gpu, Scopes};
-use self::fill_missing::FillMissing;
+use self::fill_missing::{FillMissing, Variant};
 use self::gather_rows::GatherRows;
 use self::host_memory::HostMemory;
 use self::kernels::Control;
@@ -112,6 +112,7 @@ use self::windows::{TensorKey, Windows};
 use super::{Engine, Sink};
 use crate::dtype::{Dtype, FloatType};
 use crate::error::{Error, Result};
+use crate::initializer::Initializer;
 use crate::plan::{Job, Plan, RemapJob};
 
 const MIB: u64 = 1 << 20;
@@ -167,6 +168,7 @@ pub struct GpuOptions {
     copies: bool,
     wide_units: bool,
     element_types: Option<Vec<FloatType>>,
+    initializers: Option<Vec<Initializer>>,
 }
 
 impl Default for GpuOptions {
@@ -185,6 +187,7 @@ impl Default for GpuOptions {
             copies: true,
             wide_units: true,
             element_types: None,
+            initializers: None,
         }
     }
 }
@@ -290,24 +293,29 @@ impl GpuOptions {
     }
 
     /// The element types of the tables to come (default: all four). The initialisation
-    /// kernel is compiled, as the engine starts, for the sizes of these types only; a job of
-    /// another size compiles its own when it first needs it. Results do not depend on it. On
-    /// a software driver each size takes 25-75 ms of CPU to compile, all three 120 ms, on
-    /// the cores that plan the job: the CLI names the model's types.
+    /// kernel is compiled, as the engine starts, for these types and the kinds of
+    /// [`GpuOptions::initializers`] only; a job of another needs compiles its own when it
+    /// first needs it. Results do not depend on it. On a software driver each pipeline takes
+    /// 25-50 ms of CPU to compile, on the cores that plan the job: the CLI names the model's
+    /// types and the plan's initializers.
     pub fn element_types(mut self, types: &[FloatType]) -> Self {
         self.element_types = Some(types.to_vec());
         self
     }
 
-    /// The element sizes to compile the initialisation kernel for as the engine starts.
-    fn element_sizes(&self) -> Vec<usize> {
-        let mut sizes: Vec<usize> = match &self.element_types {
-            Some(types) => types.iter().map(|t| t.size()).collect(),
-            None => vec![2, 4, 8],
-        };
-        sizes.sort_unstable();
-        sizes.dedup();
-        sizes
+    /// The backup initializers of the jobs to come (default: zeros, TensorFlow's): the
+    /// initialisation kernel has a pipeline per element type and kind of fill (constant,
+    /// uniform, normal, truncated normal). See [`GpuOptions::element_types`].
+    pub fn initializers(mut self, initializers: &[Initializer]) -> Self {
+        self.initializers = Some(initializers.to_vec());
+        self
+    }
+
+    /// The initialisation pipelines to compile as the engine starts.
+    fn fill_variants(&self) -> Vec<Variant> {
+        let types = self.element_types.as_deref().unwrap_or(&FloatType::ALL);
+        let zeros = [Initializer::Zeros {}];
+        Variant::all_of(types, self.initializers.as_deref().unwrap_or(&zeros))
     }
 }
 
@@ -383,8 +391,9 @@ fn binding_limit(device: &wgpu::Limits, cap: Option<u64>) -> u64 {
 /// The compiled kernels. Compiling takes a while (about 0.1 s on the software driver, most of
 /// it `fill_missing`), so it runs on two background threads from the engine's creation and is
 /// waited for when the first dispatch is recorded, after the first chunk's uploads.
-/// `fill_missing` has a pipeline per element size: those of [`GpuOptions::element_types`] are
-/// compiled there, any other when a job first needs it.
+/// `fill_missing` has a pipeline per element type and kind of fill: those of
+/// [`GpuOptions::element_types`] and [`GpuOptions::initializers`] are compiled there, any
+/// other when a job first needs it.
 enum Kernels {
     Compiling {
         rows: std::thread::JoinHandle<Result<(GatherRows, RemapCols)>>,
@@ -409,16 +418,16 @@ fn compile_checked<T>(
 }
 
 impl Kernels {
-    /// Starts compiling every kernel, `fill_missing` for elements of `esizes` bytes only, the
-    /// gathers of 16-byte units as `vec2<u64>` if `wide`.
-    fn compile(device: &wgpu::Device, esizes: Vec<usize>, wide: bool) -> Kernels {
+    /// Starts compiling every kernel, `fill_missing` for `variants` only, the gathers of
+    /// 16-byte units as `vec2<u64>` if `wide`.
+    fn compile(device: &wgpu::Device, variants: Vec<Variant>, wide: bool) -> Kernels {
         let d = device.clone();
         let rows = std::thread::spawn(move || {
             compile_checked(&d, |d| (GatherRows::new(d, wide), RemapCols::new(d)))
                 .map_err(Error::Gpu)
         });
         let d = device.clone();
-        let fill = std::thread::spawn(move || FillMissing::new(&d, &esizes));
+        let fill = std::thread::spawn(move || FillMissing::new(&d, &variants));
         Kernels::Compiling { rows, fill }
     }
 
@@ -565,7 +574,7 @@ impl GpuEngine {
         let wide = options.wide_units
             && is_cpu
             && gpu.device.features().contains(wgpu::Features::SHADER_INT64);
-        let kernels = Kernels::compile(&gpu.device, options.element_sizes(), wide);
+        let kernels = Kernels::compile(&gpu.device, options.fill_variants(), wide);
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
         let binding = binding_limit(&device_limits, options.max_binding_bytes);
@@ -1133,7 +1142,9 @@ impl GpuEngine {
                 }
             }
             if last && g.members.iter().any(|m| !m.plan.fills.is_empty()) {
-                let fill_missing = compiled.2.kernel(g.job.dtype.size())?;
+                let fill_missing = compiled
+                    .2
+                    .kernel(Variant::new(g.job.dtype, &g.job.init.fill))?;
                 for (i, m) in g.members.iter().enumerate() {
                     for d in &m.plan.fills {
                         let bg = FillMissing::bind(
