@@ -50,10 +50,11 @@
 //!
 //! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
 //! buffers and recorded, with the chunk's dispatches and its readback copy, in one command
-//! buffer per chunk. Chunk `k` uses output slot `k % output_slots`, whose `MAP_READ` readback
-//! buffer is mapped with `map_buffer_on_submit` and drained into the sink just before the slot
-//! is reused, so the device computes chunk `k` while the host writes chunk `k - 1` and prepares
-//! chunk `k + 1`. Every wait is bounded by [`GpuOptions::timeout`].
+//! buffer per chunk, which a submitter thread submits (`submit.rs`: the software driver runs
+//! the work inside `Queue::submit`). Chunk `k` uses output slot `k % output_slots`, whose
+//! `MAP_READ` readback buffer is mapped with `map_buffer_on_submit` and drained into the sink
+//! just before the slot is reused, so the device computes chunk `k` while the host writes
+//! chunk `k - 1` and prepares chunk `k + 1`. Every wait is bounded by [`GpuOptions::timeout`].
 //!
 //! **Software adapters** (Mesa's lavapipe, whose device memory is host memory and whose
 //! "device" shares the host's cores): windows of the old table are not copied at all where the
@@ -91,6 +92,7 @@ mod host_memory;
 mod kernels;
 mod remap_cols;
 mod stream;
+mod submit;
 mod windows;
 
 use std::collections::BTreeMap;
@@ -795,7 +797,8 @@ impl GpuEngine {
     fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.gpu.check()?;
         let scopes = Scopes::push(&self.gpu.device);
-        let result = f(self);
+        // (everything recorded is submitted before the scopes close or the caller goes on)
+        let result = f(self).and_then(|value| self.stream.flush(&self.gpu).map(|()| value));
         if result.is_err() {
             self.recover();
         }
@@ -1214,10 +1217,10 @@ impl GpuEngine {
                 }
             }
         }
-        if let Some(submission) = stream.submit(gpu) {
+        if let Some(ticket) = stream.submit(gpu) {
             for s in mapped {
                 if let Some(rb) = slots[s].readback.as_mut() {
-                    rb.submitted(submission.clone());
+                    rb.submitted(ticket.clone());
                 }
             }
         }

@@ -12,15 +12,17 @@
 //! that: by then the device has consumed its bytes. If an upload needs a slot that the pending
 //! submission already uses (the ring wrapped), the pending work is submitted first.
 //!
-//! There is no separate poll thread: a wait polls the device for exactly the submission it
-//! needs (`PollType::Wait` with a timeout), which also runs the map callbacks that are due. The
-//! device keeps executing what was submitted meanwhile, so the host prepares chunk k + 1 and
-//! writes chunk k - 1 while the device computes chunk k.
+//! Submissions go to a submitter thread (`submit.rs`), in order. There is no separate poll
+//! thread: a wait first waits for the submission it needs to be made, then polls the device
+//! for exactly that submission (`PollType::Wait` with a timeout), which also runs the map
+//! callbacks that are due. The device keeps executing what was submitted meanwhile, so the
+//! host prepares chunk k + 1 and writes chunk k - 1 while the device computes chunk k.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::device::Gpu;
+use super::submit::{Submitter, Ticket};
 use crate::error::{Error, Result};
 
 /// Map state of an upload or readback buffer, set by its map callback.
@@ -36,7 +38,7 @@ pub(crate) struct Mappable {
     pub(crate) buffer: wgpu::Buffer,
     state: Arc<AtomicU8>,
     /// The submission after which the buffer is mapped again.
-    submission: Option<wgpu::SubmissionIndex>,
+    submission: Option<Arc<Ticket>>,
 }
 
 impl Mappable {
@@ -60,7 +62,7 @@ impl Mappable {
     }
 
     /// Remembers the submission that `map_on_submit`'s encoder went into.
-    pub(crate) fn submitted(&mut self, submission: wgpu::SubmissionIndex) {
+    pub(crate) fn submitted(&mut self, submission: Arc<Ticket>) {
         self.submission = Some(submission);
     }
 
@@ -73,22 +75,25 @@ impl Mappable {
 
     /// Waits (bounded) until the buffer is mapped again.
     pub(crate) fn wait_mapped(&self, gpu: &Gpu) -> Result<()> {
+        let lost =
+            || Error::Gpu("a transfer buffer was not mapped back after its submission".into());
         if self.state.load(Ordering::Acquire) == PENDING {
-            if let Some(s) = &self.submission {
-                gpu.wait(s)?;
-            }
+            let ticket = self.submission.as_ref().ok_or_else(lost)?;
+            let submission = ticket.wait(gpu.timeout)?;
+            gpu.wait(&submission)?;
         }
-        match self.state.load(Ordering::Acquire) {
-            MAPPED => Ok(()),
-            FAILED => Err(Error::Gpu("mapping a transfer buffer failed".into())),
-            _ => {
-                // The callback runs in the poll that notices completion; one more poll settles it.
-                let _ = gpu.device.poll(wgpu::PollType::Poll);
-                match self.state.load(Ordering::Acquire) {
-                    MAPPED => Ok(()),
-                    _ => Err(Error::Gpu(
-                        "a transfer buffer was not mapped back after its submission".into(),
-                    )),
+        // The submission is done, so its map callback is due. It runs in the poll that notices
+        // completion, which may be the submitter thread's (every submission ends with one)
+        // and then fires there a moment later: wait for it, bounded.
+        let since = std::time::Instant::now();
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                MAPPED => return Ok(()),
+                FAILED => return Err(Error::Gpu("mapping a transfer buffer failed".into())),
+                _ if since.elapsed() > gpu.timeout => return Err(lost()),
+                _ => {
+                    let _ = gpu.device.poll(wgpu::PollType::Poll);
+                    std::thread::yield_now();
                 }
             }
         }
@@ -107,6 +112,8 @@ pub(crate) struct Stream {
     /// Bytes used in the last open slot.
     used: u64,
     encoder: Option<wgpu::CommandEncoder>,
+    /// Started with the first submission.
+    submitter: Option<Submitter>,
 }
 
 impl Stream {
@@ -120,6 +127,7 @@ impl Stream {
             open: Vec::new(),
             used: 0,
             encoder: None,
+            submitter: None,
         }
     }
 
@@ -133,20 +141,31 @@ impl Stream {
         })
     }
 
-    /// Submits the pending work, if any. The upload buffers it read come back mapped when it
-    /// completes.
-    pub(crate) fn submit(&mut self, gpu: &Gpu) -> Option<wgpu::SubmissionIndex> {
+    /// Hands the pending work, if any, to the submitter. The upload buffers it read come back
+    /// mapped when it completes.
+    pub(crate) fn submit(&mut self, gpu: &Gpu) -> Option<Arc<Ticket>> {
         let encoder = self.encoder.take()?;
         for &i in &self.open {
             let slot = &mut self.slots[i];
             slot.buffer.unmap();
             slot.map_on_submit(&encoder, wgpu::MapMode::Write);
         }
-        let submission = gpu.queue.submit([encoder.finish()]);
+        let submitter =
+            (self.submitter).get_or_insert_with(|| Submitter::new(&gpu.device, &gpu.queue));
+        let ticket = submitter.submit(encoder.finish(), (&gpu.device, &gpu.queue));
         for i in self.open.drain(..) {
-            self.slots[i].submitted(submission.clone());
+            self.slots[i].submitted(ticket.clone());
         }
-        Some(submission)
+        Some(ticket)
+    }
+
+    /// Waits (bounded) until all work handed over has been submitted; the first error those
+    /// submissions raised.
+    pub(crate) fn flush(&mut self, gpu: &Gpu) -> Result<()> {
+        match &mut self.submitter {
+            Some(submitter) => submitter.flush(gpu.timeout),
+            None => Ok(()),
+        }
     }
 
     /// An upload slot with at least `ALIGN` free bytes; returns its index and free offset.
@@ -234,6 +253,7 @@ impl Stream {
     /// After a failure: the pending work is dropped, and upload buffers that are not mapped
     /// back (their submission failed or never completed) are recreated on next use.
     pub(crate) fn recover(&mut self, gpu: &Gpu) {
+        let _ = self.flush(gpu);
         self.encoder = None;
         self.open.clear();
         self.used = 0;
