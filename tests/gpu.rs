@@ -54,7 +54,7 @@ fn gpu(options: GpuOptions) -> Option<GpuEngine> {
 
 /// Engines that cross every boundary with small tables: tiny bindings, chunks and windows, a
 /// budget of a few windows (evictions, batches), one or two workgroups (grid-stride loops).
-/// This one compiles no initialisation kernel at its start, each element size's on first
+/// This one compiles no initialisation kernel at its start, each element type's on first
 /// use; the grouped engine compiles only bf16's at its start, the others all.
 fn tiny_engine() -> Option<GpuEngine> {
     gpu(GpuOptions::new()

@@ -81,8 +81,8 @@
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine takes 1.75x-1.83x the CPU engine's time end to end on a bf16 LM table and
-//! 1.84x-2.38x on f32 recommender tables (BENCHMARKS.md).
+//! which the engine takes 1.45x-1.58x the CPU engine's time end to end on a bf16 LM table and
+//! 1.89x-2.19x on f32 recommender tables (BENCHMARKS.md).
 
 mod chunk;
 mod device;
