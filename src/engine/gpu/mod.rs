@@ -295,8 +295,8 @@ impl GpuOptions {
     }
 
     /// The element types of the tables to come (default: all four). The initialisation
-    /// kernel is compiled, as the engine starts, for these types and the kinds of
-    /// [`GpuOptions::initializers`] only; a job of another needs compiles its own when it
+    /// kernel is compiled, as the engine starts, for these types and the kinds of fill of
+    /// [`GpuOptions::initializers`] only; a job needing another pipeline compiles it when it
     /// first needs it. Results do not depend on it. On a software driver each pipeline takes
     /// 25-50 ms of CPU to compile, on the cores that plan the job: the CLI names the model's
     /// types and the plan's initializers.

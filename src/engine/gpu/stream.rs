@@ -80,7 +80,11 @@ impl Mappable {
         if self.state.load(Ordering::Acquire) == PENDING {
             let ticket = self.submission.as_ref().ok_or_else(lost)?;
             let submission = ticket.wait(gpu.timeout)?;
-            gpu.wait(&submission)?;
+            // (the software driver has done the work by now, and its callback has usually run:
+            // a poll would wait for the locks of the submission being made meanwhile)
+            if self.state.load(Ordering::Acquire) == PENDING {
+                gpu.wait(&submission)?;
+            }
         }
         // The submission is done, so its map callback is due. It runs in the poll that notices
         // completion, which may be the submitter thread's (every submission ends with one)
