@@ -88,16 +88,22 @@ impl Mappable {
         }
         // The submission is done, so its map callback is due. It runs in the poll that notices
         // completion, which may be the submitter thread's (every submission ends with one)
-        // and then fires there a moment later: wait for it, bounded.
+        // and then fires there a moment later: wait for it, bounded (yielding at first, then
+        // sleeping, so that a callback that never comes does not keep a core busy).
         let since = std::time::Instant::now();
+        let bound = gpu.timeout.min(std::time::Duration::from_secs(10));
         loop {
             match self.state.load(Ordering::Acquire) {
                 MAPPED => return Ok(()),
                 FAILED => return Err(Error::Gpu("mapping a transfer buffer failed".into())),
-                _ if since.elapsed() > gpu.timeout => return Err(lost()),
+                _ if since.elapsed() > bound => return Err(lost()),
                 _ => {
                     let _ = gpu.device.poll(wgpu::PollType::Poll);
-                    std::thread::yield_now();
+                    if since.elapsed() < std::time::Duration::from_millis(1) {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
                 }
             }
         }
