@@ -82,7 +82,7 @@
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
 //! which the engine takes 1.45x-1.58x the CPU engine's time end to end on a bf16 LM table and
-//! 1.89x-2.19x on f32 recommender tables (BENCHMARKS.md).
+//! 1.63x-2.19x on f32 recommender tables (BENCHMARKS.md).
 
 mod chunk;
 mod device;
