@@ -162,7 +162,7 @@ impl Stream {
         }
         let submitter =
             (self.submitter).get_or_insert_with(|| Submitter::new(&gpu.device, &gpu.queue));
-        let ticket = submitter.submit(encoder.finish(), (&gpu.device, &gpu.queue));
+        let ticket = submitter.submit(encoder.finish());
         for i in self.open.drain(..) {
             self.slots[i].submitted(ticket.clone());
         }

@@ -74,6 +74,9 @@ impl Drop for Pending {
 
 /// The submitter thread and the last ticket handed to it.
 pub(crate) struct Submitter {
+    /// For submitting inline where there is no thread.
+    device: wgpu::Device,
+    queue: wgpu::Queue,
     sender: Option<mpsc::Sender<(wgpu::CommandBuffer, Pending)>>,
     thread: Option<JoinHandle<()>>,
     last: Option<Arc<Ticket>>,
@@ -86,16 +89,12 @@ impl Submitter {
     pub(crate) fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
         let (sender, receiver) = mpsc::channel::<(wgpu::CommandBuffer, Pending)>();
         let error = Arc::new(Mutex::new(None));
-        let (device, queue, first) = (device.clone(), queue.clone(), error.clone());
+        let (d, q, first) = (device.clone(), queue.clone(), error.clone());
         let thread = std::thread::Builder::new()
             .name("warmstart-submit".into())
             .spawn(move || {
                 for (commands, ticket) in receiver {
-                    let outcome = submit(&device, &queue, commands);
-                    if let Err(message) = &outcome {
-                        let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert_with(|| message.clone());
-                    }
+                    let outcome = submit(&d, &q, commands, &first);
                     if let Some(ticket) = &ticket.0 {
                         ticket.resolve(outcome);
                     }
@@ -103,6 +102,8 @@ impl Submitter {
             })
             .ok();
         Submitter {
+            device: device.clone(),
+            queue: queue.clone(),
             sender: thread.is_some().then_some(sender),
             thread,
             last: None,
@@ -110,13 +111,9 @@ impl Submitter {
         }
     }
 
-    /// Hands `commands` over for submission after those handed before; `inline` (device and
-    /// queue) submits right here when there is no thread.
-    pub(crate) fn submit(
-        &mut self,
-        commands: wgpu::CommandBuffer,
-        inline: (&wgpu::Device, &wgpu::Queue),
-    ) -> Arc<Ticket> {
+    /// Hands `commands` over for submission after those handed before (submitted right here
+    /// when there is no thread).
+    pub(crate) fn submit(&mut self, commands: wgpu::CommandBuffer) -> Arc<Ticket> {
         let ticket = Ticket::new();
         let handed = match &self.sender {
             Some(sender) => sender
@@ -128,12 +125,7 @@ impl Submitter {
             None => Err(commands),
         };
         if let Err(commands) = handed {
-            let outcome = submit(inline.0, inline.1, commands);
-            if let Err(message) = &outcome {
-                let mut first = self.error.lock().unwrap_or_else(|e| e.into_inner());
-                first.get_or_insert_with(|| message.clone());
-            }
-            ticket.resolve(outcome);
+            ticket.resolve(submit(&self.device, &self.queue, commands, &self.error));
         }
         self.last = Some(ticket.clone());
         ticket
@@ -164,12 +156,22 @@ impl Drop for Submitter {
     }
 }
 
-/// One submission inside error scopes of the submitting thread (scopes are per thread).
-fn submit(device: &wgpu::Device, queue: &wgpu::Queue, commands: wgpu::CommandBuffer) -> Outcome {
+/// One submission inside error scopes of the submitting thread (scopes are per thread); an
+/// error is also kept in `first` unless one is there already.
+fn submit(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    commands: wgpu::CommandBuffer,
+    first: &Mutex<Option<String>>,
+) -> Outcome {
     let scopes = Scopes::push(device);
     let index = queue.submit([commands]);
     match scopes.pop() {
-        Some(message) => Err(message),
+        Some(message) => {
+            let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| message.clone());
+            Err(message)
+        }
         None => Ok(index),
     }
 }
@@ -214,12 +216,11 @@ mod tests {
         };
 
         let mut submitter = Submitter::new(&device, &queue);
-        let inline = (&device, &queue);
-        let first = submitter.submit(copy(&a, 0), inline);
+        let first = submitter.submit(copy(&a, 0));
         let failing = copy(&gone, 8);
         gone.destroy(); // submitting a destroyed buffer's use is a validation error
-        let bad = submitter.submit(failing, inline);
-        let last = submitter.submit(copy(&b, 8), inline);
+        let bad = submitter.submit(failing);
+        let last = submitter.submit(copy(&b, 8));
         let err = submitter.flush(WAIT).unwrap_err();
         assert!(err.to_string().contains("destroyed"), "{err}");
         assert!(first.wait(WAIT).is_ok());
@@ -230,7 +231,7 @@ mod tests {
 
         let mut encoder = device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&out, 0, &read, 0, 16);
-        submitter.submit(encoder.finish(), inline);
+        submitter.submit(encoder.finish());
         submitter.flush(WAIT).unwrap();
         read.slice(..)
             .map_async(wgpu::MapMode::Read, |r| r.unwrap());
