@@ -161,6 +161,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
 
     let mut engine = engine?;
     report["backend"] = serde_json::json!(engine.name());
+    report["vram_budget"] = serde_json::json!(engine.vram_budget());
     if args.dry_run {
         print_plan(&plan, &engine.name());
         return Ok(());
@@ -393,9 +394,13 @@ fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, engine: &dyn En
         .fold((0, 0, 0), |(a, b, c), v| {
             (a + v.copied, b + v.initialised, c + v.oov)
         });
+    let budget = match engine.vram_budget() {
+        Some(_) => "VRAM budget",
+        None => "memory budget",
+    };
     let passes = match engine.passes() {
         0 => String::new(),
-        n => format!("; old tables larger than the memory budget read in {n} passes"),
+        n => format!("; old tables larger than the {budget} read in {n} passes"),
     };
     let read_ahead = match engine.read_ahead_bytes() {
         0 => String::new(),

@@ -1,13 +1,21 @@
 //! Which engine the CLI picks: `--backend auto` takes a hardware GPU when there is one and the
 //! CPU otherwise (the software Vulkan driver is no reason to use the GPU engine); `--backend
-//! gpu` takes any adapter, the software driver included; the report names it. And the CPU
-//! engine's passes over tables larger than its memory budget: same output, counted in the
-//! report.
+//! gpu` takes any adapter, the software driver included; the report names it and gives the
+//! GPU engine's VRAM budget. And the CPU engine's passes over tables larger than its memory
+//! budget: same output, counted in the report.
 
 use std::path::Path;
 use std::process::Command;
 
 fn backend_of(backend: &str) -> (i32, String) {
+    let (code, report) = report_of(backend, &[]);
+    let name = report["backend"].as_str().unwrap_or_default().to_string();
+    (code, name)
+}
+
+/// The exit code and report of a dry run of the bundled example on `backend`, with `extra`
+/// options.
+fn report_of(backend: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
@@ -18,12 +26,12 @@ fn backend_of(backend: &str) -> (i32, String) {
         .arg(dir.path().join("warm.safetensors"))
         .arg("--report")
         .arg(&report)
+        .args(extra)
         .output()
         .unwrap();
     let text = std::fs::read_to_string(&report).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let name = json["backend"].as_str().unwrap_or_default().to_string();
-    (out.status.code().unwrap_or(-1), name)
+    (out.status.code().unwrap_or(-1), json)
 }
 
 #[test]
@@ -40,6 +48,10 @@ fn auto_takes_a_hardware_gpu_or_the_cpu() {
 #[test]
 fn cpu_is_the_cpu() {
     assert_eq!(backend_of("cpu"), (0, "cpu".to_string()));
+    assert_eq!(
+        report_of("cpu", &[]).1["vram_budget"],
+        serde_json::Value::Null
+    );
 }
 
 #[test]
@@ -55,6 +67,11 @@ fn gpu_takes_any_adapter_and_names_it() {
         backend.starts_with("gpu: ") && backend.len() > 5,
         "{backend}"
     );
+    // the budget the engine chose, or the one asked for
+    let budget = report_of("gpu", &[]).1["vram_budget"].as_u64();
+    assert!(budget.is_some_and(|b| b >= 64 << 20), "{budget:?}");
+    let asked = report_of("gpu", &["--vram-budget", "300MiB"]).1;
+    assert_eq!(asked["vram_budget"], 300 << 20);
 }
 
 /// Runs the bundled example on the CPU engine with `extra` options; (output bytes, report).

@@ -614,7 +614,8 @@ fn scattered_maps_over_tables_larger_than_the_budget() {
 }
 
 /// With `import` (on the software driver) windows come from the mapped files and take no
-/// budget, so the table fits and no groups are needed; without, the groups run.
+/// budget, so the table fits and no groups are needed; without, the groups run, each a pass
+/// over the table that the engine counts.
 fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
     let Some(mut engine) = gpu(GpuOptions::new()
         .max_binding_bytes(8192)
@@ -661,9 +662,18 @@ fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
                 init,
             };
             let expected = run(&mut CpuEngine::new(), &job);
+            let before = engine.passes();
             assert_matches(&job, &expected, &run(&mut engine, &job), &describe(&job));
+            let passes = engine.passes() - before;
+            if engine.imports_host_memory() {
+                assert_eq!(passes, 0, "{}", describe(&job));
+            } else {
+                // chunks of 600 bytes, groups of a few: many passes over the table
+                assert!(passes >= 2, "{passes} passes: {}", describe(&job));
+            }
         }
     }
+    assert_eq!(Engine::passes(&engine), engine.passes());
 }
 
 /// A scattered row map over a table read in several imported windows (the software driver):

@@ -63,10 +63,15 @@ pub trait Engine {
     /// first error of the sink.
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()>;
 
-    /// Passes made so far over old tables too large for memory (see [`CpuEngine`]); 0 for
-    /// an engine that makes none.
+    /// Passes made so far over old tables too large for the engine's memory budget (see
+    /// [`CpuEngine`] and [`GpuEngine::passes`]); 0 for an engine that makes none.
     fn passes(&self) -> u64 {
         0
+    }
+
+    /// The device memory a GPU engine may hold, in bytes; `None` for the CPU engine.
+    fn vram_budget(&self) -> Option<u64> {
+        None
     }
 
     /// Bytes of old tables read ahead from disk because they were not in the page cache (see

@@ -12,6 +12,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ash::vk;
+use wgpu::hal::api::Vulkan;
+
 use super::host_memory::{self, HostMemory};
 use crate::error::{Error, Result};
 
@@ -102,6 +105,23 @@ fn gpu_device_node_present() -> bool {
 #[cfg(not(target_os = "linux"))]
 fn gpu_device_node_present() -> bool {
     true
+}
+
+/// Bytes of the largest device-local memory heap of a Vulkan adapter: on a discrete GPU, its
+/// own memory (wgpu has no query for it, so this asks the Vulkan driver through wgpu-hal).
+/// `None` on other backends.
+pub(crate) fn device_local_memory(adapter: &wgpu::Adapter) -> Option<u64> {
+    // SAFETY: the hal adapter is only queried, and dropped before this returns.
+    let hal_adapter = unsafe { adapter.as_hal::<Vulkan>() }?;
+    let instance = hal_adapter.shared_instance().raw_instance();
+    // SAFETY: a query of a valid physical device of this instance.
+    let memory = unsafe {
+        instance.get_physical_device_memory_properties(hal_adapter.raw_physical_device())
+    };
+    (memory.memory_heaps_as_slice().iter())
+        .filter(|heap| heap.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL))
+        .map(|heap| heap.size)
+        .max()
 }
 
 /// Requests a device with the adapter's own limits. On a software adapter, whose "device
@@ -274,5 +294,31 @@ fn describe(e: &wgpu::Error) -> String {
     match e {
         wgpu::Error::OutOfMemory { .. } => "out of device memory".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Vulkan adapter (lavapipe in CI: its device-local heap is the host's memory) reports
+    /// the size of its device memory; other backends report none.
+    #[test]
+    fn vulkan_adapters_report_their_device_memory() {
+        let adapter = match select_adapter() {
+            Ok(a) => a,
+            Err(e) if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+                panic!("WARMSTART_REQUIRE_GPU=1 but no adapter: {e}")
+            }
+            Err(e) => return eprintln!("NOTICE: no adapter, skipped: {e}"),
+        };
+        let own = device_local_memory(&adapter);
+        match adapter.get_info().backend {
+            wgpu::Backend::Vulkan => {
+                let bytes = own.expect("a Vulkan adapter has a device-local heap");
+                assert!(bytes >= 64 << 20, "{bytes} bytes");
+            }
+            _ => assert_eq!(own, None),
+        }
     }
 }

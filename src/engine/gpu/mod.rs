@@ -42,7 +42,11 @@
 //!   outputs), so the table is streamed once per group instead of once per chunk
 //!   (`GpuEngine::group_size`).
 //!
-//! Budget arithmetic: `output_slots` chunk buffers and as many readback buffers, plus
+//! The budget ([`GpuOptions::vram_budget`]) defaults to half of a discrete GPU's own memory,
+//! which the engine asks the Vulkan driver for (wgpu has no query for it): with a fixed
+//! default of a few GiB, a shuffled table of tens of GB would be streamed to a large GPU
+//! dozens of times, once per group. Budget arithmetic: `output_slots` chunk buffers and as
+//! many readback buffers, plus
 //! `staging_slots` upload buffers of one chunk each, form the *ring*; the ring is shrunk to at
 //! most half the budget; the window cache gets the rest (at least one window is held, whatever
 //! the budget). Every dispatch uses at most the device's workgroup limit per dimension and
@@ -131,7 +135,9 @@ const CPU_ADAPTER_SPAN: u32 = 64;
 /// 1 GB/s on two; rows of 2 KiB copy at 1.1 GB/s, of 8 KiB at 3.7 GB/s, of 512 bytes at 0.25.
 pub const CPU_ADAPTER_COPY_RUNS: u64 = 2048;
 
-/// Default VRAM budget on a hardware adapter.
+/// Default VRAM budget on a hardware adapter whose own memory is not known (an integrated GPU,
+/// a backend other than Vulkan, or a device the caller opened); a discrete GPU that the engine
+/// opens itself gets half of its memory (see [`GpuOptions::vram_budget`]).
 pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
 /// Default budget on a software (CPU) adapter, whose "device memory" is host memory: a
 /// quarter of the machine's memory where it can be read (Linux), within these bounds.
@@ -152,6 +158,16 @@ pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
 fn cpu_adapter_budget() -> u64 {
     let (lo, hi) = DEFAULT_CPU_ADAPTER_BUDGET.into_inner();
     crate::engine::memory::total().map_or(lo, |t| (t / 4).clamp(lo, hi))
+}
+
+/// The default budget of an engine on a hardware adapter of type `kind` whose largest
+/// device-local heap holds `own` bytes: half of a discrete GPU's own memory, else
+/// [`DEFAULT_VRAM_BUDGET`] (an integrated GPU's device-local heap is the host's memory).
+fn hardware_budget(kind: wgpu::DeviceType, own: Option<u64>) -> u64 {
+    match (kind, own) {
+        (wgpu::DeviceType::DiscreteGpu, Some(bytes)) if bytes > 0 => (bytes / 2).max(MIB),
+        _ => DEFAULT_VRAM_BUDGET,
+    }
 }
 
 /// Settings of the GPU engine. Results never depend on them; memory use and speed do.
@@ -201,11 +217,17 @@ impl GpuOptions {
     }
 
     /// Device memory the engine may hold, in bytes: transfer buffers and the cache of
-    /// old-table windows (default [`DEFAULT_VRAM_BUDGET`]; on a software adapter a quarter
-    /// of the host's memory or of the process's cgroup limit, see
-    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]). At least one window and one chunk are held whatever
-    /// the budget. wgpu cannot tell how much memory a GPU has: set this to what the card can
-    /// spare.
+    /// old-table windows. At least one window and one chunk are held whatever the budget.
+    ///
+    /// Default: on a discrete GPU that [`GpuEngine::new`] opens on Vulkan, half of its own
+    /// memory (the largest device-local heap, which wgpu cannot report but the Vulkan driver
+    /// can), leaving the rest to the driver and to other processes; on a software adapter a
+    /// quarter of the host's memory or of the process's cgroup limit (see
+    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]); otherwise, and on a caller's device
+    /// ([`GpuEngine::from_device`], whose memory the caller's own work shares),
+    /// [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
+    /// not fit the budget is streamed to the device once per group of output chunks
+    /// ([`GpuEngine::passes`]): a budget that holds the table streams it once.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
         self
@@ -516,6 +538,8 @@ pub struct GpuEngine {
     windows: Windows,
     col_map: Option<(Arc<[u32]>, wgpu::Buffer)>,
     placeholder: wgpu::Buffer,
+    /// Device memory the engine may hold ([`GpuOptions::vram_budget`]).
+    budget: u64,
     /// Bytes of the budget the window cache may use (the rest is the transfer ring).
     window_budget: u64,
     /// Device memory is host memory (a software adapter with `MAPPABLE_PRIMARY_BUFFERS`):
@@ -526,6 +550,8 @@ pub struct GpuEngine {
     wide: bool,
     /// Kernel dispatches recorded so far.
     dispatches: u64,
+    /// Passes over old tables streamed once per group of chunks ([`GpuEngine::passes`]).
+    passes: u64,
 }
 
 impl std::fmt::Debug for GpuEngine {
@@ -544,8 +570,13 @@ impl std::fmt::Debug for GpuEngine {
 impl GpuEngine {
     /// Opens the adapter chosen from the environment (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
     /// `WGPU_POWER_PREF`; hardware before software) with its own limits.
-    pub fn new(options: GpuOptions) -> Result<Self> {
+    pub fn new(mut options: GpuOptions) -> Result<Self> {
         let adapter = device::select_adapter()?;
+        let kind = adapter.get_info().device_type;
+        if options.vram_budget.is_none() && kind != wgpu::DeviceType::Cpu {
+            let own = device::device_local_memory(&adapter);
+            options.vram_budget = Some(hardware_budget(kind, own));
+        }
         let (device, queue, host) = device::request_device(&adapter)?;
         let mut gpu = Gpu::new(device, queue, options.timeout);
         gpu.host = host;
@@ -649,6 +680,7 @@ impl GpuEngine {
             stream: Stream::new(options.staging_slots, chunk),
             slots: (0..options.output_slots).map(|_| Slot::default()).collect(),
             windows: Windows::new(window_budget, unified),
+            budget,
             window_budget,
             col_map: None,
             placeholder,
@@ -656,6 +688,7 @@ impl GpuEngine {
             wide,
             gpu,
             dispatches: 0,
+            passes: 0,
         })
     }
 
@@ -672,6 +705,20 @@ impl GpuEngine {
     /// The adapter's name.
     pub fn adapter_name(&self) -> &str {
         &self.adapter
+    }
+
+    /// The device memory the engine may hold, in bytes ([`GpuOptions::vram_budget`], or its
+    /// default for this adapter).
+    pub fn vram_budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Passes made so far over old tables read all over (a scattered row map) that do not fit
+    /// the window cache: such a table is streamed to the device once per group of output
+    /// chunks that share the cache (see [`GpuOptions::vram_budget`]); 0 while every such
+    /// table fitted. The same count as [`Engine::passes`].
+    pub fn passes(&self) -> u64 {
+        self.passes
     }
 
     /// Whether old tables are read in the mapped checkpoint files rather than copied to the
@@ -903,6 +950,9 @@ impl GpuEngine {
                 dead: &dead,
             };
             self.run_group(&g, target)?;
+            if layout.scattered && !layout.fits {
+                self.passes += 1;
+            }
         }
         if let Target::Sink(sink) = target {
             for k in chunks.len().saturating_sub(n)..chunks.len() {
@@ -1252,6 +1302,14 @@ impl Engine for GpuEngine {
         format!("gpu: {}", self.adapter)
     }
 
+    fn passes(&self) -> u64 {
+        self.passes
+    }
+
+    fn vram_budget(&self) -> Option<u64> {
+        Some(self.budget)
+    }
+
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()> {
         self.guarded(|e| e.run(job, &mut Target::Sink(sink)))
     }
@@ -1272,6 +1330,24 @@ mod tests {
         for bad in ["", "MiB", "12 parsecs", "-1", "1e400"] {
             assert_eq!(parse_bytes(bad), None, "{bad}");
         }
+    }
+
+    /// A discrete GPU that reports its own memory gets half of it, however small or large;
+    /// an integrated GPU (whose device-local heap is the host's memory) or one that reports
+    /// nothing gets the fixed default.
+    #[test]
+    fn hardware_budgets_follow_a_discrete_gpus_own_memory() {
+        use wgpu::DeviceType::{DiscreteGpu, IntegratedGpu, Other};
+        let gib = 1u64 << 30;
+        assert_eq!(hardware_budget(DiscreteGpu, Some(141 * gib)), 141 * gib / 2);
+        assert_eq!(hardware_budget(DiscreteGpu, Some(2 * gib)), gib);
+        assert_eq!(hardware_budget(DiscreteGpu, None), DEFAULT_VRAM_BUDGET);
+        assert_eq!(hardware_budget(DiscreteGpu, Some(0)), DEFAULT_VRAM_BUDGET);
+        assert_eq!(
+            hardware_budget(IntegratedGpu, Some(64 * gib)),
+            DEFAULT_VRAM_BUDGET
+        );
+        assert_eq!(hardware_budget(Other, Some(64 * gib)), DEFAULT_VRAM_BUDGET);
     }
 
     /// Bindings are whole vec4s, so that a window rounded up to one still fits: a device
