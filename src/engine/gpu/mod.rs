@@ -113,7 +113,7 @@ use self::gather_rows::GatherRows;
 use self::host_memory::HostMemory;
 use self::kernels::Control;
 use self::remap_cols::RemapCols;
-use self::stream::{copy_pieces, copy_tensor_parallel, Mappable, Stream};
+use self::stream::{copy_tensor_parallel, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{Engine, Sink};
 use crate::dtype::{Dtype, FloatType};
@@ -815,8 +815,7 @@ impl GpuEngine {
                     let range = bytes.clone();
                     self.guarded(|e| {
                         e.stream.upload(&e.gpu, &buffer, 0, len, |start, view| {
-                            let from = range.start + start;
-                            copy_pieces(source.pieces(from..from + view.len()), view)
+                            copy_tensor_parallel(source, range.start + start, view)
                         })?;
                         e.stream.submit(&e.gpu);
                         Ok(())
@@ -1130,8 +1129,7 @@ impl GpuEngine {
                     |buffer, mapped| {
                         if !mapped {
                             return stream.upload(gpu, buffer, lead, len, |start, view| {
-                                let at = from + start;
-                                copy_pieces(g.job.old.pieces(at..at + view.len()), view)
+                                copy_tensor_parallel(&g.job.old, from + start, view)
                             });
                         }
                         // a new buffer, created mapped: written in place

@@ -275,29 +275,17 @@ impl Stream {
     }
 }
 
-/// Copies `pieces` (consecutive byte slices, e.g. of a memory-mapped file) into `view`, which
-/// must be exactly as long as they are together.
-pub(crate) fn copy_pieces<'a>(
-    pieces: impl Iterator<Item = &'a [u8]>,
-    mut view: wgpu::WriteOnly<'_, [u8]>,
-) {
-    let mut at = 0;
-    for piece in pieces {
-        view.slice(at..at + piece.len()).copy_from_slice(piece);
-        at += piece.len();
-    }
-}
-
-/// Copies bytes `from..from + view.len()` of `tensor` into `view`, in 8 MiB pieces on the
-/// rayon pool: writing fresh memory is slow mostly for its page faults, which proceed in
-/// parallel.
+/// Copies bytes `from..from + view.len()` of `tensor` into `view` (an upload buffer, or a new
+/// window buffer on a software adapter), in 2 MiB pieces on the rayon pool: one core copies
+/// a few GB/s out of the page cache, less into fresh memory, whose page faults also proceed
+/// in parallel, and a table of tens of GB crosses this copy on its way to a GPU.
 pub(crate) fn copy_tensor_parallel(
     tensor: &crate::checkpoint::TensorData,
     from: usize,
     mut view: wgpu::WriteOnly<'_, [u8]>,
 ) {
     use rayon::prelude::*;
-    const PIECE: usize = 8 << 20;
+    const PIECE: usize = 2 << 20;
     /// The start of the mapped range, shared by the threads that write disjoint parts of it.
     struct Dest(std::ptr::NonNull<u8>);
     // SAFETY: the threads write disjoint byte ranges of one mapping that outlives them.
