@@ -12,10 +12,12 @@
 //! `fsync`: the same bytes read and written once, through the page cache), (2) copy it through
 //! warmstart's own output writer (direct I/O: the I/O floor of the tool), (3) `warmstart run`
 //! with the given backend, whose output is flushed to disk too (with several backends, each in
-//! turn, and a last table of each one's time over the first one's). It reports medians of the wall time,
-//! GB/s of output, the ratio to the copy, and the peak anonymous memory of the `warmstart`
-//! process (RssAnon sampled every 5 ms: file-backed pages of the memory maps do not count),
-//! next to the peak of a `--dry-run` (planning alone: the vocabulary index).
+//! turn, and a last table of each one's time over the first one's). It reports medians of the
+//! wall time and of the CPU time of the `warmstart` process (user + system, all its threads:
+//! on the software Vulkan driver that includes the shaders), GB/s of output, the ratio to the
+//! copy, and the peak anonymous memory of the process (RssAnon sampled every 5 ms:
+//! file-backed pages of the memory maps do not count), next to the peak of a `--dry-run`
+//! (planning alone: the vocabulary index).
 //!
 //! Workloads (tokens are 90% kept / 10% new unless said, truncated_normal backup, 2 OOV):
 //! `1m`: 1M x 128 f32 (512 MB); `2m`: 2M x 128 f32 (1 GB); `lm`: 128k x 4096 bf16 (1 GB, 2% new
@@ -247,22 +249,32 @@ fn direct_copy(dir: &Path) -> f64 {
 }
 
 /// Runs the CLI `bin` (with `extra` arguments); returns (seconds, peak RssAnon bytes).
-fn run_cli(bin: &Path, dir: &Path, backend: &str, extra: &[&str]) -> (f64, u64) {
+/// Runs the CLI on the workload in `dir`: (wall seconds, CPU seconds, peak anonymous bytes).
+#[allow(clippy::zombie_processes)] // the child is reaped by `wait4`, which `Child` cannot see
+fn run_cli(bin: &Path, dir: &Path, backend: &str, extra: &[&str]) -> (f64, f64, u64) {
     let out = dir.join("out.safetensors");
     let _ = std::fs::remove_file(&out);
     let t = Instant::now();
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["run", "plan.toml", "--quiet", "--backend", backend])
         .args(extra)
         .stdout(std::process::Stdio::null())
         .current_dir(dir)
         .spawn()
         .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
+    let pid = child.id() as libc::pid_t;
+    let status_path = format!("/proc/{pid}/status");
     let mut peak = 0u64;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+    // (wait4 rather than try_wait: it also gives the child's CPU time)
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: plain struct of integers, filled by wait4.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child, writing into the two locals.
+        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+            0 => {}
+            p if p == pid => break (status, usage),
+            _ => panic!("wait4: {}", std::io::Error::last_os_error()),
         }
         if let Ok(text) = std::fs::read_to_string(&status_path) {
             peak = peak.max(rss_anon(&text));
@@ -270,9 +282,12 @@ fn run_cli(bin: &Path, dir: &Path, backend: &str, extra: &[&str]) -> (f64, u64) 
         std::thread::sleep(Duration::from_millis(5));
     };
     let s = t.elapsed().as_secs_f64();
-    assert!(status.success(), "warmstart failed in {}", dir.display());
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(ok, "warmstart failed in {}", dir.display());
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
     let _ = std::fs::remove_file(&out);
-    (s, peak)
+    (s, cpu, peak)
 }
 
 fn rss_anon(status: &str) -> u64 {
@@ -378,8 +393,8 @@ fn main() {
             None => println!("no GPU adapter for the device copy measurement\n"),
         }
     }
-    println!("| workload | table | backend | copy s | direct copy s | warmstart s | GB/s | ratio to copy | ratio to direct copy | peak anon MiB | planning alone MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| workload | table | backend | copy s | direct copy s | warmstart s | CPU s | GB/s | ratio to copy | ratio to direct copy | peak anon MiB | planning alone MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut versus = Vec::new();
     for name in names.split(',') {
         let w = all
@@ -392,25 +407,28 @@ fn main() {
         copy_baseline(&wdir);
         let (mut copies, mut directs) = (Vec::new(), Vec::new());
         let mut runs = vec![Vec::new(); backends.len()];
+        let mut cpus = vec![Vec::new(); backends.len()];
         let mut peaks = vec![0u64; backends.len()];
         for _ in 0..reps {
             copies.push(copy_baseline(&wdir));
             directs.push(direct_copy(&wdir));
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             for (b, backend) in backends.iter().enumerate() {
-                let (s, peak) = run_cli(&bin, &wdir, backend, &extra);
+                let (s, cpu, peak) = run_cli(&bin, &wdir, backend, &extra);
                 runs[b].push(s);
+                cpus[b].push(cpu);
                 peaks[b] = peaks[b].max(peak);
             }
         }
         let (copy, direct) = (median(copies), median(directs));
         // The vocabulary index and other planning structures: a dry run's peak.
-        let (_, plan_peak) = run_cli(&bin, &wdir, "cpu", &["--dry-run"]);
+        let (_, _, plan_peak) = run_cli(&bin, &wdir, "cpu", &["--dry-run"]);
         let out_bytes = (w.new_rows() * w.cols * w.elem()) as f64;
         let runs: Vec<f64> = runs.into_iter().map(median).collect();
-        for ((backend, &run), peak) in backends.iter().zip(&runs).zip(&peaks) {
+        let cpus: Vec<f64> = cpus.into_iter().map(median).collect();
+        for (((backend, &run), cpu), peak) in backends.iter().zip(&runs).zip(&cpus).zip(&peaks) {
             println!(
-                "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {direct:.2} | {run:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+                "| {} | {} x {} {} ({:.2} GB) | {backend} | {copy:.2} | {direct:.2} | {run:.2} | {cpu:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
                 w.name,
                 w.rows,
                 w.cols,
@@ -423,12 +441,13 @@ fn main() {
                 plan_peak as f64 / (1 << 20) as f64,
             );
         }
-        for (backend, run) in backends.iter().zip(&runs).skip(1) {
+        for ((backend, run), cpu) in backends.iter().zip(&runs).zip(&cpus).skip(1) {
             versus.push(format!(
-                "| {} | {backend} / {} | {:.2} |",
+                "| {} | {backend} / {} | {:.2} | {:.2} |",
                 w.name,
                 backends[0],
-                run / runs[0]
+                run / runs[0],
+                cpu / cpus[0]
             ));
         }
         if !keep && (w.name == "huge" || w.name == "8g") {
@@ -436,8 +455,8 @@ fn main() {
         }
     }
     if !versus.is_empty() {
-        println!("\n| workload | backends | ratio of median seconds (same run, interleaved) |");
-        println!("|---|---|---|");
+        println!("\n| workload | backends | ratio of median seconds (same run, interleaved) | ratio of median CPU seconds |");
+        println!("|---|---|---|---|");
         for line in versus {
             println!("{line}");
         }
