@@ -290,6 +290,18 @@ impl TensorData {
         }
     }
 
+    /// Reads the tensor ahead ([`TensorData::prefetch`]) if most of it is not in the page
+    /// cache and it fits `budget` bytes of memory: a table read where its rows lie would
+    /// otherwise come from disk a few pages at a time, in the order of the rows. Whether it
+    /// did.
+    pub(crate) fn read_ahead_if_cold(&self, budget: u64) -> bool {
+        let cold = self.byte_len() as u64 <= budget && !self.mostly_resident();
+        if cold {
+            self.prefetch();
+        }
+        cold
+    }
+
     /// Drops this process's page mappings of the tensor's bytes (see `MappedFile::release`):
     /// called once the tensor has been read for the last time, so that unmapping it overlaps
     /// the output's last writes. The bytes are unchanged.

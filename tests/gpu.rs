@@ -676,6 +676,67 @@ fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
     assert_eq!(Engine::passes(&engine), engine.passes());
 }
 
+/// On the software driver, where the kernels read old tables in the mapped files, a table not
+/// in the page cache is first read ahead whole, as the CPU engine does (else a shuffled map
+/// faults it in from disk a few pages at a time); the output is the same. Not on a GPU,
+/// whose windows are copied in order.
+#[test]
+fn cold_tables_are_read_ahead_where_windows_are_the_mapped_files() {
+    let Some(mut engine) = gpu(GpuOptions::new()) else {
+        return;
+    };
+    if !engine.imports_host_memory() {
+        eprintln!("NOTICE: this adapter copies windows; nothing is read ahead");
+        return;
+    }
+    // 64 MiB of table (reading the header reads a few MiB of the file ahead), on a disk,
+    // where pages can be dropped (not a tmpfs).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (rows, cols) = (16_384, 1024);
+    let mut rng = Rng(5);
+    let bytes = rng.bytes(rows * cols * 4);
+    let map = scattered_map(&mut rng, rows, rows);
+    let job = |old: &TensorData| row_job(old, 0..rows, Some(map.clone()), Initializer::Zeros {});
+    let old = old_table(
+        dir.path(),
+        "cold",
+        FloatType::F32,
+        cols,
+        &[rows],
+        &bytes,
+        true,
+    );
+    let expected = run(&mut CpuEngine::new(), &job(&old));
+    assert!(run(&mut engine, &job(&old)) == expected);
+    assert_eq!(
+        Engine::read_ahead_bytes(&engine),
+        0,
+        "just written: in the page cache"
+    );
+
+    // (the cached windows map the file: unmapped pages only can be dropped)
+    engine.clear_cache();
+    drop(old);
+    evict(&dir.path().join("cold/a.safetensors"));
+    let old = Checkpoint::open(dir.path().join("cold"))
+        .unwrap()
+        .tensor("old")
+        .unwrap()
+        .unwrap();
+    assert!(run(&mut engine, &job(&old)) == expected);
+    assert_eq!(Engine::read_ahead_bytes(&engine), (rows * cols * 4) as u64);
+}
+
+/// Drops `path`'s pages from the page cache (written back first).
+fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: advice on a file descriptor that `file` keeps open for the call.
+    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(done, 0);
+}
+
 /// A scattered row map over a table read in several imported windows (the software driver):
 /// output chunks grow so that each window's dispatch moves more rows, making far fewer
 /// dispatches than chunks of the same starting size held fixed, with the same output.

@@ -106,12 +106,6 @@ impl CpuEngine {
         Some(((budget / 2 / per_row) as usize).max(chunk_rows))
     }
 
-    /// Whether to read the old table of `job` ahead (see the module docs): it fits the memory
-    /// `budget`, and most of it is not in the page cache.
-    fn read_ahead(job: &RemapJob, budget: u64) -> bool {
-        job.old.byte_len() as u64 <= budget && !job.old.mostly_resident()
-    }
-
     /// Computes `job` a pass of `pass_rows` rows at a time (see the module docs).
     fn remap_in_passes(
         &mut self,
@@ -180,8 +174,7 @@ impl Engine for CpuEngine {
         if let Some(pass_rows) = budget.and_then(|b| Self::pass_rows(job, b, chunk_rows)) {
             return self.remap_in_passes(job, &old, pass_rows, sink);
         }
-        if budget.is_some_and(|b| Self::read_ahead(job, b)) {
-            job.old.prefetch();
+        if budget.is_some_and(|b| job.old.read_ahead_if_cold(b)) {
             self.read_ahead_bytes += job.old.byte_len() as u64;
         }
         for first in job.rows.clone().step_by(chunk_rows) {
