@@ -46,10 +46,9 @@
 //! which the engine asks the Vulkan driver for (wgpu has no query for it): with a fixed
 //! default of a few GiB, a shuffled table of tens of GB would be streamed to a large GPU
 //! dozens of times, once per group. Budget arithmetic: `output_slots` chunk buffers and as
-//! many readback buffers, plus
-//! `staging_slots` upload buffers of one chunk each, form the *ring*; the ring is shrunk to at
-//! most half the budget; the window cache gets the rest (at least one window is held, whatever
-//! the budget). Every dispatch uses at most the device's workgroup limit per dimension and
+//! many readback buffers, plus `staging_slots` upload buffers of one chunk each, form the
+//! *ring*; the ring is shrunk to at most half the budget; the window cache gets the rest (at
+//! least one window is held, whatever the budget). Every dispatch uses at most the device's workgroup limit per dimension and
 //! loops with a grid stride over the rest, so dispatches of any size work.
 //!
 //! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
@@ -157,7 +156,7 @@ pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
 /// lower), within [`DEFAULT_CPU_ADAPTER_BUDGET`]; its lower bound where it cannot be read.
 fn cpu_adapter_budget() -> u64 {
     let (lo, hi) = DEFAULT_CPU_ADAPTER_BUDGET.into_inner();
-    crate::engine::memory::total().map_or(lo, |t| (t / 4).clamp(lo, hi))
+    memory::total().map_or(lo, |t| (t / 4).clamp(lo, hi))
 }
 
 /// The default budget of an engine on a hardware adapter of type `kind` whose largest
@@ -227,7 +226,7 @@ impl GpuOptions {
     /// ([`GpuEngine::from_device`], whose memory the caller's own work shares),
     /// [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
     /// not fit the budget is streamed to the device once per group of output chunks
-    /// ([`GpuEngine::passes`]): a budget that holds the table streams it once.
+    /// (counted by [`Engine::passes`]): a budget that holds the table streams it once.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
         self
@@ -550,7 +549,7 @@ pub struct GpuEngine {
     wide: bool,
     /// Kernel dispatches recorded so far.
     dispatches: u64,
-    /// Passes over old tables streamed once per group of chunks ([`GpuEngine::passes`]).
+    /// Passes over old tables streamed once per group of chunks ([`Engine::passes`]).
     passes: u64,
     /// Bytes of old tables read ahead into the page cache ([`Engine::read_ahead_bytes`]).
     read_ahead_bytes: u64,
@@ -708,20 +707,6 @@ impl GpuEngine {
     /// The adapter's name.
     pub fn adapter_name(&self) -> &str {
         &self.adapter
-    }
-
-    /// The device memory the engine may hold, in bytes ([`GpuOptions::vram_budget`], or its
-    /// default for this adapter).
-    pub fn vram_budget(&self) -> u64 {
-        self.budget
-    }
-
-    /// Passes made so far over old tables read all over (a scattered row map) that do not fit
-    /// the window cache: such a table is streamed to the device once per group of output
-    /// chunks that share the cache (see [`GpuOptions::vram_budget`]); 0 while every such
-    /// table fitted. The same count as [`Engine::passes`].
-    pub fn passes(&self) -> u64 {
-        self.passes
     }
 
     /// Whether old tables are read in the mapped checkpoint files rather than copied to the
@@ -1313,14 +1298,20 @@ impl Engine for GpuEngine {
         format!("gpu: {}", self.adapter)
     }
 
+    /// Passes over old tables read all over (a scattered row map) that do not fit the
+    /// window cache: such a table is streamed to the device once per group of output chunks
+    /// that share the cache (see [`GpuOptions::vram_budget`]).
     fn passes(&self) -> u64 {
         self.passes
     }
 
+    /// Bytes of old tables read ahead because they were not in the page cache: on a
+    /// software adapter, where the kernels read the mapped files.
     fn read_ahead_bytes(&self) -> u64 {
         self.read_ahead_bytes
     }
 
+    /// [`GpuOptions::vram_budget`], or its default for this adapter.
     fn vram_budget(&self) -> Option<u64> {
         Some(self.budget)
     }
