@@ -19,8 +19,16 @@ fi
 export WGPU_BACKEND=vulkan WARMSTART_REQUIRE_GPU=1 RUST_BACKTRACE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 bin=target/device
-# The tests read their fixtures relative to the crate root, which this is.
-export CARGO_MANIFEST_DIR="$PWD"
+# The test binaries find the fixtures, the CLI (target/release/warmstart) and a scratch
+# directory (target/tmp) under the crate root they were built in: make that path lead here.
+built=$(cat "$bin/built-at")
+if [ ! -e "$built" ]; then
+    mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"
+elif [ "$(cd "$built" && pwd -P)" != "$(pwd -P)" ]; then
+    echo "!! $built is another directory: tests needing fixtures will fail"
+fi
+mkdir -p target/release target/tmp
+cp "$bin/warmstart" target/release/warmstart
 for t in gpu backend golden; do
     echo "== tests: $t"
     timeout 300 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
