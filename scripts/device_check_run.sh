@@ -33,13 +33,10 @@ for t in gpu backend golden; do
     echo "== tests: $t"
     timeout 300 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
 done
-echo "== end to end, GPU engine (its default VRAM budget) and CPU engine"
+echo "== end to end, CPU engine and GPU engine (its default VRAM budget), interleaved"
 dir=/tmp/warmstart-device-bench
-for backend in gpu cpu; do
-    timeout 400 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend "$backend" \
-        --warmstart "$bin/warmstart" --dir "$dir" --keep ||
-        echo "!! bench $backend failed"
-done
+timeout 420 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend cpu,gpu \
+    --warmstart "$bin/warmstart" --dir "$dir" --keep || echo "!! bench failed"
 echo "== the GPU engine's default VRAM budget and passes on the 8 GB table"
 (cd "$dir/8g" && "$OLDPWD/$bin/warmstart" run plan.toml --quiet --backend gpu \
     --output /tmp/warmstart-device-out.safetensors --report /tmp/warmstart-device-report.json &&
