@@ -3,7 +3,9 @@
 # the device tool; not yet run): the GPU tests on the hardware adapter, then the end-to-end
 # remap of multi-GB tables on the GPU engine and on the CPU engine, as GB/s and next to the
 # copy baselines. Expects target/device from scripts/device_check_build.sh; writes a log to
-# $OUT (or /tmp) and prints the tables.
+# $OUT (or /tmp) and prints the tables. With the device tool: command
+# `bash scripts/device_check_run.sh`, carrying `target/device` and `.gl` (the Vulkan loader's
+# packages, fetched as the tool's README says), timeout 600 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="${OUT:-/tmp}/device_check.log"
