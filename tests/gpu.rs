@@ -18,6 +18,8 @@
 //! `WARMSTART_REQUIRE_GPU=1` (CI) makes them fail. The software Vulkan driver (lavapipe) counts;
 //! `WGPU_BACKEND=vulkan` and `VK_DRIVER_FILES` select it when several drivers are installed.
 
+mod common;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -716,7 +718,7 @@ fn cold_tables_are_read_ahead_where_windows_are_the_mapped_files() {
     // (the cached windows map the file: unmapped pages only can be dropped)
     engine.clear_cache();
     drop(old);
-    evict(&dir.path().join("cold/a.safetensors"));
+    common::evict(&dir.path().join("cold/a.safetensors"));
     let old = Checkpoint::open(dir.path().join("cold"))
         .unwrap()
         .tensor("old")
@@ -724,16 +726,6 @@ fn cold_tables_are_read_ahead_where_windows_are_the_mapped_files() {
         .unwrap();
     assert!(run(&mut engine, &job(&old)) == expected);
     assert_eq!(Engine::read_ahead_bytes(&engine), (rows * cols * 4) as u64);
-}
-
-/// Drops `path`'s pages from the page cache (written back first).
-fn evict(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path).unwrap();
-    file.sync_all().unwrap();
-    // SAFETY: advice on a file descriptor that `file` keeps open for the call.
-    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(done, 0);
 }
 
 /// A scattered row map over a table read in several imported windows (the software driver):

@@ -8,6 +8,8 @@
 //! - for deterministic initializers the planner + engine agree with the literal port of
 //!   TensorFlow's ops (`warmstart::tf`), partition by partition.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
@@ -316,16 +318,6 @@ fn tables_larger_than_the_memory_budget_are_read_in_passes() {
     assert_eq!(small.passes(), want);
 }
 
-/// Drops `path`'s pages from the page cache (written back first).
-fn evict(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path).unwrap();
-    file.sync_all().unwrap();
-    // SAFETY: advice on a file descriptor that `file` keeps open for the call.
-    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(done, 0);
-}
-
 /// An old table not in the page cache is read ahead whole by the CPU engine when it fits the
 /// memory budget, and read in passes when it does not; the result is the same either way.
 #[test]
@@ -363,12 +355,12 @@ fn old_tables_not_in_the_page_cache_are_read_ahead() {
         "just written: in the page cache"
     );
 
-    evict(&files.0);
+    common::evict(&files.0);
     let mut cold = CpuEngine::new().with_chunk_bytes(c.chunk_bytes);
     assert!(concat(&c.run(&files, variable(), &mut cold)) == want);
     assert_eq!(cold.read_ahead_bytes(), table);
 
-    evict(&files.0);
+    common::evict(&files.0);
     let mut small = CpuEngine::new()
         .with_chunk_bytes(c.chunk_bytes)
         .with_memory_budget(table / 2);

@@ -64,7 +64,7 @@ pub trait Engine {
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()>;
 
     /// Passes made so far over old tables too large for the engine's memory budget (see
-    /// [`CpuEngine`] and [`GpuEngine::passes`]); 0 for an engine that makes none.
+    /// [`CpuEngine`], and [`GpuEngine`]'s implementation); 0 for an engine that makes none.
     fn passes(&self) -> u64 {
         0
     }

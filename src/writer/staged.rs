@@ -32,8 +32,7 @@ const HUGE_PAGE: usize = 2 << 20;
 /// touched). On Linux the kernel is asked to back it with transparent huge pages, which the
 /// output's direct writes are much faster from: each 4 MiB write then pins two pages instead
 /// of 1024 (measured on the 1 GB table: the same direct copy in 0.49-0.57 s against
-/// 0.64-0.87 s). Where the kernel gives no huge pages the buffer
-/// is an ordinary one.
+/// 0.64-0.87 s). Where the kernel gives no huge pages the buffer is an ordinary one.
 struct Aligned {
     map: memmap2::MmapMut,
     start: usize,

@@ -4,7 +4,8 @@
 //! builders for valid and deliberately broken files; and a snapshot of a directory tree to
 //! prove that a refused run changed nothing.
 //!
-//! Only std, `safetensors` and `tempfile` are used.
+//! Also [`evict`], which drops a file from the page cache. Only std, `safetensors`,
+//! `tempfile` and `libc` are used.
 
 #![allow(dead_code)]
 
@@ -344,4 +345,15 @@ pub fn f32s(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
+}
+
+/// Drops `path`'s pages from the page cache (written back first), as if it had never been
+/// read; pages the process still maps stay.
+pub fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: advice on a file descriptor that `file` keeps open for the call.
+    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(done, 0);
 }

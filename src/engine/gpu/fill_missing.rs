@@ -95,23 +95,26 @@ impl Variant {
         variants
     }
 
-    /// The slot of this pipeline in [`FillMissing`].
-    fn index(self) -> usize {
-        let t = FloatType::ALL.iter().position(|&t| t == self.dtype);
-        t.unwrap_or(0) * 4 + self.kind as usize
-    }
-
-    /// The shader's pipeline constants.
-    fn constants(self) -> [(&'static str, f64); 3] {
-        let dtype = match self.dtype {
+    /// `DTYPE_*` of `shaders/init.wgsl`.
+    fn dtype_code(self) -> u32 {
+        match self.dtype {
             FloatType::F32 => 0,
             FloatType::F64 => 1,
             FloatType::F16 => 2,
             FloatType::BF16 => 3,
-        };
+        }
+    }
+
+    /// The slot of this pipeline in [`FillMissing`].
+    fn index(self) -> usize {
+        (self.dtype_code() * 4 + self.kind) as usize
+    }
+
+    /// The shader's pipeline constants.
+    fn constants(self) -> [(&'static str, f64); 3] {
         [
             ("ESIZE", self.dtype.size() as f64),
-            ("DTYPE", f64::from(dtype)),
+            ("DTYPE", f64::from(self.dtype_code())),
             ("FILL", f64::from(self.kind)),
         ]
     }

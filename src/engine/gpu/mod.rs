@@ -48,8 +48,9 @@
 //! dozens of times, once per group. Budget arithmetic: `output_slots` chunk buffers and as
 //! many readback buffers, plus `staging_slots` upload buffers of one chunk each, form the
 //! *ring*; the ring is shrunk to at most half the budget; the window cache gets the rest (at
-//! least one window is held, whatever the budget). Every dispatch uses at most the device's workgroup limit per dimension and
-//! loops with a grid stride over the rest, so dispatches of any size work.
+//! least one window is held, whatever the budget). Every dispatch uses at most the device's
+//! workgroup limit per dimension and loops with a grid stride over the rest, so dispatches of
+//! any size work.
 //!
 //! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
 //! buffers and recorded, with the chunk's dispatches and its readback copy, in one command
