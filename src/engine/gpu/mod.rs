@@ -94,6 +94,7 @@ mod fill_missing;
 mod gather_rows;
 mod host_memory;
 mod kernels;
+mod options;
 mod remap_cols;
 mod stream;
 mod submit;
@@ -102,7 +103,6 @@ mod windows;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use device::{hardware_adapter_available, ADAPTER_NAME_VAR};
 
@@ -112,261 +112,21 @@ use self::fill_missing::{FillMissing, Variant};
 use self::gather_rows::GatherRows;
 use self::host_memory::HostMemory;
 use self::kernels::Control;
+use self::options::{cpu_adapter_budget, hardware_budget, CPU_ADAPTER_SPAN};
+pub use self::options::{
+    parse_bytes, GpuOptions, CPU_ADAPTER_COPY_RUNS, DEFAULT_CHUNK, DEFAULT_CPU_ADAPTER_BUDGET,
+    DEFAULT_CPU_ADAPTER_CHUNK, DEFAULT_CPU_ADAPTER_WINDOW, DEFAULT_VRAM_BUDGET,
+};
 use self::remap_cols::RemapCols;
 use self::stream::{copy_tensor_parallel, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{memory, Engine, Sink};
-use crate::dtype::{Dtype, FloatType};
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::initializer::Initializer;
 use crate::plan::{Job, Plan, RemapJob};
-
-const MIB: u64 = 1 << 20;
 
 /// Most chunks processed as one group (see `GpuEngine::group_size`).
 const MAX_GROUP: u64 = 256;
-
-/// Words of a row a kernel thread handles per item on a software adapter (1 on a GPU).
-const CPU_ADAPTER_SPAN: u32 = 64;
-
-/// On a software adapter, runs of rows averaging at least this many bytes are moved by
-/// transfer commands rather than the gather kernel (see [`GpuOptions::row_copies`]). Measured
-/// on lavapipe: a copy costs about 1.3 µs plus a `memcpy` on one core, the gather moves about
-/// 1 GB/s on two; rows of 2 KiB copy at 1.1 GB/s, of 8 KiB at 3.7 GB/s, of 512 bytes at 0.25.
-pub const CPU_ADAPTER_COPY_RUNS: u64 = 2048;
-
-/// Default VRAM budget on a hardware adapter whose own memory is not known (an integrated GPU,
-/// a backend other than Vulkan, or a device the caller opened); a discrete GPU that the engine
-/// opens itself gets half of its memory (see [`GpuOptions::vram_budget`]).
-pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
-/// Default budget on a software (CPU) adapter, whose "device memory" is host memory: a
-/// quarter of the machine's memory where it can be read (Linux), within these bounds.
-pub const DEFAULT_CPU_ADAPTER_BUDGET: std::ops::RangeInclusive<u64> = (512 * MIB)..=(16 << 30);
-
-/// Default output chunk (and upload buffer) on a hardware adapter.
-pub const DEFAULT_CHUNK: u64 = 16 * MIB;
-/// Default chunk on a software adapter: fewer fresh pages to fault in (slow on a CPU), and
-/// the two cores it shares with the host gain nothing from larger transfers.
-pub const DEFAULT_CPU_ADAPTER_CHUNK: u64 = 4 * MIB;
-/// Default window on a software adapter: small windows stream through a few reused buffers.
-/// On a GPU a window is one storage binding, so that a chunk with rows from all over the old
-/// table needs few dispatches.
-pub const DEFAULT_CPU_ADAPTER_WINDOW: u64 = 8 * MIB;
-
-/// A quarter of the memory the process may use (Linux `MemTotal`, or its cgroup's limit if
-/// lower), within [`DEFAULT_CPU_ADAPTER_BUDGET`]; its lower bound where it cannot be read.
-fn cpu_adapter_budget() -> u64 {
-    let (lo, hi) = DEFAULT_CPU_ADAPTER_BUDGET.into_inner();
-    memory::total().map_or(lo, |t| (t / 4).clamp(lo, hi))
-}
-
-/// The default budget of an engine on a hardware adapter of type `kind` whose largest
-/// device-local heap holds `own` bytes: half of a discrete GPU's own memory, else
-/// [`DEFAULT_VRAM_BUDGET`] (an integrated GPU's device-local heap is the host's memory).
-fn hardware_budget(kind: wgpu::DeviceType, own: Option<u64>) -> u64 {
-    match (kind, own) {
-        (wgpu::DeviceType::DiscreteGpu, Some(bytes)) if bytes > 0 => (bytes / 2).max(MIB),
-        _ => DEFAULT_VRAM_BUDGET,
-    }
-}
-
-/// Settings of the GPU engine. Results never depend on them; memory use and speed do.
-#[derive(Clone, Debug)]
-pub struct GpuOptions {
-    vram_budget: Option<u64>,
-    chunk_bytes: Option<u64>,
-    window_bytes: Option<u64>,
-    staging_slots: usize,
-    output_slots: usize,
-    max_binding_bytes: Option<u64>,
-    max_workgroups: Option<u32>,
-    timeout: Duration,
-    unified: bool,
-    import: bool,
-    copies: bool,
-    wide_units: bool,
-    element_types: Option<Vec<FloatType>>,
-    initializers: Option<Vec<Initializer>>,
-}
-
-impl Default for GpuOptions {
-    fn default() -> Self {
-        GpuOptions {
-            vram_budget: None,
-            chunk_bytes: None,
-            window_bytes: None,
-            staging_slots: 3,
-            output_slots: 3,
-            max_binding_bytes: None,
-            max_workgroups: None,
-            timeout: Duration::from_secs(120),
-            unified: true,
-            import: true,
-            copies: true,
-            wide_units: true,
-            element_types: None,
-            initializers: None,
-        }
-    }
-}
-
-impl GpuOptions {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Device memory the engine may hold, in bytes: transfer buffers and the cache of
-    /// old-table windows. At least one window and one chunk are held whatever the budget.
-    ///
-    /// Default: on a discrete GPU that [`GpuEngine::new`] opens on Vulkan, half of its own
-    /// memory (the largest device-local heap, which wgpu cannot report but the Vulkan driver
-    /// can), leaving the rest to the driver and to other processes; on a software adapter a
-    /// quarter of the host's memory or of the process's cgroup limit (see
-    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]); otherwise, and on a caller's device
-    /// ([`GpuEngine::from_device`], whose memory the caller's own work shares),
-    /// [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
-    /// not fit the budget is streamed to the device once per group of output chunks
-    /// (counted by [`Engine::passes`]): a budget that holds the table streams it once.
-    pub fn vram_budget(mut self, bytes: u64) -> Self {
-        self.vram_budget = Some(bytes);
-        self
-    }
-
-    /// Target size of an output chunk and of an upload buffer (default [`DEFAULT_CHUNK`], or
-    /// [`DEFAULT_CPU_ADAPTER_CHUNK`] on a software adapter; at most one storage binding, at
-    /// least one row). By default, chunks over a scattered map of a table read in many
-    /// imported windows grow, up to 8 times this, so that each window's dispatch moves about
-    /// 512 KiB (see [`GpuEngine::dispatches`]); a size set here is kept as it is.
-    pub fn chunk_bytes(mut self, bytes: u64) -> Self {
-        self.chunk_bytes = Some(bytes.max(4));
-        self
-    }
-
-    /// Target size of an old-table window (default: one storage binding, or
-    /// [`DEFAULT_CPU_ADAPTER_WINDOW`] on a software adapter; at least one row).
-    pub fn window_bytes(mut self, bytes: u64) -> Self {
-        self.window_bytes = Some(bytes.max(4));
-        self
-    }
-
-    /// Number of upload buffers in the ring (default 3).
-    pub fn staging_slots(mut self, slots: usize) -> Self {
-        self.staging_slots = slots.max(1);
-        self
-    }
-
-    /// Number of output chunks in flight (default 3).
-    pub fn output_slots(mut self, slots: usize) -> Self {
-        self.output_slots = slots.max(1);
-        self
-    }
-
-    /// Caps the storage binding size below the device's limit: tests use it to cross binding
-    /// boundaries with small tables.
-    pub fn max_binding_bytes(mut self, bytes: u64) -> Self {
-        self.max_binding_bytes = Some(bytes.max(16));
-        self
-    }
-
-    /// Caps the workgroups of one dispatch below the device's limit (65,535 per dimension
-    /// usually): tests use it to exercise the grid-stride loops.
-    pub fn max_workgroups(mut self, groups: u32) -> Self {
-        self.max_workgroups = Some(groups.max(1));
-        self
-    }
-
-    /// On a software adapter (device memory is host memory), read output chunks and write
-    /// new windows in place instead of through transfer buffers (default true). Tests turn it
-    /// off to run the transfer path a GPU takes.
-    pub fn unified_memory(mut self, unified: bool) -> Self {
-        self.unified = unified;
-        self
-    }
-
-    /// On a software adapter with unified memory (see [`GpuOptions::unified_memory`]) whose
-    /// driver can import host memory, read old tables in the mapped checkpoint files instead
-    /// of copying them into device memory (default true). Tests turn it off to run the copy.
-    pub fn import_host_memory(mut self, import: bool) -> Self {
-        self.import = import;
-        self
-    }
-
-    /// On a software adapter, move runs of whole rows averaging at least
-    /// [`CPU_ADAPTER_COPY_RUNS`] bytes with transfer commands instead of the gather kernel
-    /// (default true): there a copy is a `memcpy`, and a gather a shader loop over words.
-    /// Tests turn it off to run the gather on long rows.
-    pub fn row_copies(mut self, copies: bool) -> Self {
-        self.copies = copies;
-        self
-    }
-
-    /// On a software adapter with 64-bit integers (`SHADER_INT64`, which the engine requests
-    /// there), gather 16-byte units as two `u64` rather than four `u32` (default true): the
-    /// software driver moves each component on its own. Tests turn it off to run the
-    /// `vec4<u32>` gathers that GPUs use.
-    pub fn wide_units(mut self, wide: bool) -> Self {
-        self.wide_units = wide;
-        self
-    }
-
-    /// Longest wait for the device before giving up with an error (default 120 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The element types of the tables to come (default: all four). The initialisation
-    /// kernel is compiled, as the engine starts, for these types and the kinds of fill of
-    /// [`GpuOptions::initializers`] only; a job needing another pipeline compiles it when it
-    /// first needs it. Results do not depend on it. On a software driver each pipeline takes
-    /// 25-50 ms of CPU to compile, on the cores that plan the job: the CLI names the model's
-    /// types and the plan's initializers.
-    pub fn element_types(mut self, types: &[FloatType]) -> Self {
-        self.element_types = Some(types.to_vec());
-        self
-    }
-
-    /// The backup initializers of the jobs to come (default: zeros, TensorFlow's): the
-    /// initialisation kernel has a pipeline per element type and kind of fill (constant,
-    /// uniform, normal, truncated normal). See [`GpuOptions::element_types`].
-    pub fn initializers(mut self, initializers: &[Initializer]) -> Self {
-        self.initializers = Some(initializers.to_vec());
-        self
-    }
-
-    /// The initialisation pipelines to compile as the engine starts.
-    fn fill_variants(&self) -> Vec<Variant> {
-        let types = self.element_types.as_deref().unwrap_or(&FloatType::ALL);
-        let zeros = [Initializer::Zeros {}];
-        Variant::all_of(types, self.initializers.as_deref().unwrap_or(&zeros))
-    }
-}
-
-/// Parses a byte count: `1073741824`, `512MiB`, `2GiB`, `1.5GB`, `64k` (k/M/G/T are powers of
-/// 1024 with or without `iB`; `KB`/`MB`/`GB`/`TB` powers of 1000).
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024f64.powi(2),
-        "g" | "gib" => 1024f64.powi(3),
-        "t" | "tib" => 1024f64.powi(4),
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        _ => return None,
-    };
-    let bytes = number * scale;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
 
 /// A warm-started tensor in device memory ([`GpuEngine::to_device`]).
 #[derive(Debug)]
@@ -1006,25 +766,27 @@ impl GpuEngine {
         result
     }
 
-    /// Records a group of chunks: their control blobs, the windows they read (batch by batch
-    /// when they do not all fit the cache; each window's dispatches for every chunk of the
-    /// group that reads it), the fills, and the copies to the target; then submits.
+    /// Records a group of chunks and submits it: their output and control buffers, the
+    /// windows they read with each window's dispatches (`load_and_dispatch`), the fills, and
+    /// the copies to the target.
     fn run_group(&mut self, g: &Group<'_>, target: &mut Target<'_, '_>) -> Result<()> {
+        let buffers = self.chunk_buffers(g)?;
+        self.load_and_dispatch(g, &buffers)?;
+        self.hand_over(g, &buffers, target)
+    }
+
+    /// Each chunk's output and control buffers (its slot's, grown when too small), with the
+    /// control blob uploaded.
+    fn chunk_buffers(&mut self, g: &Group<'_>) -> Result<Vec<ChunkBuffers>> {
         use wgpu::BufferUsages as U;
         let GpuEngine {
             gpu,
-            max_groups,
-            kernels,
             stream,
             slots,
-            windows,
             unified,
-            dispatches: dispatched,
             ..
         } = self;
         let layout = g.layout;
-
-        // Each chunk's output and control buffers (its slot's, grown when too small).
         let mut buffers = Vec::with_capacity(g.members.len());
         for m in g.members {
             let slot = &mut slots[m.slot];
@@ -1058,10 +820,32 @@ impl GpuEngine {
                 // zeros after an odd number of 16-bit elements
                 stream.encoder(gpu).clear_buffer(&out, padded - 4, Some(4));
             }
-            buffers.push((out, ctrl, bytes, padded));
+            buffers.push(ChunkBuffers {
+                out,
+                ctrl,
+                bytes,
+                padded,
+            });
         }
+        Ok(buffers)
+    }
+
+    /// Loads the windows the group reads, batch by batch when they do not all fit the cache,
+    /// and records after each batch's loads the dispatches that read it: per window, the
+    /// gathers (or copies) of every chunk reading it; after the last batch, the fills.
+    fn load_and_dispatch(&mut self, g: &Group<'_>, buffers: &[ChunkBuffers]) -> Result<()> {
+        let GpuEngine {
+            gpu,
+            max_groups,
+            kernels,
+            stream,
+            windows,
+            dispatches: dispatched,
+            ..
+        } = self;
+        let layout = g.layout;
         let control = |i: usize, d: &chunk::Dispatch| Control {
-            buffer: &buffers[i].1,
+            buffer: &buffers[i].ctrl,
             params: d.params,
             list: g.members[i].plan.list,
         };
@@ -1112,40 +896,7 @@ impl GpuEngine {
             let sizes: Vec<(usize, u64)> = batch.iter().map(|&w| (w, window_bytes(w))).collect();
             windows.make_ahead(gpu, g.tensor, &sizes, g.dead)?;
             for &w in &batch {
-                let rows = layout.window(w);
-                let from = rows.start * layout.old_row_bytes;
-                let len = (rows.len() * layout.old_row_bytes) as u64;
-                let lead = layout.lead(w);
-                // Uploads are recorded after the dispatches of earlier batches, so a buffer
-                // evicted here is overwritten only once those have read it.
-                windows.ensure(
-                    gpu,
-                    g.tensor,
-                    w,
-                    lead + len,
-                    &batch,
-                    g.dead,
-                    |buffer, mapped| {
-                        if !mapped {
-                            return stream.upload(gpu, buffer, lead, len, |start, view| {
-                                copy_tensor_parallel(&g.job.old, from + start, view)
-                            });
-                        }
-                        // a new buffer, created mapped: written in place
-                        {
-                            let mut view = buffer
-                                .get_mapped_range_mut(..(lead + len).next_multiple_of(4))
-                                .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
-                            let (mut head, rest) = view.slice(..).split_at(lead as usize);
-                            head.fill(0);
-                            let (data, mut pad) = rest.split_at(len as usize);
-                            copy_tensor_parallel(&g.job.old, from, data);
-                            pad.fill(0);
-                        }
-                        buffer.unmap();
-                        Ok(())
-                    },
-                )?;
+                load_window(gpu, stream, windows, g, &batch, w)?;
             }
             let last = next >= order.len();
 
@@ -1158,7 +909,7 @@ impl GpuEngine {
                 };
                 let lead = layout.lead(w);
                 for &(i, reads) in &readers[&w] {
-                    let out = &buffers[i].0;
+                    let out = &buffers[i].out;
                     // (recorded before this batch's pass, after its windows' uploads)
                     for c in &reads.copies {
                         stream.encoder(gpu).copy_buffer_to_buffer(
@@ -1202,7 +953,7 @@ impl GpuEngine {
                             &gpu.device,
                             control(i, d),
                             g.col_map,
-                            &buffers[i].0,
+                            &buffers[i].out,
                         );
                         dispatches.push((fill_missing, bg, d.threads));
                     }
@@ -1222,44 +973,64 @@ impl GpuEngine {
             }
             *dispatched += dispatches.iter().filter(|d| d.2 > 0).count() as u64;
             if last {
-                break;
+                return Ok(());
             }
         }
+    }
 
-        // The chunks to the target: copied into the caller's buffer, or mapped for reading.
+    /// Records each chunk's way to the target (a copy into the caller's buffer, or its
+    /// readback mapped for the sink), and submits the group.
+    fn hand_over(
+        &mut self,
+        g: &Group<'_>,
+        buffers: &[ChunkBuffers],
+        target: &mut Target<'_, '_>,
+    ) -> Result<()> {
+        use wgpu::BufferUsages as U;
+        let GpuEngine {
+            gpu,
+            stream,
+            slots,
+            unified,
+            ..
+        } = self;
         let mut mapped = Vec::new();
-        for (m, (out, _, bytes, padded)) in g.members.iter().zip(&buffers) {
+        for (m, b) in g.members.iter().zip(buffers) {
             match target {
                 Target::Buffer(dst, at) => {
-                    stream
-                        .encoder(gpu)
-                        .copy_buffer_to_buffer(out, 0, dst, *at + m.offset, *padded);
+                    stream.encoder(gpu).copy_buffer_to_buffer(
+                        &b.out,
+                        0,
+                        dst,
+                        *at + m.offset,
+                        b.padded,
+                    );
                 }
                 Target::Sink(_) => {
                     let slot = &mut slots[m.slot];
                     if *unified {
                         // the chunk buffer itself is mapped and read
-                        if slot.readback.as_ref().is_none_or(|r| r.buffer != *out) {
-                            slot.readback = Some(Mappable::new(out.clone(), false));
+                        if slot.readback.as_ref().is_none_or(|r| r.buffer != b.out) {
+                            slot.readback = Some(Mappable::new(b.out.clone(), false));
                         }
                     } else if slot
                         .readback
                         .as_ref()
-                        .is_none_or(|r| r.buffer.size() < *padded)
+                        .is_none_or(|r| r.buffer.size() < b.padded)
                     {
-                        let size = layout.chunk_bytes().max(*padded);
-                        let b = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
-                        slot.readback = Some(Mappable::new(b, false));
+                        let size = g.layout.chunk_bytes().max(b.padded);
+                        let rb = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
+                        slot.readback = Some(Mappable::new(rb, false));
                     }
                     let Some(rb) = slot.readback.as_mut() else {
                         return Err(Error::Gpu("readback buffer missing".into()));
                     };
                     let encoder = stream.encoder(gpu);
                     if !*unified {
-                        encoder.copy_buffer_to_buffer(out, 0, &rb.buffer, 0, *padded);
+                        encoder.copy_buffer_to_buffer(&b.out, 0, &rb.buffer, 0, b.padded);
                     }
                     rb.map_on_submit(encoder, wgpu::MapMode::Read);
-                    slot.pending = Some(*bytes);
+                    slot.pending = Some(b.bytes);
                     mapped.push(m.slot);
                 }
             }
@@ -1273,6 +1044,62 @@ impl GpuEngine {
         }
         Ok(())
     }
+}
+
+/// Makes window `w` of the group's old table resident (one of `batch`, which the cache holds
+/// together): uploaded, or written in place into a new mapped buffer, unless it is already.
+fn load_window(
+    gpu: &Gpu,
+    stream: &mut Stream,
+    windows: &mut Windows,
+    g: &Group<'_>,
+    batch: &[usize],
+    w: usize,
+) -> Result<()> {
+    let layout = g.layout;
+    let rows = layout.window(w);
+    let from = rows.start * layout.old_row_bytes;
+    let len = (rows.len() * layout.old_row_bytes) as u64;
+    let lead = layout.lead(w);
+    // Uploads are recorded after the dispatches of earlier batches, so a buffer evicted here
+    // is overwritten only once those have read it.
+    windows.ensure(
+        gpu,
+        g.tensor,
+        w,
+        lead + len,
+        batch,
+        g.dead,
+        |buffer, mapped| {
+            if !mapped {
+                return stream.upload(gpu, buffer, lead, len, |start, view| {
+                    copy_tensor_parallel(&g.job.old, from + start, view)
+                });
+            }
+            // a new buffer, created mapped: written in place
+            {
+                let mut view = buffer
+                    .get_mapped_range_mut(..(lead + len).next_multiple_of(4))
+                    .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
+                let (mut head, rest) = view.slice(..).split_at(lead as usize);
+                head.fill(0);
+                let (data, mut pad) = rest.split_at(len as usize);
+                copy_tensor_parallel(&g.job.old, from, data);
+                pad.fill(0);
+            }
+            buffer.unmap();
+            Ok(())
+        },
+    )
+}
+
+/// A chunk's buffers on the device: its output (`bytes` of it, `padded` to whole words) and
+/// its control blob.
+struct ChunkBuffers {
+    out: wgpu::Buffer,
+    ctrl: wgpu::Buffer,
+    bytes: usize,
+    padded: u64,
 }
 
 /// One chunk of a [`Group`]: its plan, its output slot, and its byte offset in the job's
@@ -1325,37 +1152,6 @@ impl Engine for GpuEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_counts_parse_with_units() {
-        assert_eq!(parse_bytes("1073741824"), Some(1 << 30));
-        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
-        assert_eq!(parse_bytes("512m"), Some(512 << 20));
-        assert_eq!(parse_bytes(" 2 GiB "), Some(2 << 30));
-        assert_eq!(parse_bytes("1.5GB"), Some(1_500_000_000));
-        assert_eq!(parse_bytes("64k"), Some(64 << 10));
-        for bad in ["", "MiB", "12 parsecs", "-1", "1e400"] {
-            assert_eq!(parse_bytes(bad), None, "{bad}");
-        }
-    }
-
-    /// A discrete GPU that reports its own memory gets half of it, however small or large;
-    /// an integrated GPU (whose device-local heap is the host's memory) or one that reports
-    /// nothing gets the fixed default.
-    #[test]
-    fn hardware_budgets_follow_a_discrete_gpus_own_memory() {
-        use wgpu::DeviceType::{DiscreteGpu, IntegratedGpu, Other};
-        let gib = 1u64 << 30;
-        assert_eq!(hardware_budget(DiscreteGpu, Some(141 * gib)), 141 * gib / 2);
-        assert_eq!(hardware_budget(DiscreteGpu, Some(2 * gib)), gib);
-        assert_eq!(hardware_budget(DiscreteGpu, None), DEFAULT_VRAM_BUDGET);
-        assert_eq!(hardware_budget(DiscreteGpu, Some(0)), DEFAULT_VRAM_BUDGET);
-        assert_eq!(
-            hardware_budget(IntegratedGpu, Some(64 * gib)),
-            DEFAULT_VRAM_BUDGET
-        );
-        assert_eq!(hardware_budget(Other, Some(64 * gib)), DEFAULT_VRAM_BUDGET);
-    }
 
     /// Bindings are whole vec4s, so that a window rounded up to one still fits: a device
     /// limit of u32::MAX (Vulkan GPUs report about that) or a cap off 16 are rounded down.
