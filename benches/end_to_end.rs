@@ -26,6 +26,12 @@
 //!
 //! `--warmstart PATH` runs another build of the CLI; `--vram-budget B` is passed to it.
 //! `small` (100k x 64) is for trying the harness out.
+//!
+//! `--to-device` times instead, in this process, what a trainer embedding the crate does to
+//! get the warm-started tables into GPU memory: the CPU engine remapping straight into device
+//! buffers mapped at creation (wgpu then uploads them), against the GPU engine remapping on
+//! the device (`GpuEngine::to_device`), both on the same device and waited for, alternating;
+//! planning (the same for both) is left out.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use warmstart::engine::Sink;
+use warmstart::{Engine, Job};
 
 struct Workload {
     name: &'static str,
@@ -335,6 +342,89 @@ fn device_copy_bandwidth() -> Option<(String, f64)> {
     ))
 }
 
+/// A sink writing into a slice from its start (a buffer mapped at creation).
+struct Slice<'a>(&'a mut [u8], usize);
+
+impl Sink for Slice<'_> {
+    fn append(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]),
+    ) -> warmstart::Result<()> {
+        fill(0, &mut self.0[self.1..self.1 + len]);
+        self.1 += len;
+        Ok(())
+    }
+}
+
+/// `--to-device`: median seconds of `reps` runs of each way into GPU memory (see the module
+/// docs): (CPU engine and upload, GPU engine), and the adapter's name.
+fn to_device(dir: &Path, reps: usize) -> (f64, f64, String) {
+    let plan = warmstart::PlanFile::read(dir.join("plan.toml"))
+        .and_then(|p| p.plan())
+        .unwrap();
+    let mut gpu = warmstart::GpuEngine::new(Default::default()).expect("a GPU adapter");
+    let (device, queue) = (gpu.device().clone(), gpu.queue().clone());
+    let wait = || {
+        let index = queue.submit([]);
+        device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: Some(Duration::from_secs(600)),
+            })
+            .unwrap();
+    };
+    let (mut uploaded, mut remapped) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut cpu = warmstart::CpuEngine::new();
+        let mut buffers = Vec::new();
+        for tensor in plan.tensors().iter().filter(|t| t.is_warm_started()) {
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&tensor.name),
+                size: (tensor.byte_len() as u64).next_multiple_of(4).max(4),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: true,
+            });
+            {
+                let mut view = buffer.get_mapped_range_mut(..).unwrap();
+                let mut range = view.slice(..);
+                let len = range.len();
+                // SAFETY: the mapping is valid and initialised (zeros) for `len` bytes, and
+                // only this slice touches it while `view` lives (the engine only writes).
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(range.as_raw_ptr().cast::<u8>().as_ptr(), len)
+                };
+                let mut sink = Slice(bytes, 0);
+                match &tensor.job {
+                    Job::Remap(job) => cpu.remap(job, &mut sink).unwrap(),
+                    Job::Copy { source, bytes } => {
+                        for piece in source.pieces(bytes.clone()) {
+                            sink.write(piece).unwrap();
+                        }
+                    }
+                    Job::Keep(_) => unreachable!("not warm-started"),
+                }
+            }
+            buffer.unmap();
+            buffers.push(buffer);
+        }
+        wait();
+        uploaded.push(t.elapsed().as_secs_f64());
+        drop(buffers);
+
+        // (the old table's windows from the run before are not reused)
+        gpu.clear_cache();
+        let t = Instant::now();
+        let tensors = gpu.to_device(&plan).unwrap();
+        wait();
+        remapped.push(t.elapsed().as_secs_f64());
+        drop(tensors);
+    }
+    let name = gpu.adapter_name().to_string();
+    (median(uploaded), median(remapped), name)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -363,6 +453,7 @@ fn main() {
     let mut reps = 3usize;
     let mut dir = std::env::temp_dir().join("warmstart-bench");
     let mut keep = false;
+    let mut into_device = false;
     let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_warmstart"));
     let mut extra: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -373,6 +464,7 @@ fn main() {
             "--reps" => reps = args.next().expect("--reps N").parse().expect("a number"),
             "--dir" => dir = PathBuf::from(args.next().expect("--dir PATH")),
             "--keep" => keep = true,
+            "--to-device" => into_device = true,
             "--warmstart" => bin = PathBuf::from(args.next().expect("--warmstart PATH")),
             "--vram-budget" => extra.extend([
                 "--vram-budget".into(),
@@ -383,6 +475,32 @@ fn main() {
         }
     }
     let all = workloads(ram_bytes());
+    if into_device {
+        println!(
+            "| workload | table | CPU engine into mapped buffers s | GPU engine s | gpu / cpu | adapter |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for name in names.split(',') {
+            let w = all
+                .iter()
+                .find(|w| w.name == name)
+                .unwrap_or_else(|| panic!("no workload {name}"));
+            let wdir = dir.join(w.name);
+            w.generate(&wdir);
+            copy_baseline(&wdir); // the old table in the page cache
+            let (cpu, gpu, adapter) = to_device(&wdir, reps);
+            println!(
+                "| {} | {} x {} {} ({:.2} GB) | {cpu:.3} | {gpu:.3} | {:.2} | {adapter} |",
+                w.name,
+                w.rows,
+                w.cols,
+                w.dtype(),
+                w.old_bytes() as f64 / 1e9,
+                gpu / cpu,
+            );
+        }
+        return;
+    }
     let backends: Vec<&str> = backend.split(',').collect();
     if backends.contains(&"gpu") {
         match device_copy_bandwidth() {

@@ -2,8 +2,9 @@
 # The GPU device check, in one run on a machine with a GPU (prepared for the H200 lent through
 # the device tool; not yet run): the GPU tests on the hardware adapter, then the end-to-end
 # remap of multi-GB tables on the GPU engine and on the CPU engine, as GB/s and next to the
-# copy baselines. Expects target/device from scripts/device_check_build.sh; writes a log to
-# $OUT (or /tmp) and prints the tables. With the device tool: command
+# copy baselines, then the same tables into GPU memory (the crate's `to_device`). Expects
+# target/device from scripts/device_check_build.sh; writes a log to $OUT (or /tmp) and
+# prints the tables. With the device tool: command
 # `bash scripts/device_check_run.sh`, carrying `target/device` and `.gl` (the Vulkan loader's
 # packages, fetched as the tool's README says), timeout 600 s.
 set -uo pipefail
@@ -39,6 +40,9 @@ echo "== end to end, CPU engine and GPU engine (its default VRAM budget), interl
 dir=/tmp/warmstart-device-bench
 timeout 420 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend cpu,gpu \
     --warmstart "$bin/warmstart" --dir "$dir" --keep || echo "!! bench failed"
+echo "== into GPU memory, in process: the CPU engine into mapped buffers against the GPU engine"
+timeout 120 "$bin/bench-end_to_end" --to-device --workloads 2m,lm --reps 3 --dir "$dir" ||
+    echo "!! to-device bench failed"
 echo "== the GPU engine's default VRAM budget and passes on the 8 GB table"
 (cd "$dir/8g" && "$OLDPWD/$bin/warmstart" run plan.toml --quiet --backend gpu \
     --output /tmp/warmstart-device-out.safetensors --report /tmp/warmstart-device-report.json &&
