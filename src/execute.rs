@@ -75,6 +75,16 @@ impl Plan {
         if target.is_dir() {
             return Err(bad("is a directory"));
         }
+        if path.as_os_str().as_encoded_bytes().last() == Some(&b'/') {
+            return Err(bad("ends with a '/': name a file"));
+        }
+        // A FIFO or a device would be replaced by a regular file.
+        if target.exists() && !target.is_file() {
+            return Err(bad("exists and is not a regular file"));
+        }
+        if let Err(e) = crate::writer::check_creatable(&target) {
+            return Err(bad(&format!("cannot be written in its directory: {e}")));
+        }
         for (input, role) in self.inputs() {
             if input.canonicalize().is_ok_and(|i| i == target) {
                 return Err(Error::OutputIsInput {

@@ -77,7 +77,8 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     let started = Instant::now();
-    let mut report = serde_json::json!({ "plan": args.plan, "dry_run": args.dry_run });
+    let mut report =
+        serde_json::json!({ "plan": args.plan.to_string_lossy(), "dry_run": args.dry_run });
     let result = execute(&args, &mut report);
     let code = match &result {
         Ok(()) => {
@@ -154,8 +155,8 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
         report_path,
         plan.inputs().iter().map(|(p, role)| (p.as_path(), *role)),
     )?;
-    report["checkpoint"] = serde_json::json!(plan.checkpoint());
-    report["output"] = serde_json::json!(output);
+    report["checkpoint"] = serde_json::json!(plan.checkpoint().to_string_lossy());
+    report["output"] = serde_json::json!(output.to_string_lossy());
     report["plan_sha256"] = serde_json::json!(plan.digest());
     report["variables"] = serde_json::json!(plan.variables());
 

@@ -42,12 +42,14 @@ impl VarsToWarmStart {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VocabInfo {
     /// The new vocabulary file, one token per line.
+    #[serde(serialize_with = "lossy")]
     pub new_vocab: PathBuf,
     /// Number of leading lines of `new_vocab` that form the new vocabulary.
     pub new_vocab_size: i64,
     /// OOV buckets appended after the vocabulary on `axis`, always freshly initialised.
     pub num_oov_buckets: i64,
     /// The vocabulary the checkpoint was trained with.
+    #[serde(serialize_with = "lossy")]
     pub old_vocab: PathBuf,
     /// Number of leading lines of `old_vocab` to use; -1 for the whole file (ignored for
     /// `axis = 1`, as in TensorFlow).
@@ -100,6 +102,7 @@ impl VocabInfo {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WarmStartSettings {
     /// The old checkpoint: a `.safetensors` file, a directory of shards or an index JSON.
+    #[serde(serialize_with = "lossy")]
     pub ckpt_to_initialize_from: PathBuf,
     /// Which variables to warm-start.
     pub vars_to_warm_start: VarsToWarmStart,
@@ -142,4 +145,10 @@ impl WarmStartSettings {
             .insert(variable.into(), prev_name.into());
         self
     }
+}
+
+/// Serializes a path as text, invalid UTF-8 replaced (serde's own refuses such a path, and the
+/// settings are serialized for the plan digest).
+fn lossy<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }

@@ -13,6 +13,9 @@
 
 mod common;
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
 use common::*;
 
 // ---------------------------------------------------------------------------------------
@@ -1049,6 +1052,125 @@ fn output_is_a_directory_with_trailing_slash() {
     let fx = Fixture::new();
     fx.mkdir("outdir");
     fx.refused(&["--output", "outdir/"], &["outdir", "directory"]);
+}
+
+#[test]
+fn output_in_a_directory_that_does_not_exist_yet_with_trailing_slash() {
+    let fx = Fixture::new();
+    fx.refused(
+        &["--output", "new.safetensors/"],
+        &["new.safetensors/", "'/'"],
+    );
+}
+
+/// A FIFO (or a device) would be replaced by a regular file.
+#[cfg(unix)]
+#[test]
+fn output_is_a_fifo() {
+    let fx = Fixture::new();
+    let fifo = std::ffi::CString::new(fx.path("fifo").into_os_string().into_encoded_bytes());
+    // SAFETY: a NUL-terminated path that `mkfifo` only reads.
+    assert_eq!(unsafe { libc::mkfifo(fifo.unwrap().as_ptr(), 0o644) }, 0);
+    fx.refused(&["--output", "fifo"], &["fifo", "not a regular file"]);
+}
+
+/// An output directory this process cannot write is refused while planning (a dry run too),
+/// not found out when the writing starts. As root, permission bits do not stop a write: the
+/// directory is made immutable instead (`FS_IOC_SETFLAGS`), which stops everyone.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_directory_cannot_be_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    fx.mkdir("locked");
+    let dir = fx.path("locked");
+    /// Unlocks the directory when the test ends, however it ends.
+    struct Locked(PathBuf);
+    impl Drop for Locked {
+        fn drop(&mut self) {
+            let _ = set_immutable(&self.0, false);
+            let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
+        }
+    }
+    let _guard = Locked(dir.clone());
+    // SAFETY: no arguments, no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        set_immutable(&dir, true).expect("an immutable directory (FS_IOC_SETFLAGS)");
+    } else {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    for dry in [&["--dry-run"][..], &[]] {
+        let args = [&["--output", "locked/out.safetensors"][..], dry].concat();
+        fx.refused(&args, &["locked/out.safetensors", "cannot be written"]);
+    }
+}
+
+/// Sets or clears a directory's immutable flag (ext4, xfs, btrfs, tmpfs: `chattr +i`).
+#[cfg(target_os = "linux")]
+fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let file = fs::File::open(path)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the ioctls read and write one `long` through the pointer, on an open file.
+    unsafe {
+        if libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        flags = if on {
+            flags | FS_IMMUTABLE_FL
+        } else {
+            flags & !FS_IMMUTABLE_FL
+        };
+        if libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS, &flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Paths that are not UTF-8 (Linux allows any byte but `/` and NUL in a name): a plan in
+/// such a directory, so that every path it names resolves under it, and such an output and
+/// report. They run as any other; serde refuses such a path, which used to panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn paths_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fixture::new();
+    let sub = fx.root().join(std::ffi::OsStr::from_bytes(b"d\xff"));
+    fs::create_dir(&sub).unwrap();
+    for f in [CKPT, MODEL, OLD_VOCAB, NEW_VOCAB, PLAN] {
+        fs::copy(fx.path(f), sub.join(f)).unwrap();
+    }
+    let out = sub.join(std::ffi::OsStr::from_bytes(b"o\xfe.safetensors"));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .current_dir(fx.root())
+        .arg("run")
+        .arg(sub.join(PLAN))
+        .args([
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--report",
+            "r.json",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let bytes = fs::read(&out).expect("output written");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid output");
+    assert_eq!(
+        f32s(st.tensor("emb").unwrap().data()),
+        [5., 6., 1., 2., 0., 0., 3., 4., 0., 0., 0., 0.]
+    );
+    let r = read_report(&fx, "r.json");
+    assert_eq!(r["outcome"]["status"], "ok", "{r:#}");
+    assert!(r["plan"].as_str().unwrap().contains('\u{FFFD}'), "{r:#}");
 }
 
 #[test]

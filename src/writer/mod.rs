@@ -64,6 +64,33 @@ pub fn resolve_target(path: &Path) -> Option<PathBuf> {
 }
 
 /// The directory `path` is in (`.` for a bare file name).
+/// Whether a file can be created beside `target` (the temporary file of an output): the
+/// directory is writable by this process, so that a read-only one is refused while planning
+/// rather than after it. On Linux `access(2)`, which also sees read-only mounts and immutable
+/// directories (that even root cannot write); elsewhere the directory's read-only flag.
+pub fn check_creatable(target: &Path) -> std::io::Result<()> {
+    let dir = parent_dir(target);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte"))?;
+        // SAFETY: `c` is a NUL-terminated path that `access` only reads.
+        match unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    match std::fs::metadata(dir)?.permissions().readonly() {
+        true => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the directory is read-only",
+        )),
+        false => Ok(()),
+    }
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

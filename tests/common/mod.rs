@@ -132,6 +132,8 @@ pub enum Node {
     Dir,
     /// A symbolic link and its target.
     Link(PathBuf),
+    /// Anything else (a FIFO, a socket, a device), never opened.
+    Other,
 }
 
 /// Every path under a directory (relative), with what it is.
@@ -149,8 +151,10 @@ pub fn snapshot(root: &Path) -> Snapshot {
             } else if meta.is_dir() {
                 out.insert(rel, Node::Dir);
                 walk(root, &path, out);
-            } else {
+            } else if meta.is_file() {
                 out.insert(rel, Node::File(fs::read(&path).unwrap()));
+            } else {
+                out.insert(rel, Node::Other);
             }
         }
     }
