@@ -295,6 +295,10 @@ fn keep_report(var: &Variable) -> VariableReport {
     }
 }
 
+/// Most positions of a vocabulary axis (`new_vocab_size + num_oov_buckets`): old rows are
+/// indexed in `u32`, whose largest value marks a position with no old row ([`MISSING`]).
+pub const MAX_VOCAB_AXIS: u64 = u32::MAX as u64 - 1;
+
 fn digest(settings: &WarmStartSettings, model: &Model) -> String {
     let non_trainable: Vec<&str> = model
         .variables()
@@ -331,13 +335,14 @@ fn check_vocab_info(name: &str, info: &VocabInfo) -> Result<()> {
             info.num_oov_buckets
         ));
     }
+    // The index vector has an entry per position of the axis, held in memory while planning.
     if info
         .new_vocab_size
         .checked_add(info.num_oov_buckets)
-        .is_none()
+        .is_none_or(|len| len > MAX_VOCAB_AXIS as i64)
     {
         return bad(format!(
-            "new_vocab_size + num_oov_buckets = {} + {} is too large",
+            "new_vocab_size + num_oov_buckets = {} + {} is too large: a vocabulary axis has at most {MAX_VOCAB_AXIS} entries",
             info.new_vocab_size, info.num_oov_buckets
         ));
     }
@@ -522,6 +527,17 @@ impl Planner<'_> {
         }
         let (new, old) = self.vocab_pair((&info.new_vocab, None), (&info.old_vocab, old_limit))?;
         let mut map = vocab::remap(&new, new_size, &old)?;
+        // (OOV buckets of a zero-width table cost no bytes of output, but an entry each here)
+        map.try_reserve_exact((new_size + oov).saturating_sub(map.len()))
+            .map_err(|_| {
+                Error::setting(
+                    info.new_vocab.display().to_string(),
+                    format!(
+                        "no memory for an index vector of {} entries",
+                        new_size + oov
+                    ),
+                )
+            })?;
         map.resize(new_size + oov, MISSING);
         let map: Arc<[u32]> = map.into();
         self.maps.insert(key, map.clone());

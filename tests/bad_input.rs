@@ -550,6 +550,20 @@ fn sizes_that_overflow() {
     fx.refused(&[], &["vocab.\"emb\"", "num_oov_buckets"]);
 }
 
+/// An axis longer than the index vector's u32 entries can address, even of a zero-width
+/// table (no bytes of output, but an entry per position while planning): it used to abort on
+/// a failed allocation of terabytes.
+#[test]
+fn vocabulary_axis_too_long() {
+    let fx = Fixture::new();
+    fx.write(
+        MODEL,
+        safetensors_bytes(&[("emb".to_string(), Dtype::F32, vec![1 << 40, 0], Vec::new())]),
+    );
+    vocab_setting(&fx, "num_oov_buckets", &((1u64 << 40) - 5).to_string());
+    fx.refused(&[], &["vocab.\"emb\"", "num_oov_buckets", "4294967294"]);
+}
+
 #[test]
 fn size_as_a_string() {
     let fx = Fixture::new();
