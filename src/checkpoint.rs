@@ -380,7 +380,11 @@ impl TensorData {
                     p.shape, first.shape
                 ));
             }
-            rows += p.shape[0];
+            rows = rows.checked_add(p.shape[0]).ok_or_else(|| {
+                format!(
+                    "the partitions of {name} have more rows in all than this machine can count"
+                )
+            })?;
             segments.extend(p.segments.iter().cloned());
         }
         let mut shape = first.shape.clone();
@@ -631,7 +635,11 @@ fn open_index(index_path: &Path) -> Result<Opened> {
     let text = std::fs::read_to_string(index_path).map_err(|e| Error::input(index_path, e))?;
     let parsed: IndexJson = serde_json::from_str(&text)
         .map_err(|e| Error::format(index_path, format!("invalid sharded index: {e}")))?;
-    let dir = index_path.parent().unwrap_or(Path::new("."));
+    // (the parent of a bare file name is "", which names no directory)
+    let dir = match index_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let root = dir.canonicalize().map_err(|e| Error::input(dir, e))?;
     let mut shard_of: BTreeMap<&str, usize> = BTreeMap::new();
     let mut files = Vec::new();

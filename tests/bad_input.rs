@@ -269,6 +269,46 @@ fn index_without_weight_map() {
     fx.refused(&[], &["model.safetensors.index.json", "weight_map"]);
 }
 
+/// The index named by a bare file name, the plan run from its directory: the index's
+/// directory is then "" (it failed with "cannot read : No such file or directory").
+#[test]
+fn index_given_as_a_bare_file_name_succeeds() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    for f in [
+        "shard1.safetensors",
+        "shard2.safetensors",
+        "model.safetensors.index.json",
+    ] {
+        fs::rename(fx.path(&format!("ckpt/{f}")), fx.path(f)).unwrap();
+    }
+    fx.edit_plan(
+        "checkpoint = \"ckpt\"",
+        "checkpoint = \"model.safetensors.index.json\"",
+    );
+    fx.write(CKPT, b"not used any more");
+    let out = fx.succeeds(&[]);
+    assert_eq!(f32s(&out["dense"].2), [100., 101., 102., 103., 104., 105.]);
+}
+
+/// Partitions whose rows add up past `usize::MAX` (zero-width, so the file is tiny): the sum
+/// used to wrap silently, and `z` to be planned as a table of 0 rows.
+#[test]
+fn partition_rows_that_overflow() {
+    let fx = Fixture::new();
+    let mut tensors = model_tensors();
+    for k in 0..2 {
+        tensors.push((
+            format!("z/part_{k}"),
+            Dtype::F32,
+            vec![1 << 63, 0],
+            Vec::new(),
+        ));
+    }
+    fx.write(MODEL, safetensors_bytes(&tensors));
+    fx.refused(&[], &[MODEL, "z", "rows"]);
+}
+
 #[test]
 fn index_given_as_the_checkpoint_path_naming_a_parent_file() {
     let fx = Fixture::new();
