@@ -346,7 +346,8 @@ fn check_vocab_info(name: &str, info: &VocabInfo) -> Result<()> {
             info.new_vocab_size, info.num_oov_buckets
         ));
     }
-    if info.old_vocab_size == 0 || info.old_vocab_size < -1 {
+    // (for axis 1 TensorFlow passes -1 whatever the value: it is not even checked)
+    if info.axis == 0 && (info.old_vocab_size == 0 || info.old_vocab_size < -1) {
         return bad(format!(
             "old_vocab_size must be -1 (the whole file) or positive, got {}",
             info.old_vocab_size

@@ -170,6 +170,29 @@ pub(crate) fn select(settings: &WarmStartSettings, model: &Model) -> Result<Vec<
 mod tests {
     use super::*;
 
+    /// A pattern tried on the plain name selects every partition (README, "Differences from
+    /// TensorFlow" 6): `emb(?!/part_0)` rejects `emb/part_0:0` but matches `emb`.
+    #[test]
+    fn a_match_on_the_plain_name_selects_all_partitions() {
+        use crate::dtype::Dtype;
+        use crate::model::{Model, Variable};
+        use crate::settings::{VarsToWarmStart, WarmStartSettings};
+        let model = Model::new(vec![Variable::partitioned(
+            "emb",
+            Dtype::F32,
+            vec![4, 2],
+            &[2, 2],
+        )])
+        .unwrap();
+        let pick = |p: &str| {
+            let settings = WarmStartSettings::new("ckpt")
+                .vars_to_warm_start(VarsToWarmStart::Regex(p.to_string()));
+            select(&settings, &model).unwrap()[0].partitions.clone()
+        };
+        assert_eq!(pick("emb(?!/part_0)"), [0, 1]);
+        assert_eq!(pick("emb/part_1"), [1]);
+    }
+
     #[test]
     fn python_match_semantics() {
         let r = PyRegex::prefix_match("v2[^/]", "t").unwrap();

@@ -145,7 +145,7 @@ fn line_starts(text: &[u8]) -> Vec<u32> {
                 k += 1;
             });
         });
-    if starts[total] as usize == text.len() {
+    if at_end(text, starts[total] as usize) {
         starts.truncate(total + 1);
     } else {
         // A last line without a newline still counts.
@@ -180,12 +180,19 @@ fn newlines(bytes: &[u8], mut found: impl FnMut(usize)) {
 fn line_starts_upto(text: &[u8], limit: usize) -> Vec<u32> {
     let mut starts = vec![0u32];
     let mut start = 0usize;
-    while start < text.len() && starts.len() <= limit {
+    while !at_end(text, start) && starts.len() <= limit {
         let end = memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
         start = end + 1;
         starts.push(start as u32);
     }
     starts
+}
+
+/// Whether a line starting at `start` is past the end of `text`: nothing left, or only a
+/// `\r`, which TensorFlow's line reader strips from a last line without a newline and then
+/// reads as the end of the file (not as an empty line).
+fn at_end(text: &[u8], start: usize) -> bool {
+    matches!(text.get(start..), None | Some([] | [b'\r']))
 }
 
 /// A line without its one trailing `\r`.

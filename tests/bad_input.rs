@@ -604,6 +604,24 @@ fn vocabulary_axis_too_long() {
     fx.refused(&[], &["vocab.\"emb\"", "num_oov_buckets", "4294967294"]);
 }
 
+/// A selected partition that holds only OOV rows still needs the variable's checkpoint
+/// tensor: the variable is validated whole (TensorFlow initialises such a partition without
+/// reading the checkpoint; README, "Differences from TensorFlow").
+#[test]
+fn oov_only_partition_still_needs_the_checkpoint_tensor() {
+    let fx = Fixture::new();
+    let mut tensors = vec![f32_tensor("emb/part_0", &[5, 2], -1.0)];
+    tensors.push(f32_tensor("emb/part_1", &[1, 2], -1.0));
+    tensors.push(f32_tensor("dense", &[2, 3], -2.0));
+    fx.write(MODEL, safetensors_bytes(&tensors));
+    fx.write(
+        CKPT,
+        safetensors_bytes(&[f32_tensor("dense", &[2, 3], 100.0)]),
+    );
+    fx.plan("vars_to_warm_start = \"emb/part_1\"", "");
+    fx.refused(&[], &["emb", CKPT]);
+}
+
 #[test]
 fn size_as_a_string() {
     let fx = Fixture::new();

@@ -579,6 +579,22 @@ def cases():
         check={"fruit_output_layer": np.array(
             [[.3, .5, 0], [.8, 1, 0], [1.2, 1.5, 0], [2.3, 2, 0]], F32)}))
 
+    for size, label in [(0, "zero"), (-2, "minus_2")]:
+        add(Case(
+            "vocab_cols_old_vocab_size_%s_ignored" % label,
+            "axis 1 with old_vocab_size = %d: TF ignores old_vocab_size for columns (it passes "
+            "-1 to the remapping), so even a value it refuses for rows is accepted and the "
+            "result is the same as with the whole old vocab." % size,
+            ["vocab_cols", "axis1", "old_vocab_size_ignored_axis1"],
+            old=[Var("fruit_output_layer", COL_CKPT)],
+            new=[Var("fruit_output_layer", full([4, 3], -1.))],
+            files={"old_vocab.txt": vocab_bytes(["apple", "orange"]),
+                   "new_vocab.txt": vocab_bytes(["orange", "apple", "banana"])},
+            vocab={"fruit_output_layer": Vocab("new_vocab.txt", 3, 0, "old_vocab.txt",
+                                               old_vocab_size=size, axis=1)},
+            check={"fruit_output_layer": np.array(
+                [[.3, .5, 0], [.8, 1, 0], [1.2, 1.5, 0], [2.3, 2, 0]], F32)}))
+
     # ---------------------------------------------------------------- embeddings
     emb_old = np.array([[.5, .4], [1., 1.1], [2., 2.2], [3., 3.3]], F32)
     add(Case(
@@ -909,6 +925,19 @@ def cases():
                "new_vocab.txt": vocab_bytes(FRUIT_NEW)},
         vocab=fw_vocab(), expect="tf_error", match="old_vocab.txt"))
 
+    for which in ["new", "old"]:
+        tokens = FRUIT_NEW if which == "new" else FRUIT_OLD
+        files = dict(fw_files)
+        files["%s_vocab.txt" % which] = vocab_bytes(tokens, trailing=True) + b"\r"
+        add(Case(
+            "vocab_rows_%s_vocab_ends_with_a_bare_cr" % which,
+            "The %s vocab ends with \"\\n\\r\": TF's line reader strips the \"\\r\" of "
+            "the last line, which is then empty and read as the end of the file, not as an "
+            "empty line." % which,
+            ["vocab_rows", "crlf"],
+            old=fw_old, new=fw_new, files=files, vocab=fw_vocab(),
+            check={"fruit_weights": np.array([[2], [1.5], [1], [.5], [0]], F32)}))
+
     add(Case(
         "error_old_vocab_duplicate_token",
         "The old vocab holds \"banana\" twice inside the window (even though nothing needs "
@@ -967,6 +996,22 @@ def cases():
                                        backup=constant(0.25))}),
         to_tool=flatten_bias,
         check={"fruit_bias": np.array([2, 1.5, 1, .5, .25, .25], F32)}))
+
+    add(Case(
+        "differs_vocab_old_tensor_1d",
+        "A 1-D checkpoint tensor (an old bias [4]) for a [5, 1] vocab variable. TF's remapping "
+        "needs a rank-2 old tensor and fails; the tool reads it as [4, 1], as it does 1-D "
+        "variables. Expected = TF on the old tensor as [4, 1].",
+        ["vocab_1d", "vocab_rows", "differs"],
+        old=[Var("fruit_weights", FRUIT_WEIGHTS[:, 0])], new=fw_new, files=fw_files,
+        vocab=fw_vocab(), expect="differs",
+        differs_from_tf="a 1-D checkpoint tensor is read as [n, 1]",
+        tf_variant=Case("differs_vocab_old_tensor_1d", "", [], old=fw_old, new=fw_new,
+                        vocab=fw_vocab()),
+        # only the old tensor is [4, 1]; the variable and the result are [5, 1]
+        to_tool=lambda d: {k: (v.reshape(-1) if v.shape == (4, 1) else v)
+                           for k, v in d.items()},
+        check={"fruit_weights": np.array([[2], [1.5], [1], [.5], [0]], F32)}))
 
     def as_f64(d):
         return {k: v.astype(np.float64) for k, v in d.items()}
