@@ -752,7 +752,11 @@ impl GpuEngine {
             return Err(Error::Gpu("readback buffer missing".into()));
         };
         if let Err(e) = rb.wait_mapped(&self.gpu) {
+            // Its map request may still complete: new buffers are made on next use (the
+            // chunk buffer too, which is the mapped one with unified memory), as `recover`
+            // does for slots still pending, which this one no longer is.
             slot.readback = None;
+            slot.out = None;
             return Err(e);
         }
         let result = match rb
