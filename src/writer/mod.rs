@@ -4,6 +4,7 @@
 //! flushed to disk and renamed into place only after everything succeeded.
 
 mod staged;
+mod temp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -98,13 +99,14 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// An output being written: a temporary file beside the target, renamed into place by
-/// [`OutputFile::commit`]. Dropped without commit, it is deleted and the target untouched.
-/// Bytes are appended through [`Sink`].
+/// An output being written: a temporary file beside the target (unnamed where the system
+/// allows, see `temp.rs`), renamed into place by [`OutputFile::commit`]. Dropped without
+/// commit, it is deleted and the target untouched; a process killed before the commit leaves
+/// nothing behind where the file is unnamed. Bytes are appended through [`Sink`].
 pub struct OutputFile {
     // Dropped first: its thread stops before the temporary file is deleted.
     writer: staged::StagedWriter,
-    tmp: tempfile::NamedTempFile,
+    tmp: temp::TempFile,
     path: PathBuf,
     written: u64,
 }
@@ -112,28 +114,23 @@ pub struct OutputFile {
 impl OutputFile {
     /// Creates the temporary file in `path`'s directory.
     pub fn create(path: &Path) -> Result<Self> {
-        Self::create_with(path, true)
+        Self::create_with(path, true, true)
     }
 
-    /// [`OutputFile::create`], with direct I/O (where available) or through the page cache.
-    fn create_with(path: &Path, direct: bool) -> Result<Self> {
+    /// [`OutputFile::create`], with direct I/O (where available) or through the page cache,
+    /// and with an unnamed temporary file (where available) or a named one.
+    fn create_with(path: &Path, direct: bool, unnamed: bool) -> Result<Self> {
         let dir = parent_dir(path);
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".warmstart-").suffix(".tmp");
+        let tmp = temp::TempFile::create(dir, unnamed).map_err(|e| Error::output(dir, e))?;
         // The output gets the permissions a new file gets (0o666 less the umask) or, when it
-        // replaces a file, that file's; not the temporary file's owner-only 0o600.
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let tmp = builder
-            .tempfile_in(dir)
-            .map_err(|e| Error::output(dir, e))?;
+        // replaces a file, that file's; not a temporary file's usual owner-only 0o600.
         if let Ok(existing) = std::fs::metadata(path) {
-            tmp.as_file()
+            tmp.file()
                 .set_permissions(existing.permissions())
-                .map_err(|e| Error::output(tmp.path(), e))?;
+                .map_err(|e| Error::output(&tmp.path(), e))?;
         }
-        let writer = staged::StagedWriter::start(tmp.as_file(), direct)
-            .map_err(|e| Error::output(tmp.path(), e))?;
+        let writer = staged::StagedWriter::start(tmp.file(), direct)
+            .map_err(|e| Error::output(&tmp.path(), e))?;
         Ok(OutputFile {
             writer,
             tmp,
@@ -152,16 +149,15 @@ impl OutputFile {
         let OutputFile {
             tmp, path, writer, ..
         } = self;
-        let len = writer.finish().map_err(|e| Error::output(tmp.path(), e))?;
+        let len = writer.finish().map_err(|e| Error::output(&tmp.path(), e))?;
         // The last block was padded to the direct-I/O alignment.
-        tmp.as_file()
+        tmp.file()
             .set_len(len)
-            .map_err(|e| Error::output(tmp.path(), e))?;
-        tmp.as_file()
+            .map_err(|e| Error::output(&tmp.path(), e))?;
+        tmp.file()
             .sync_all()
-            .map_err(|e| Error::output(tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| Error::output(&path, e.error))?;
+            .map_err(|e| Error::output(&tmp.path(), e))?;
+        tmp.persist(&path).map_err(|e| Error::output(&path, e))?;
         // Make the rename durable; not every platform can open a directory.
         if let Ok(d) = std::fs::File::open(parent_dir(&path)) {
             let _ = d.sync_all();
@@ -174,7 +170,7 @@ impl Sink for OutputFile {
     fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()> {
         self.writer
             .append(len, fill)
-            .map_err(|e| Error::output(self.tmp.path(), e))?;
+            .map_err(|e| Error::output(&self.tmp.path(), e))?;
         self.written += len as u64;
         Ok(())
     }
@@ -205,6 +201,20 @@ mod tests {
         assert_eq!(m.metadata().as_ref().unwrap()["k"], "v \"quoted\"");
     }
 
+    /// A run that reaches neither the commit nor the drop (a killed process) leaves nothing in
+    /// the directory: the temporary file has no name until the commit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_abandoned_output_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = OutputFile::create(&dir.path().join("out")).unwrap();
+        out.write(&[7u8; 10_000]).unwrap();
+        // (leaks the file and the writer's thread: no cleanup runs, as in a killed process)
+        std::mem::forget(out);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     #[test]
     fn both_modes_write_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -212,9 +222,9 @@ mod tests {
         let data: Vec<u8> = (0..(40 << 20) + 4097u32)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        for direct in [true, false] {
-            let target = dir.path().join(format!("out-{direct}"));
-            let mut out = OutputFile::create_with(&target, direct).unwrap();
+        for (direct, unnamed) in [(true, true), (false, true), (true, false), (false, false)] {
+            let target = dir.path().join(format!("out-{direct}-{unnamed}"));
+            let mut out = OutputFile::create_with(&target, direct, unnamed).unwrap();
             out.write(&data[..5]).unwrap();
             out.write(&data[5..1000]).unwrap();
             // Produced in place, in pieces that do not line up with the staging buffers.
@@ -225,7 +235,10 @@ mod tests {
             .unwrap();
             assert_eq!(out.written(), data.len() as u64);
             out.commit().unwrap();
-            assert!(std::fs::read(&target).unwrap() == data, "direct = {direct}");
+            assert!(
+                std::fs::read(&target).unwrap() == data,
+                "direct = {direct}, unnamed = {unnamed}"
+            );
         }
     }
 

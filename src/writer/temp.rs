@@ -1,0 +1,130 @@
+//! The output's temporary file. On Linux it is an unnamed file (`O_TMPFILE`) in the target's
+//! directory, given a name only when the output is committed: a run that never gets there
+//! (killed, out of memory, a machine that loses power) leaves nothing behind, and the kernel
+//! frees its blocks. Elsewhere, or where the filesystem has no unnamed files, it is a named
+//! `.warmstart-*.tmp` file, deleted when dropped (which a killed process cannot do).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A temporary file beside an output.
+pub(super) enum TempFile {
+    /// Unnamed, in `dir`, reachable through `/proc/self/fd` until linked.
+    #[cfg(target_os = "linux")]
+    Unnamed { file: File, dir: PathBuf },
+    /// Named, deleted on drop.
+    Named(tempfile::NamedTempFile),
+}
+
+impl TempFile {
+    /// A temporary file in `dir`, unnamed where possible (and `unnamed`), created with the
+    /// permissions a new file gets (0o666 less the umask).
+    pub(super) fn create(dir: &Path, unnamed: bool) -> std::io::Result<TempFile> {
+        #[cfg(target_os = "linux")]
+        if unnamed && Path::new("/proc/self/fd").is_dir() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o666)
+                .open(dir);
+            match file {
+                Ok(file) => {
+                    return Ok(TempFile::Unnamed {
+                        file,
+                        dir: dir.to_path_buf(),
+                    })
+                }
+                // a filesystem without unnamed files (or a kernel before 3.11): a named one
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = unnamed;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".warmstart-").suffix(".tmp");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        builder.tempfile_in(dir).map(TempFile::Named)
+    }
+
+    /// The open file.
+    pub(super) fn file(&self) -> &File {
+        match self {
+            #[cfg(target_os = "linux")]
+            TempFile::Unnamed { file, .. } => file,
+            TempFile::Named(tmp) => tmp.as_file(),
+        }
+    }
+
+    /// What to call the file in an error message.
+    pub(super) fn path(&self) -> PathBuf {
+        match self {
+            #[cfg(target_os = "linux")]
+            TempFile::Unnamed { dir, .. } => dir.join("(unnamed temporary file)"),
+            TempFile::Named(tmp) => tmp.path().to_path_buf(),
+        }
+    }
+
+    /// Gives the file the name `target`, replacing what is there (in one rename). An unnamed
+    /// file is first linked under a fresh temporary name, then renamed: the name exists only
+    /// between the two calls.
+    pub(super) fn persist(self, target: &Path) -> std::io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            TempFile::Unnamed { file, dir } => {
+                let name = link_unnamed(&file, &dir)?;
+                std::fs::rename(&name, target).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&name);
+                })
+            }
+            TempFile::Named(tmp) => tmp.persist(target).map(drop).map_err(|e| e.error),
+        }
+    }
+}
+
+/// Links the unnamed `file` into `dir` under a fresh `.warmstart-*.tmp` name, and returns it.
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, dir: &Path) -> std::io::Result<PathBuf> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte"))
+    };
+    let from = cstr(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for attempt in 0..100 {
+        let name = dir.join(format!(
+            ".warmstart-{}-{stamp:x}-{attempt}.tmp",
+            std::process::id()
+        ));
+        let to = cstr(&name)?;
+        // SAFETY: two NUL-terminated paths that linkat only reads.
+        let linked = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if linked == 0 {
+            return Ok(name);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free temporary name",
+    ))
+}
