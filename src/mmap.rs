@@ -24,6 +24,11 @@ impl MappedFile {
     /// for the contract the caller accepts.
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::input(path, e))?;
+        // (mapping one fails with "No such device", which does not say what is wrong)
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory");
+            return Err(Error::input(path, e));
+        }
         // SAFETY: read-only map of a file the caller promises not to modify or truncate
         // while the map lives (documented on the type and in the crate docs).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::input(path, e))?;

@@ -349,6 +349,14 @@ fn model_missing() {
 }
 
 #[test]
+fn old_vocab_is_a_directory() {
+    let fx = Fixture::new();
+    fs::remove_file(fx.path(OLD_VOCAB)).unwrap();
+    fx.mkdir(OLD_VOCAB);
+    fx.refused(&[], &[OLD_VOCAB, "is a directory"]);
+}
+
+#[test]
 fn new_vocab_missing() {
     let fx = Fixture::new();
     std::fs::remove_file(fx.path(NEW_VOCAB)).unwrap();
