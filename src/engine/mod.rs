@@ -60,7 +60,9 @@ pub trait Engine {
     fn name(&self) -> String;
 
     /// Produces the bytes of `job`'s output tensor, in order, into `sink`. Stops at the
-    /// first error of the sink.
+    /// first error of the sink. On an error, what the sink has received is incomplete and,
+    /// from a GPU (whose failures surface when its queue is next checked), possibly wrong:
+    /// discard it, as the file writer does.
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()>;
 
     /// Passes made so far over old tables too large for the engine's memory budget (see
