@@ -616,8 +616,9 @@ fn scattered_maps_over_tables_larger_than_the_budget() {
 }
 
 /// With `import` (on the software driver) windows come from the mapped files and take no
-/// budget, so the table fits and no groups are needed; without, the groups run, each a pass
-/// over the table that the engine counts.
+/// budget, so the table fits and no groups are needed; without, or for rows that are not
+/// whole words (which are copied), the groups run, each a pass over the table that the
+/// engine counts.
 fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
     let Some(mut engine) = gpu(GpuOptions::new()
         .max_binding_bytes(8192)
@@ -667,7 +668,8 @@ fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
             let before = engine.passes();
             assert_matches(&job, &expected, &run(&mut engine, &job), &describe(&job));
             let passes = engine.passes() - before;
-            if engine.imports_host_memory() {
+            // (rows of 18 bytes, not whole words, cannot be imported: those are copied)
+            if engine.imports_host_memory() && (cols * dtype.size()).is_multiple_of(4) {
                 assert_eq!(passes, 0, "{}", describe(&job));
             } else {
                 // chunks of 600 bytes, groups of a few: many passes over the table

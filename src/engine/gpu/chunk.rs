@@ -232,8 +232,8 @@ impl Layout {
         };
         let binding = limits.binding - if lead_align > 1 { lead_align } else { 0 };
         // Windows imported from the mapped files (leads on) take no device memory: the table
-        // fits, however large.
-        let imported = lead_align > 1;
+        // fits, however large. Not a table whose windows cannot be imported (they are copied).
+        let imported = lead_align > 1 && importable(job, old_row_bytes);
         let budget = if imported {
             u64::MAX
         } else {
@@ -384,10 +384,7 @@ impl Layout {
 /// (the kernels skip leads in whole words).
 fn leads(job: &RemapJob, row_bytes: usize, window_rows: usize, align: u64) -> Vec<u32> {
     let old = &job.old;
-    let aligned = old
-        .pieces(0..old.byte_len())
-        .all(|p| (p.as_ptr() as usize).is_multiple_of(4));
-    if align <= 1 || !row_bytes.is_multiple_of(4) || !aligned || row_bytes == 0 {
+    if align <= 1 || !importable(job, row_bytes) {
         return Vec::new();
     }
     let window_bytes = window_rows * row_bytes;
@@ -401,6 +398,15 @@ fn leads(job: &RemapJob, row_bytes: usize, window_rows: usize, align: u64) -> Ve
             (first % align) as u32
         })
         .collect()
+}
+
+/// Whether windows of `job`'s old table, rows of `row_bytes`, can be the mapped files' own
+/// pages: rows of whole words, starting on a word in memory (the kernels skip leads in whole
+/// words). Windows that also lie in one file each are imported, the others copied.
+fn importable(job: &RemapJob, row_bytes: usize) -> bool {
+    row_bytes > 0
+        && row_bytes.is_multiple_of(4)
+        && (job.old.pieces(0..job.old.byte_len())).all(|p| (p.as_ptr() as usize).is_multiple_of(4))
 }
 
 /// The average bytes of a run of rows with a source whose sources are consecutive old rows:
@@ -876,6 +882,23 @@ mod tests {
         assert_eq!(imported.window_rows, ((1 << 20) - 64) / 16);
         let first = j.old.pieces(0..1).next().unwrap().as_ptr() as u64;
         assert_eq!(imported.lead(0), first % 64);
+    }
+
+    /// A table whose windows cannot be imported (rows of 6 bytes, not whole words) is
+    /// budgeted as copied even where leads are on: over the budget it does not fit, and a
+    /// scattered map then streams it once per group of chunks rather than once per chunk.
+    #[test]
+    fn tables_that_cannot_be_imported_are_budgeted() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 f16 = 6-byte rows, 2000 rows (12000 bytes, over the 1000-byte budget), reversed
+        let j = job(dir.path(), 3, 2000, Some((0..2000).rev().collect()));
+        let leads = Limits {
+            lead_align: 64,
+            ..LIMITS
+        };
+        let l = Layout::new(&j, &leads).unwrap();
+        assert!(l.scattered && !l.fits);
+        assert_eq!(l.lead(0), 0);
     }
 
     /// A scattered map over many imported windows grows chunks (one dispatch per window
