@@ -117,7 +117,40 @@ struct HeaderJson {
     #[serde(rename = "__metadata__")]
     metadata: Option<BTreeMap<String, String>>,
     #[serde(flatten)]
-    tensors: HashMap<String, safetensors::tensor::TensorInfo>,
+    tensors: TensorEntries,
+}
+
+/// The tensors of a header, in the order written. A name given twice is refused: a JSON
+/// reader keeps one of the two, and which one a consumer sees would depend on the reader.
+struct TensorEntries(Vec<(String, safetensors::tensor::TensorInfo)>);
+
+impl<'de> serde::Deserialize<'de> for TensorEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = TensorEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("tensors")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<TensorEntries, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut entries = Vec::new();
+                while let Some((name, info)) = map.next_entry::<String, _>()? {
+                    if !seen.insert(name.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "tensor {name:?} is named twice"
+                        )));
+                    }
+                    entries.push((name, info));
+                }
+                Ok(TensorEntries(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }
 
 /// A validated safetensors header.
@@ -158,7 +191,7 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         .map_err(|e| format!("header is not valid safetensors JSON: {e}"))?;
     let mut header = Header {
         metadata: json.metadata,
-        tensors: json.tensors.into_iter().collect(),
+        tensors: json.tensors.0,
         data_start,
     };
     header

@@ -112,6 +112,11 @@ broken_safetensors! {
     }, ["data_offsets"];
     /// `__metadata__` values must be strings.
     metadata_not_strings: |_: &[u8]| raw_safetensors(r#"{"__metadata__":{"step":3}}"#, &[]), ["JSON"];
+    /// A tensor named twice (identical entries, so that the byte ranges alone would pass).
+    tensor_named_twice: |_: &[u8]| {
+        let entry = r#""emb":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+        raw_safetensors(&format!("{{{entry},{entry}}}"), &[0; 8])
+    }, ["\"emb\"", "twice"];
     /// The header is JSON, but not an object of tensors.
     header_not_an_object: |_: &[u8]| raw_safetensors("[1, 2, 3]", &[]), ["JSON"];
     /// data_offsets end past the data (shape and byte count agree).
