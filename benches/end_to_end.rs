@@ -88,6 +88,13 @@ fn workloads(ram: u64) -> Vec<Workload> {
             bf16: false,
             kept_percent: 90,
         },
+        Workload {
+            name: "8g",
+            rows: 16 << 20,
+            cols: 128,
+            bf16: false,
+            kept_percent: 90,
+        },
     ]
 }
 
