@@ -70,13 +70,15 @@ impl FloatType {
         }
     }
 
-    /// Little-endian bits of a constant given as f64, rounded once to nearest even.
+    /// Little-endian bits of a constant given as f64, rounded once to nearest even. (Not
+    /// `half`'s `from_f64`: it rounds through f32 on x86 with F16C, and truncates the low bits
+    /// of the f64 elsewhere, so a value near a tie could round either way by CPU.)
     pub fn bits_from_f64(self, value: f64) -> u64 {
         match self {
             Self::F32 => (value as f32).to_bits() as u64,
             Self::F64 => value.to_bits(),
-            Self::F16 => f16::from_f64(value).to_bits() as u64,
-            Self::BF16 => bf16::from_f64(value).to_bits() as u64,
+            Self::F16 => f16::from_f32(f32_round_to_odd(value)).to_bits() as u64,
+            Self::BF16 => bf16::from_f32(f32_round_to_odd(value)).to_bits() as u64,
         }
     }
 
@@ -91,9 +93,59 @@ impl FloatType {
     }
 }
 
+/// `value` in f32, rounded toward zero with the last bit set if that lost anything (round to
+/// odd): rounding the result to nearest even in a type of at least two fewer significand
+/// bits (f16: 11, bf16: 8, against f32's 24) gives what rounding `value` itself would.
+fn f32_round_to_odd(value: f64) -> f32 {
+    let near = value as f32;
+    if !value.is_finite() || near as f64 == value {
+        return near;
+    }
+    // the f32 neighbour toward zero (sign and magnitude: one less in the bits)
+    let toward_zero = match (near as f64).abs() > value.abs() {
+        true => f32::from_bits(near.to_bits() - 1),
+        false => near,
+    };
+    f32::from_bits(toward_zero.to_bits() | 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Constants near a tie of f16 or bf16 round once: the expected bits are exact rational
+    /// round-to-nearest-even of each f64 (numpy's float64-to-float16 cast agrees for f16).
+    #[test]
+    fn constants_from_f64_round_once() {
+        let cases: [(f64, u64, u64); 8] = [
+            // value, f16 bits, bf16 bits
+            (1.0 + 3.0 * 2f64.powi(-11) - 2f64.powi(-30), 0x3C01, 0x3F80),
+            (1.0 + 2f64.powi(-11) + 2f64.powi(-40), 0x3C01, 0x3F80),
+            (1.0 + 2f64.powi(-8) + 2f64.powi(-40), 0x3C04, 0x3F81),
+            (1.0 + 2f64.powi(-8) - 2f64.powi(-40), 0x3C04, 0x3F80),
+            (0.1, 0x2E66, 0x3DCD),
+            (-2.5, 0xC100, 0xC020),
+            (1e-6, 0x0011, 0x3586),
+            (65519.99, 0x7BFF, 0x4780),
+        ];
+        for (value, f16, bf16) in cases {
+            assert_eq!(FloatType::F16.bits_from_f64(value), f16, "f16 of {value:?}");
+            assert_eq!(
+                FloatType::BF16.bits_from_f64(value),
+                bf16,
+                "bf16 of {value:?}"
+            );
+        }
+        assert_eq!(
+            FloatType::F16.bits_from_f64(65520.0),
+            0x7C00,
+            "rounds to infinity"
+        );
+        assert_eq!(FloatType::BF16.bits_from_f64(3e38), 0x7F62);
+        assert_eq!(FloatType::BF16.bits_from_f64(1e300), 0x7F80);
+        assert_eq!(FloatType::F16.bits_from_f64(-1e-30), 0x8000);
+        assert_eq!(FloatType::BF16.bits_from_f64(1e-50), 0x0000);
+    }
 
     #[test]
     fn conversions_round_to_nearest_even() {

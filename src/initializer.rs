@@ -30,7 +30,9 @@ pub enum Initializer {
         /// The value, rounded once to the variable's dtype.
         value: f64,
     },
-    /// Uniform in `[minval, maxval)`: `minval + u * (maxval - minval)` in f32.
+    /// Uniform in `[minval, maxval)`: `minval + u * (maxval - minval)` in f32, with `u` in
+    /// `[0, 1)` (the f32 arithmetic can still round a value up to `maxval`, as TensorFlow's
+    /// same formula can).
     RandomUniform {
         /// Lower bound (default 0).
         #[serde(default)]
