@@ -1,4 +1,4 @@
-//! The crate's only `unsafe` file access: read-only memory maps of input files, and asking
+//! The crate's only `unsafe` access to input files: read-only memory maps of them, and asking
 //! which of their pages are in the page cache.
 
 use std::fs::File;

@@ -21,8 +21,8 @@
 //! `GOLDEN_CASE=name1,name2` restricts the run to cases whose names contain one of the
 //! comma-separated substrings.
 //!
-//! Only std, `safetensors` and `tempfile` are used, so this file compiles whatever the state of
-//! the crate's library code.
+//! Besides std, `safetensors` and `tempfile`, it uses the library only to ask whether a GPU
+//! engine can start; everything else goes through the CLI binary.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
