@@ -40,7 +40,10 @@ fn meminfo_field(text: &str, field: &str) -> Option<u64> {
 
 /// The limit, and the usage other than page cache, of the memory cgroup named in `groups` (a
 /// `/proc/self/cgroup` text), under the cgroup file systems mounted at `root`: `None`
-/// without a limit.
+/// without a limit. A limit set on an enclosing cgroup counts too (v1 reports it as
+/// `hierarchical_memory_limit`; in v2 the ancestors are read, and the one with the least room
+/// is the limit), and in a container without a cgroup namespace, whose own v1 cgroup is
+/// mounted at the root while `/proc/self/cgroup` names it by its host path, the root's.
 fn cgroup_limit(groups: &str, root: &Path) -> Option<(u64, u64)> {
     let read = |path: &Path| -> Option<u64> { read_to_string(path).ok()?.trim().parse().ok() };
     // A counter of a memory.stat file, 0 where missing.
@@ -50,36 +53,52 @@ fn cgroup_limit(groups: &str, root: &Path) -> Option<(u64, u64)> {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(0)
     };
+    // v1 and v2 report "no limit" as a huge number and as "max" (which does not parse).
+    let limited = |limit: u64| limit < 1 << 60;
     for line in groups.lines() {
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
         let path = path.trim_start_matches('/');
-        let (limit, usage) = if controllers.split(',').any(|c| c == "memory") {
-            let dir = root.join("memory").join(path);
-            let cache = stat(&dir.join("memory.stat"), "total_cache");
-            (
-                read(&dir.join("memory.limit_in_bytes")),
-                read(&dir.join("memory.usage_in_bytes")).map(|u| u.saturating_sub(cache)),
-            )
-        } else if controllers.is_empty() {
-            // cgroup v2 ("max" does not parse: no limit), mounted at the root or beside v1.
-            let dir = [root.to_path_buf(), root.join("unified")]
+        if controllers.split(',').any(|c| c == "memory") {
+            let dir = [root.join("memory").join(path), root.join("memory")]
                 .into_iter()
-                .map(|r| r.join(path))
-                .find(|d| d.join("memory.max").exists());
+                .find(|d| d.join("memory.limit_in_bytes").exists());
             let Some(dir) = dir else { continue };
-            let cache = stat(&dir.join("memory.stat"), "file");
-            (
-                read(&dir.join("memory.max")),
-                read(&dir.join("memory.current")).map(|u| u.saturating_sub(cache)),
-            )
-        } else {
-            continue;
-        };
-        // v1 reports "no limit" as a huge number.
-        if let (Some(limit), Some(usage)) = (limit, usage) {
-            if limit < 1 << 60 {
-                return Some((limit, usage));
+            let stats = dir.join("memory.stat");
+            let mut limit = read(&dir.join("memory.limit_in_bytes"));
+            let hierarchical = stat(&stats, "hierarchical_memory_limit");
+            if hierarchical > 0 {
+                limit = limit.map(|l| l.min(hierarchical));
+            }
+            let cache = stat(&stats, "total_cache");
+            let usage = read(&dir.join("memory.usage_in_bytes")).map(|u| u.saturating_sub(cache));
+            if let (Some(limit), Some(usage)) = (limit, usage) {
+                if limited(limit) {
+                    return Some((limit, usage));
+                }
+            }
+        } else if controllers.is_empty() {
+            // cgroup v2, mounted at the root or beside v1 (`unified`)
+            let Some(base) = [root.to_path_buf(), root.join("unified")]
+                .into_iter()
+                .find(|b| b.join(path).join("memory.max").exists())
+            else {
+                continue;
+            };
+            let dir = base.join(path);
+            // the cgroup and its ancestors below the root, the one with the least room
+            let tightest = dir
+                .ancestors()
+                .take_while(|d| d.starts_with(&base) && *d != base)
+                .filter_map(|d| {
+                    let limit = read(&d.join("memory.max")).filter(|&l| limited(l))?;
+                    let cache = stat(&d.join("memory.stat"), "file");
+                    let usage = read(&d.join("memory.current"))?.saturating_sub(cache);
+                    Some((limit, usage))
+                })
+                .min_by_key(|&(limit, usage)| limit.saturating_sub(usage));
+            if tightest.is_some() {
+                return tightest;
             }
         }
     }
@@ -140,5 +159,56 @@ mod tests {
         assert_eq!(cgroup_limit("0::/top\n", root.path()), None);
         // Nothing mounted where the text points.
         assert_eq!(cgroup_limit("0::/elsewhere\n", root.path()), None);
+    }
+
+    /// Limits set above the process's own cgroup, and a v1 cgroup mounted at the root of a
+    /// container that names it by its host path.
+    #[test]
+    fn cgroup_limits_of_enclosing_groups() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        // v1: no limit of its own, 2 GiB on an enclosing group.
+        write("memory/a/b/memory.limit_in_bytes", "9223372036854771712\n");
+        write("memory/a/b/memory.usage_in_bytes", "1000\n");
+        write(
+            "memory/a/b/memory.stat",
+            "hierarchical_memory_limit 2147483648\ntotal_cache 400\n",
+        );
+        assert_eq!(
+            cgroup_limit("3:memory:/a/b\n", root.path()),
+            Some((2 << 30, 600))
+        );
+        // v1 in a container: /proc/self/cgroup gives the host path, the container's own cgroup
+        // is the mount's root.
+        let inside = tempfile::tempdir().unwrap();
+        let p = inside.path().join("memory");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("memory.limit_in_bytes"), "4096\n").unwrap();
+        std::fs::write(p.join("memory.usage_in_bytes"), "1024\n").unwrap();
+        assert_eq!(
+            cgroup_limit("3:memory:/docker/0123abcd\n", inside.path()),
+            Some((4096, 1024))
+        );
+        // v2: a service without a limit in a slice limited to 5000 bytes, whose subtree uses
+        // 3000 (1000 of it page cache).
+        write("slice/svc/memory.max", "max\n");
+        write("slice/svc/memory.current", "100\n");
+        write("slice/memory.max", "5000\n");
+        write("slice/memory.current", "3000\n");
+        write("slice/memory.stat", "anon 2000\nfile 1000\n");
+        assert_eq!(
+            cgroup_limit("0::/slice/svc\n", root.path()),
+            Some((5000, 2000))
+        );
+        // both limited: the one with the least room (the service: 900 left of 1000)
+        write("slice/svc/memory.max", "1000\n");
+        assert_eq!(
+            cgroup_limit("0::/slice/svc\n", root.path()),
+            Some((1000, 100))
+        );
     }
 }
