@@ -432,6 +432,17 @@ fn to_device(dir: &Path, reps: usize) -> (f64, f64, String) {
     (median(uploaded), median(remapped), name)
 }
 
+/// The workload `name` of `all`, generated under `dir` if it is not there yet, and its folder.
+fn prepare<'a>(all: &'a [Workload], name: &str, dir: &Path) -> (&'a Workload, PathBuf) {
+    let w = all
+        .iter()
+        .find(|w| w.name == name)
+        .unwrap_or_else(|| panic!("no workload {name}"));
+    let wdir = dir.join(w.name);
+    w.generate(&wdir);
+    (w, wdir)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -488,12 +499,7 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|");
         for name in names.split(',') {
-            let w = all
-                .iter()
-                .find(|w| w.name == name)
-                .unwrap_or_else(|| panic!("no workload {name}"));
-            let wdir = dir.join(w.name);
-            w.generate(&wdir);
+            let (w, wdir) = prepare(&all, name, &dir);
             copy_baseline(&wdir); // the old table in the page cache
             let (cpu, gpu, adapter) = to_device(&wdir, reps);
             println!(
@@ -522,12 +528,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut versus = Vec::new();
     for name in names.split(',') {
-        let w = all
-            .iter()
-            .find(|w| w.name == name)
-            .unwrap_or_else(|| panic!("no workload {name}"));
-        let wdir = dir.join(w.name);
-        w.generate(&wdir);
+        let (w, wdir) = prepare(&all, name, &dir);
         // Warm the page cache the same way for both: read the old file once.
         copy_baseline(&wdir);
         let (mut copies, mut directs) = (Vec::new(), Vec::new());

@@ -125,14 +125,17 @@ mod tests {
         assert!(0 < available && available <= total && total <= machine);
     }
 
+    /// Writes `text` to `rel` under `root`, creating its folders.
+    fn write_file(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
     #[test]
     fn cgroup_limits_v1_and_v2() {
         let root = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let p = root.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        };
+        let write = |rel: &str, text: &str| write_file(root.path(), rel, text);
         // v1: limit 3 GiB, 1.5 GiB in use of which 0.5 GiB page cache.
         write("memory/jobs/a/memory.limit_in_bytes", "3221225472\n");
         write("memory/jobs/a/memory.usage_in_bytes", "1610612736\n");
@@ -166,11 +169,7 @@ mod tests {
     #[test]
     fn cgroup_limits_of_enclosing_groups() {
         let root = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let p = root.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        };
+        let write = |rel: &str, text: &str| write_file(root.path(), rel, text);
         // v1: no limit of its own, 2 GiB on an enclosing group.
         write("memory/a/b/memory.limit_in_bytes", "9223372036854771712\n");
         write("memory/a/b/memory.usage_in_bytes", "1000\n");
@@ -185,10 +184,8 @@ mod tests {
         // v1 in a container: /proc/self/cgroup gives the host path, the container's own cgroup
         // is the mount's root.
         let inside = tempfile::tempdir().unwrap();
-        let p = inside.path().join("memory");
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("memory.limit_in_bytes"), "4096\n").unwrap();
-        std::fs::write(p.join("memory.usage_in_bytes"), "1024\n").unwrap();
+        write_file(inside.path(), "memory/memory.limit_in_bytes", "4096\n");
+        write_file(inside.path(), "memory/memory.usage_in_bytes", "1024\n");
         assert_eq!(
             cgroup_limit("3:memory:/docker/0123abcd\n", inside.path()),
             Some((4096, 1024))
