@@ -483,7 +483,10 @@ fn main() {
             "--dir" => dir = PathBuf::from(args.next().expect("--dir PATH")),
             "--keep" => keep = true,
             "--to-device" => into_device = true,
-            "--warmstart" => bin = PathBuf::from(args.next().expect("--warmstart PATH")),
+            // (absolute: the CLI runs in the workload's folder)
+            "--warmstart" => {
+                bin = std::path::absolute(args.next().expect("--warmstart PATH")).unwrap()
+            }
             "--vram-budget" => extra.extend([
                 "--vram-budget".into(),
                 args.next().expect("--vram-budget BYTES"),
