@@ -187,8 +187,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a report path that cannot be written: a directory, in a missing directory, or an
-/// existing file that is not a regular one.
+/// Refuses a report path that cannot be written: a directory, or in a missing directory.
 fn check_report_dir(report: Option<&Path>) -> Result<()> {
     let Some(report) = report else {
         return Ok(());
@@ -200,8 +199,6 @@ fn check_report_dir(report: Option<&Path>) -> Result<()> {
     match warmstart::writer::resolve_target(report) {
         None => Err(bad("its directory does not exist or is not a directory")),
         Some(p) if p.is_dir() => Err(bad("is a directory")),
-        // a FIFO would block the run at its end, and a device be written to
-        Some(p) if p.exists() && !p.is_file() => Err(bad("exists and is not a regular file")),
         Some(_) => Ok(()),
     }
 }

@@ -1393,16 +1393,6 @@ fn report_path_under_a_file() {
     );
 }
 
-#[cfg(unix)]
-#[test]
-fn report_path_is_a_fifo() {
-    let fx = Fixture::new();
-    let fifo = std::ffi::CString::new(fx.path("r.fifo").into_os_string().into_encoded_bytes());
-    // SAFETY: a NUL-terminated path that `mkfifo` only reads.
-    assert_eq!(unsafe { libc::mkfifo(fifo.unwrap().as_ptr(), 0o644) }, 0);
-    fx.refused(&["--report", "r.fifo"], &["r.fifo", "not a regular file"]);
-}
-
 #[test]
 fn report_path_is_a_directory() {
     let fx = Fixture::new();
