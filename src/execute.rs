@@ -78,11 +78,14 @@ impl Plan {
         if path.as_os_str().as_encoded_bytes().last() == Some(&b'/') {
             return Err(bad("ends with a '/': name a file"));
         }
-        // A FIFO or a device would be replaced by a regular file.
-        if target.exists() && !target.is_file() {
+        // A FIFO or a device would be replaced by a regular file. (A symbolic link is itself
+        // replaced, whatever it points to: the new file is made beside the link, in the
+        // link's directory.)
+        let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if !link && target.exists() && !target.is_file() {
             return Err(bad("exists and is not a regular file"));
         }
-        if let Err(e) = crate::writer::check_creatable(&target) {
+        if let Err(e) = crate::writer::check_creatable(path) {
             return Err(bad(&format!("cannot be written in its directory: {e}")));
         }
         for (input, role) in self.inputs() {

@@ -1160,33 +1160,65 @@ fn output_is_a_fifo() {
 }
 
 /// An output directory this process cannot write is refused while planning (a dry run too),
-/// not found out when the writing starts. As root, permission bits do not stop a write: the
-/// directory is made immutable instead (`FS_IOC_SETFLAGS`), which stops everyone.
+/// not found out when the writing starts.
 #[cfg(target_os = "linux")]
 #[test]
 fn output_directory_cannot_be_written() {
-    use std::os::unix::fs::PermissionsExt;
     let fx = Fixture::new();
     fx.mkdir("locked");
-    let dir = fx.path("locked");
-    /// Unlocks the directory when the test ends, however it ends.
-    struct Locked(PathBuf);
-    impl Drop for Locked {
-        fn drop(&mut self) {
-            let _ = set_immutable(&self.0, false);
-            let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
-        }
-    }
-    let _guard = Locked(dir.clone());
-    // SAFETY: no arguments, no memory.
-    if unsafe { libc::geteuid() } == 0 {
-        set_immutable(&dir, true).expect("an immutable directory (FS_IOC_SETFLAGS)");
-    } else {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
-    }
+    let _locked = Locked::new(&fx.path("locked"));
     for dry in [&["--dry-run"][..], &[]] {
         let args = [&["--output", "locked/out.safetensors"][..], dry].concat();
         fx.refused(&args, &["locked/out.safetensors", "cannot be written"]);
+    }
+}
+
+/// An output path that is a symbolic link is replaced, in the link's own directory: what
+/// the link points into may be unwritable (an older version kept read-only).
+#[cfg(target_os = "linux")]
+#[test]
+fn output_symlink_into_an_unwritable_directory_is_replaced() {
+    let fx = Fixture::new();
+    fx.write("locked/v1.safetensors", OUT_BYTES);
+    std::os::unix::fs::symlink("locked/v1.safetensors", fx.path("current.safetensors")).unwrap();
+    let _locked = Locked::new(&fx.path("locked"));
+    let run = fx.run(&["--output", "current.safetensors"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let current = fs::symlink_metadata(fx.path("current.safetensors")).unwrap();
+    assert!(current.is_file(), "the link is replaced by the output");
+    assert_eq!(
+        fs::read(fx.path("locked/v1.safetensors")).unwrap(),
+        OUT_BYTES
+    );
+}
+
+/// A directory no one may write while it lives: read-only permissions, or, as root (whom
+/// permission bits do not stop), the immutable flag (`FS_IOC_SETFLAGS`). Unlocked on drop,
+/// however the test ends.
+#[cfg(target_os = "linux")]
+struct Locked(PathBuf);
+
+#[cfg(target_os = "linux")]
+impl Locked {
+    fn new(dir: &Path) -> Locked {
+        use std::os::unix::fs::PermissionsExt;
+        let locked = Locked(dir.to_path_buf());
+        // SAFETY: no arguments, no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            set_immutable(dir, true).expect("an immutable directory (FS_IOC_SETFLAGS)");
+        } else {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        locked
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Locked {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = set_immutable(&self.0, false);
+        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
     }
 }
 
