@@ -40,11 +40,60 @@ fn meminfo_field(text: &str, field: &str) -> Option<u64> {
 
 /// The limit, and the usage other than page cache, of the memory cgroup named in `groups` (a
 /// `/proc/self/cgroup` text), under the cgroup file systems mounted at `root`: `None`
-/// without a limit. A limit set on an enclosing cgroup counts too (v1 reports it as
-/// `hierarchical_memory_limit`; in v2 the ancestors are read, and the one with the least room
-/// is the limit), and in a container without a cgroup namespace, whose own v1 cgroup is
-/// mounted at the root while `/proc/self/cgroup` names it by its host path, the root's.
+/// without a limit. Limits of enclosing cgroups count too: the cgroup and its ancestors up
+/// to the mount's root are read (each one's usage covers its subtree), and the one with the
+/// least room is the limit. In a container without a cgroup namespace, whose own v1 cgroup
+/// is mounted at the root while `/proc/self/cgroup` names it by its host path, that root is
+/// read.
 fn cgroup_limit(groups: &str, root: &Path) -> Option<(u64, u64)> {
+    for line in groups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let path = path.trim_start_matches('/');
+        let found = if controllers.split(',').any(|c| c == "memory") {
+            let base = root.join("memory");
+            let v1 = Files {
+                limit: "memory.limit_in_bytes",
+                usage: "memory.usage_in_bytes",
+                cache: "total_cache",
+            };
+            [base.join(path), base.clone()]
+                .into_iter()
+                .find(|d| d.join(v1.limit).exists())
+                .and_then(|dir| tightest(&base, &dir, &v1))
+        } else if controllers.is_empty() {
+            // cgroup v2, mounted at the root or beside v1 (`unified`)
+            let v2 = Files {
+                limit: "memory.max",
+                usage: "memory.current",
+                cache: "file",
+            };
+            [root.to_path_buf(), root.join("unified")]
+                .into_iter()
+                .find(|b| b.join(path).join(v2.limit).exists())
+                .and_then(|base| tightest(&base, &base.join(path), &v2))
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The files of a cgroup version: its limit, its usage, and the page-cache key of its
+/// `memory.stat`.
+struct Files {
+    limit: &'static str,
+    usage: &'static str,
+    cache: &'static str,
+}
+
+/// Of `dir` and its ancestors up to `base` (included), the limited one with the least room:
+/// (limit, usage other than page cache). v1 reports "no limit" as a huge number, v2 as
+/// "max" (which does not parse).
+fn tightest(base: &Path, dir: &Path, files: &Files) -> Option<(u64, u64)> {
     let read = |path: &Path| -> Option<u64> { read_to_string(path).ok()?.trim().parse().ok() };
     // A counter of a memory.stat file, 0 where missing.
     let stat = |path: &Path, key: &str| -> u64 {
@@ -53,56 +102,15 @@ fn cgroup_limit(groups: &str, root: &Path) -> Option<(u64, u64)> {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(0)
     };
-    // v1 and v2 report "no limit" as a huge number and as "max" (which does not parse).
-    let limited = |limit: u64| limit < 1 << 60;
-    for line in groups.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        let path = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "memory") {
-            let dir = [root.join("memory").join(path), root.join("memory")]
-                .into_iter()
-                .find(|d| d.join("memory.limit_in_bytes").exists());
-            let Some(dir) = dir else { continue };
-            let stats = dir.join("memory.stat");
-            let mut limit = read(&dir.join("memory.limit_in_bytes"));
-            let hierarchical = stat(&stats, "hierarchical_memory_limit");
-            if hierarchical > 0 {
-                limit = limit.map(|l| l.min(hierarchical));
-            }
-            let cache = stat(&stats, "total_cache");
-            let usage = read(&dir.join("memory.usage_in_bytes")).map(|u| u.saturating_sub(cache));
-            if let (Some(limit), Some(usage)) = (limit, usage) {
-                if limited(limit) {
-                    return Some((limit, usage));
-                }
-            }
-        } else if controllers.is_empty() {
-            // cgroup v2, mounted at the root or beside v1 (`unified`)
-            let Some(base) = [root.to_path_buf(), root.join("unified")]
-                .into_iter()
-                .find(|b| b.join(path).join("memory.max").exists())
-            else {
-                continue;
-            };
-            let dir = base.join(path);
-            // the cgroup and its ancestors below the root, the one with the least room
-            let tightest = dir
-                .ancestors()
-                .take_while(|d| d.starts_with(&base) && *d != base)
-                .filter_map(|d| {
-                    let limit = read(&d.join("memory.max")).filter(|&l| limited(l))?;
-                    let cache = stat(&d.join("memory.stat"), "file");
-                    let usage = read(&d.join("memory.current"))?.saturating_sub(cache);
-                    Some((limit, usage))
-                })
-                .min_by_key(|&(limit, usage)| limit.saturating_sub(usage));
-            if tightest.is_some() {
-                return tightest;
-            }
-        }
-    }
-    None
+    dir.ancestors()
+        .take_while(|d| d.starts_with(base))
+        .filter_map(|d| {
+            let limit = read(&d.join(files.limit)).filter(|&l| l < 1 << 60)?;
+            let cache = stat(&d.join("memory.stat"), files.cache);
+            let usage = read(&d.join(files.usage))?.saturating_sub(cache);
+            Some((limit, usage))
+        })
+        .min_by_key(|&(limit, usage)| limit.saturating_sub(usage))
 }
 
 #[cfg(test)]
@@ -170,16 +178,16 @@ mod tests {
     fn cgroup_limits_of_enclosing_groups() {
         let root = tempfile::tempdir().unwrap();
         let write = |rel: &str, text: &str| write_file(root.path(), rel, text);
-        // v1: no limit of its own, 2 GiB on an enclosing group.
+        // v1: no limit of its own, 2 GiB on the enclosing group, whose subtree (siblings
+        // included) uses 1 GiB of which 400 bytes page cache.
         write("memory/a/b/memory.limit_in_bytes", "9223372036854771712\n");
         write("memory/a/b/memory.usage_in_bytes", "1000\n");
-        write(
-            "memory/a/b/memory.stat",
-            "hierarchical_memory_limit 2147483648\ntotal_cache 400\n",
-        );
+        write("memory/a/memory.limit_in_bytes", "2147483648\n");
+        write("memory/a/memory.usage_in_bytes", "1073741824\n");
+        write("memory/a/memory.stat", "total_cache 400\n");
         assert_eq!(
             cgroup_limit("3:memory:/a/b\n", root.path()),
-            Some((2 << 30, 600))
+            Some((2 << 30, (1 << 30) - 400))
         );
         // v1 in a container: /proc/self/cgroup gives the host path, the container's own cgroup
         // is the mount's root.
@@ -207,5 +215,10 @@ mod tests {
             cgroup_limit("0::/slice/svc\n", root.path()),
             Some((1000, 100))
         );
+        // v2 in a container with its own cgroup namespace: "0::/", the limit at the root.
+        let ns = tempfile::tempdir().unwrap();
+        write_file(ns.path(), "memory.max", "8192\n");
+        write_file(ns.path(), "memory.current", "4096\n");
+        assert_eq!(cgroup_limit("0::/\n", ns.path()), Some((8192, 4096)));
     }
 }
