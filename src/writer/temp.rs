@@ -75,7 +75,12 @@ impl TempFile {
         match self {
             #[cfg(target_os = "linux")]
             TempFile::Unnamed { file, dir } => {
-                let name = link_unnamed(&file, &dir)?;
+                let name = match link_unnamed(&file, &dir) {
+                    Ok(name) => name,
+                    // Linking can fail where creating could not tell (a /proc that does not
+                    // allow it): the bytes are copied into a named file rather than lost.
+                    Err(e) => return copy_to_named(&file, &dir, target).map_err(|_| e),
+                };
                 std::fs::rename(&name, target).inspect_err(|_| {
                     let _ = std::fs::remove_file(&name);
                 })
@@ -83,6 +88,24 @@ impl TempFile {
             TempFile::Named(tmp) => tmp.persist(target).map(drop).map_err(|e| e.error),
         }
     }
+}
+
+/// Copies the unnamed `file` (in-kernel where possible) into a new named temporary file in
+/// `dir` with its permissions, flushes it and renames it to `target`.
+#[cfg(target_os = "linux")]
+fn copy_to_named(file: &File, dir: &Path, target: &Path) -> std::io::Result<()> {
+    use std::io::Seek;
+    let mut named = TempFile::create(dir, false)?;
+    let TempFile::Named(tmp) = &mut named else {
+        unreachable!("asked for a named file")
+    };
+    tmp.as_file()
+        .set_permissions(file.metadata()?.permissions())?;
+    let mut from = file;
+    from.rewind()?;
+    std::io::copy(&mut from, tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    named.persist(target)
 }
 
 /// Links the unnamed `file` into `dir` under a fresh `.warmstart-*.tmp` name, and returns it.
@@ -127,4 +150,34 @@ fn link_unnamed(file: &File, dir: &Path) -> std::io::Result<PathBuf> {
         std::io::ErrorKind::AlreadyExists,
         "no free temporary name",
     ))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Where the commit cannot link the unnamed file, its bytes are copied into a named file
+    /// renamed to the target, with the unnamed file's permissions; nothing else is left.
+    #[test]
+    fn an_unnamed_file_that_cannot_be_linked_is_copied() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = TempFile::create(dir.path(), true).unwrap();
+        let TempFile::Unnamed { mut file, .. } = tmp else {
+            panic!("this file system has no unnamed files");
+        };
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        file.write_all(&bytes).unwrap();
+        file.set_permissions(std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        let target = dir.path().join("out");
+        copy_to_named(&file, dir.path(), &target).unwrap();
+        assert!(std::fs::read(&target).unwrap() == bytes);
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
 }
