@@ -6,7 +6,9 @@
 # target/device from scripts/device_check_build.sh; writes a log to $OUT (or /tmp) and
 # prints the tables. With the device tool: command
 # `bash scripts/device_check_run.sh`, carrying `target/device` and `.gl` (the Vulkan loader's
-# packages, fetched as the tool's README says), timeout 600 s.
+# packages, fetched as the tool's README says), timeout 600 s. Each step has a time limit of
+# its own (an estimated 5-6 minutes in all on an H200 host; the limits add up to 12), so that
+# one that hangs does not cost the others.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="${OUT:-/tmp}/device_check.log"
@@ -34,17 +36,17 @@ mkdir -p target/release target/tmp
 cp "$bin/warmstart" target/release/warmstart
 for t in gpu backend golden; do
     echo "== tests: $t"
-    timeout 300 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
+    timeout 90 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
 done
 echo "== end to end, CPU engine and GPU engine (its default VRAM budget), interleaved"
 dir=/tmp/warmstart-device-bench
-timeout 420 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend cpu,gpu \
+timeout 300 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend cpu,gpu \
     --warmstart "$bin/warmstart" --dir "$dir" --keep || echo "!! bench failed"
 echo "== into GPU memory, in process: the CPU engine into mapped buffers against the GPU engine"
-timeout 120 "$bin/bench-end_to_end" --to-device --workloads 2m,lm --reps 3 --dir "$dir" ||
+timeout 75 "$bin/bench-end_to_end" --to-device --workloads 2m,lm --reps 3 --dir "$dir" ||
     echo "!! to-device bench failed"
 echo "== the GPU engine's default VRAM budget and passes on the 8 GB table"
-(cd "$dir/8g" && "$OLDPWD/$bin/warmstart" run plan.toml --quiet --backend gpu \
+(cd "$dir/8g" && timeout 60 "$OLDPWD/$bin/warmstart" run plan.toml --quiet --backend gpu \
     --output /tmp/warmstart-device-out.safetensors --report /tmp/warmstart-device-report.json &&
     grep -oE '"(vram_budget|passes|backend)": ("[^"]*"|[0-9]+)' /tmp/warmstart-device-report.json)
 rm -f /tmp/warmstart-device-out.safetensors
