@@ -284,7 +284,7 @@ const EINVAL: i32 = 22;
 
 /// Turns `O_DIRECT` on or off for `file`; `false` if the system refuses.
 #[cfg(target_os = "linux")]
-fn set_direct(file: &File, on: bool) -> bool {
+pub(super) fn set_direct(file: &File, on: bool) -> bool {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a descriptor we own, with integer arguments only.
@@ -303,7 +303,7 @@ fn set_direct(file: &File, on: bool) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_direct(_: &File, _: bool) -> bool {
+pub(super) fn set_direct(_: &File, _: bool) -> bool {
     false
 }
 

@@ -101,6 +101,8 @@ fn copy_to_named(file: &File, dir: &Path, target: &Path) -> std::io::Result<()> 
     };
     tmp.as_file()
         .set_permissions(file.metadata()?.permissions())?;
+    // (the writer leaves direct I/O on, whose reads need aligned buffers)
+    super::staged::set_direct(file, false);
     let mut from = file;
     from.rewind()?;
     std::io::copy(&mut from, tmp.as_file_mut())?;
@@ -172,6 +174,8 @@ mod tests {
         file.write_all(&bytes).unwrap();
         file.set_permissions(std::fs::Permissions::from_mode(0o640))
             .unwrap();
+        // as the writer leaves it: direct I/O on (which unaligned reads refuse)
+        assert!(super::super::staged::set_direct(&file, true));
         let target = dir.path().join("out");
         copy_to_named(&file, dir.path(), &target).unwrap();
         assert!(std::fs::read(&target).unwrap() == bytes);
