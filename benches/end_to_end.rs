@@ -262,8 +262,8 @@ fn direct_copy(dir: &Path) -> f64 {
     s
 }
 
-/// Runs the CLI `bin` (with `extra` arguments); returns (seconds, peak RssAnon bytes).
-/// Runs the CLI on the workload in `dir`: (wall seconds, CPU seconds, peak anonymous bytes).
+/// Runs the CLI `bin` (with `extra` arguments) on the workload in `dir`: (wall seconds, CPU
+/// seconds, peak anonymous bytes).
 #[allow(clippy::zombie_processes)] // the child is reaped by `wait4`, which `Child` cannot see
 fn run_cli(bin: &Path, dir: &Path, backend: &str, extra: &[&str]) -> (f64, f64, u64) {
     let out = dir.join("out.safetensors");

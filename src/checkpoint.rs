@@ -668,11 +668,7 @@ fn open_index(index_path: &Path) -> Result<Opened> {
     let text = std::fs::read_to_string(index_path).map_err(|e| Error::input(index_path, e))?;
     let parsed: IndexJson = serde_json::from_str(&text)
         .map_err(|e| Error::format(index_path, format!("invalid sharded index: {e}")))?;
-    // (the parent of a bare file name is "", which names no directory)
-    let dir = match index_path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = crate::writer::parent_dir(index_path);
     let root = dir.canonicalize().map_err(|e| Error::input(dir, e))?;
     let mut shard_of: BTreeMap<&str, usize> = BTreeMap::new();
     let mut files = Vec::new();

@@ -64,7 +64,6 @@ pub fn resolve_target(path: &Path) -> Option<PathBuf> {
     Some(dir.join(path.file_name()?))
 }
 
-/// The directory `path` is in (`.` for a bare file name).
 /// Whether a file can be created beside `path` (the temporary file of an output, made in
 /// `path`'s own directory, that of a symbolic link too): the directory is writable by this
 /// process, so that a read-only one is refused while planning rather than after it. On Linux
@@ -91,7 +90,8 @@ pub fn check_creatable(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare file name, whose parent is "").
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
