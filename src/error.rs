@@ -142,7 +142,7 @@ pub enum Error {
     /// Writing the output failed.
     #[error("cannot write {}: {source}", path.display())]
     Output {
-        /// The output (or temporary) file.
+        /// The output file (the error may come from its temporary file, beside it).
         path: PathBuf,
         /// The operating system's error.
         source: io::Error,

@@ -120,16 +120,17 @@ impl OutputFile {
     /// and with an unnamed temporary file (where available) or a named one.
     fn create_with(path: &Path, direct: bool, unnamed: bool) -> Result<Self> {
         let dir = parent_dir(path);
-        let tmp = temp::TempFile::create(dir, unnamed).map_err(|e| Error::output(dir, e))?;
+        // Errors name the output, not its temporary file: that is the file the user asked for.
+        let tmp = temp::TempFile::create(dir, unnamed).map_err(|e| Error::output(path, e))?;
         // The output gets the permissions a new file gets (0o666 less the umask) or, when it
         // replaces a file, that file's; not a temporary file's usual owner-only 0o600.
         if let Ok(existing) = std::fs::metadata(path) {
             tmp.file()
                 .set_permissions(existing.permissions())
-                .map_err(|e| Error::output(&tmp.path(), e))?;
+                .map_err(|e| Error::output(path, e))?;
         }
-        let writer = staged::StagedWriter::start(tmp.file(), direct)
-            .map_err(|e| Error::output(&tmp.path(), e))?;
+        let writer =
+            staged::StagedWriter::start(tmp.file(), direct).map_err(|e| Error::output(path, e))?;
         Ok(OutputFile {
             writer,
             tmp,
@@ -148,14 +149,12 @@ impl OutputFile {
         let OutputFile {
             tmp, path, writer, ..
         } = self;
-        let len = writer.finish().map_err(|e| Error::output(&tmp.path(), e))?;
+        let len = writer.finish().map_err(|e| Error::output(&path, e))?;
         // The last block was padded to the direct-I/O alignment.
         tmp.file()
             .set_len(len)
-            .map_err(|e| Error::output(&tmp.path(), e))?;
-        tmp.file()
-            .sync_all()
-            .map_err(|e| Error::output(&tmp.path(), e))?;
+            .map_err(|e| Error::output(&path, e))?;
+        tmp.file().sync_all().map_err(|e| Error::output(&path, e))?;
         tmp.persist(&path).map_err(|e| Error::output(&path, e))?;
         // Make the rename durable; not every platform can open a directory.
         if let Ok(d) = std::fs::File::open(parent_dir(&path)) {
@@ -169,7 +168,7 @@ impl Sink for OutputFile {
     fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()> {
         self.writer
             .append(len, fill)
-            .map_err(|e| Error::output(&self.tmp.path(), e))?;
+            .map_err(|e| Error::output(&self.path, e))?;
         self.written += len as u64;
         Ok(())
     }

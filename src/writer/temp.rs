@@ -59,15 +59,6 @@ impl TempFile {
         }
     }
 
-    /// What to call the file in an error message.
-    pub(super) fn path(&self) -> PathBuf {
-        match self {
-            #[cfg(target_os = "linux")]
-            TempFile::Unnamed { dir, .. } => dir.join("(unnamed temporary file)"),
-            TempFile::Named(tmp) => tmp.path().to_path_buf(),
-        }
-    }
-
     /// Gives the file the name `target`, replacing what is there (in one rename). An unnamed
     /// file is first linked under a fresh temporary name, then renamed: the name exists only
     /// between the two calls.
