@@ -105,7 +105,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     if let Some(path) = report_path {
         let text = serde_json::to_string_pretty(&report).expect("report serializes");
-        if let Err(e) = std::fs::write(path, text + "\n") {
+        if let Err(e) = write_report(path, &(text + "\n")) {
             eprintln!(
                 "warmstart: error: cannot write report {}: {e}",
                 path.display()
@@ -185,6 +185,39 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes the report, failing rather than waiting when `path` is a FIFO that no process has
+/// open for reading (the run is over; nothing would ever read it). A pipe with a reader
+/// (`--report /dev/stdout | jq`, `--report >(jq .)`) is written as usual.
+fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return std::io::Error::other("a FIFO that no process is reading");
+        }
+        e
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // Blocking again, so that a pipe whose reader is slow is waited for, not failed.
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this function owns, with integer arguments.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    file.write_all(text.as_bytes())
 }
 
 /// Refuses a report path that cannot be written: a directory, or in a missing directory.

@@ -6,6 +6,9 @@
 //!
 //! The limit is `RLIMIT_FSIZE`, set in the child before it runs the CLI: a write past it fails
 //! with `EFBIG` when `SIGXFSZ` is ignored, and kills the process with `SIGXFSZ` otherwise.
+//!
+//! And the report: a FIFO that nobody reads fails the run's end (exit 1) instead of blocking
+//! it forever; one with a reader gets the report.
 
 #![cfg(target_os = "linux")]
 
@@ -13,7 +16,8 @@ mod common;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{diff, snapshot, Node};
 
@@ -167,4 +171,77 @@ fn a_killed_run_leaves_nothing_behind_on_the_cpu_engine() {
 #[test]
 fn a_killed_run_leaves_nothing_behind_on_the_gpu_engine() {
     a_killed_run_leaves_nothing_behind("gpu");
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that `mkfifo` only reads.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// The bundled example on the CPU engine, its output and `--report report` in `dir`.
+fn example_with_report(dir: &Path, report: &Path) -> Command {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warmstart"));
+    command
+        .arg("run")
+        .arg(plan)
+        .args(["--quiet", "--backend", "cpu", "--output"])
+        .arg(dir.join("warm.safetensors"))
+        .arg("--report")
+        .arg(report);
+    command
+}
+
+#[test]
+fn a_report_fifo_without_a_reader_fails_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("report.fifo");
+    mkfifo(&fifo);
+    let mut child = example_with_report(dir.path(), &fifo)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the run blocked on a report FIFO without a reader");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let message = format!("cannot write report {}: ", fifo.display());
+    assert!(stderr.contains(&message), "{stderr}");
+    assert!(stderr.contains("no process is reading"), "{stderr}");
+    // the run itself was done: its output is in place
+    let output = std::fs::read(dir.path().join("warm.safetensors")).unwrap();
+    assert!(safetensors::SafeTensors::deserialize(&output).is_ok());
+}
+
+#[test]
+fn a_report_fifo_with_a_reader_gets_the_report() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("report.fifo");
+    mkfifo(&fifo);
+    // The reader is there before the run ends (the report fits in the pipe's buffer).
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let output = example_with_report(dir.path(), &fifo).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["outcome"]["status"], "ok", "{report}");
 }
