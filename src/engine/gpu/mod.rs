@@ -506,16 +506,22 @@ impl GpuEngine {
     /// submissions to that queue see the result.
     pub fn remap_to_buffer(&mut self, job: &RemapJob) -> Result<wgpu::Buffer> {
         let bytes = (job.rows.len() as u64) * job.row_bytes() as u64;
-        let buffer = self.gpu.buffer(
-            &format!("warm-started {}", job.variable),
+        let buffer = self.tensor_buffer(&job.variable, bytes)?;
+        self.remap_into(job, &buffer, 0)?;
+        Ok(buffer)
+    }
+
+    /// A new device buffer for a warm-started tensor of `bytes` bytes (rounded up to a
+    /// multiple of 4), usable as `STORAGE | COPY_SRC | COPY_DST`.
+    fn tensor_buffer(&self, name: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        self.gpu.buffer(
+            &format!("warm-started {name}"),
             bytes.next_multiple_of(4).max(4),
             wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             false,
-        )?;
-        self.remap_into(job, &buffer, 0)?;
-        Ok(buffer)
+        )
     }
 
     /// Computes `job` into `buffer` (of the engine's device, with `COPY_DST` usage) at byte
@@ -553,14 +559,7 @@ impl GpuEngine {
                 Job::Keep(_) => continue,
                 Job::Copy { source, bytes } => {
                     let len = bytes.len() as u64;
-                    let buffer = self.gpu.buffer(
-                        &format!("warm-started {}", t.name),
-                        len.next_multiple_of(4).max(4),
-                        wgpu::BufferUsages::STORAGE
-                            | wgpu::BufferUsages::COPY_SRC
-                            | wgpu::BufferUsages::COPY_DST,
-                        false,
-                    )?;
+                    let buffer = self.tensor_buffer(&t.name, len)?;
                     let range = bytes.clone();
                     self.guarded(|e| {
                         e.stream.upload(&e.gpu, &buffer, 0, len, |start, view| {
