@@ -110,7 +110,8 @@ fn run(args: RunArgs) -> ExitCode {
                 "warmstart: error: cannot write report {}: {e}",
                 path.display()
             );
-            return ExitCode::from(1);
+            // A run that failed keeps its own exit code (a refusal stays a refusal).
+            return ExitCode::from(if code == 0 { 1 } else { code as u8 });
         }
     }
     ExitCode::from(code as u8)

@@ -7,8 +7,8 @@
 //! The limit is `RLIMIT_FSIZE`, set in the child before it runs the CLI: a write past it fails
 //! with `EFBIG` when `SIGXFSZ` is ignored, and kills the process with `SIGXFSZ` otherwise.
 //!
-//! And the report: a FIFO that nobody reads fails the run's end (exit 1) instead of blocking
-//! it forever; one with a reader gets the report.
+//! And the report: a FIFO that nobody reads fails the run's end (exit 1; a refused run keeps
+//! its 2) instead of blocking it forever; one with a reader gets the report.
 
 #![cfg(target_os = "linux")]
 
@@ -223,6 +223,24 @@ fn a_report_fifo_without_a_reader_fails_instead_of_blocking() {
     // the run itself was done: its output is in place
     let output = std::fs::read(dir.path().join("warm.safetensors")).unwrap();
     assert!(safetensors::SafeTensors::deserialize(&output).is_ok());
+}
+
+#[test]
+fn a_refused_run_keeps_its_exit_code_when_its_report_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("report.fifo");
+    mkfifo(&fifo);
+    let output = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .arg("run")
+        .arg(dir.path().join("missing-plan.toml"))
+        .arg("--report")
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("missing-plan.toml"), "{stderr}");
+    assert!(stderr.contains("no process is reading"), "{stderr}");
 }
 
 #[test]
