@@ -202,8 +202,13 @@ fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
     }
     let mut file = options.open(path).map_err(|e| {
         #[cfg(unix)]
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            return std::io::Error::other("a FIFO that no process is reading");
+        {
+            use std::os::unix::fs::FileTypeExt;
+            // (ENXIO also comes from a socket opened by path, e.g. /dev/stdout of a service)
+            let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+            if fifo && e.raw_os_error() == Some(libc::ENXIO) {
+                return std::io::Error::other("a FIFO that no process is reading");
+            }
         }
         e
     })?;
