@@ -1153,9 +1153,7 @@ fn output_in_a_directory_that_does_not_exist_yet_with_trailing_slash() {
 #[test]
 fn output_is_a_fifo() {
     let fx = Fixture::new();
-    let fifo = std::ffi::CString::new(fx.path("fifo").into_os_string().into_encoded_bytes());
-    // SAFETY: a NUL-terminated path that `mkfifo` only reads.
-    assert_eq!(unsafe { libc::mkfifo(fifo.unwrap().as_ptr(), 0o644) }, 0);
+    mkfifo(&fx.path("fifo"));
     fx.refused(&["--output", "fifo"], &["fifo", "not a regular file"]);
 }
 

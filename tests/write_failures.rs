@@ -19,15 +19,15 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{diff, snapshot, Node};
+use common::{diff, mkfifo, snapshot, Node};
 
 /// Far below the bundled example's output (about 360 KB), above its header: the limit is
 /// crossed part-way through the tensors.
 const LIMIT: u64 = 64 << 10;
 
-/// Runs the bundled example on `backend` with its output `warm.safetensors` in `dir` and its
-/// file size limited to [`LIMIT`] (the report's too); `SIGXFSZ` is ignored unless `killed`.
-fn run_limited(dir: &Path, backend: &str, killed: bool, report: Option<&Path>) -> Output {
+/// `warmstart run` on the bundled example on `backend`, quiet, its output `warm.safetensors`
+/// in `dir`.
+fn example(dir: &Path, backend: &str) -> Command {
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
     let mut command = Command::new(env!("CARGO_BIN_EXE_warmstart"));
     command
@@ -35,6 +35,13 @@ fn run_limited(dir: &Path, backend: &str, killed: bool, report: Option<&Path>) -
         .arg(plan)
         .args(["--quiet", "--backend", backend, "--output"])
         .arg(dir.join("warm.safetensors"));
+    command
+}
+
+/// Runs [`example`] with its file size limited to [`LIMIT`] (the report's too); `SIGXFSZ` is
+/// ignored unless `killed`.
+fn run_limited(dir: &Path, backend: &str, killed: bool, report: Option<&Path>) -> Output {
+    let mut command = example(dir, backend);
     if let Some(report) = report {
         command.arg("--report").arg(report);
     }
@@ -173,33 +180,14 @@ fn a_killed_run_leaves_nothing_behind_on_the_gpu_engine() {
     a_killed_run_leaves_nothing_behind("gpu");
 }
 
-/// Makes a FIFO at `path`.
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path that `mkfifo` only reads.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-}
-
-/// The bundled example on the CPU engine, its output and `--report report` in `dir`.
-fn example_with_report(dir: &Path, report: &Path) -> Command {
-    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_warmstart"));
-    command
-        .arg("run")
-        .arg(plan)
-        .args(["--quiet", "--backend", "cpu", "--output"])
-        .arg(dir.join("warm.safetensors"))
-        .arg("--report")
-        .arg(report);
-    command
-}
-
 #[test]
 fn a_report_fifo_without_a_reader_fails_instead_of_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("report.fifo");
     mkfifo(&fifo);
-    let mut child = example_with_report(dir.path(), &fifo)
+    let mut child = example(dir.path(), "cpu")
+        .arg("--report")
+        .arg(&fifo)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -255,7 +243,11 @@ fn a_report_fifo_with_a_reader_gets_the_report() {
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
-    let output = example_with_report(dir.path(), &fifo).output().unwrap();
+    let output = example(dir.path(), "cpu")
+        .arg("--report")
+        .arg(&fifo)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let mut text = String::new();

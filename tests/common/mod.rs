@@ -4,7 +4,7 @@
 //! builders for valid and deliberately broken files; and a snapshot of a directory tree to
 //! prove that a refused run changed nothing.
 //!
-//! Also [`evict`], which drops a file from the page cache. Only std, `safetensors`,
+//! Also [`evict`], which drops a file from the page cache, and [`mkfifo`]. Only std, `safetensors`,
 //! `tempfile` and `libc` are used.
 
 #![allow(dead_code)]
@@ -360,4 +360,12 @@ pub fn evict(path: &Path) {
     // SAFETY: advice on a file descriptor that `file` keeps open for the call.
     let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(done, 0);
+}
+
+/// Makes a FIFO at `path`.
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that `mkfifo` only reads.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
 }
