@@ -231,6 +231,27 @@ fn a_refused_run_keeps_its_exit_code_when_its_report_cannot_be_written() {
     assert!(stderr.contains("no process is reading"), "{stderr}");
 }
 
+/// A socket opened by path also gives `ENXIO`; the message is then the system's, not the
+/// FIFO's.
+#[test]
+fn a_report_to_a_socket_keeps_the_system_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let output = example(dir.path(), "cpu")
+        .args(["--report", "/dev/stdout"])
+        .stdout(std::os::fd::OwnedFd::from(stdout))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write report /dev/stdout"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("FIFO"), "{stderr}");
+}
+
 #[test]
 fn a_report_fifo_with_a_reader_gets_the_report() {
     use std::os::unix::fs::OpenOptionsExt;
