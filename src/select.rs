@@ -18,12 +18,20 @@ pub(crate) struct PyRegex {
 impl PyRegex {
     /// `re.match(pattern, s)`: anchored at the start, not at the end.
     pub(crate) fn prefix_match(pattern: &str, context: &str) -> Result<Self> {
-        Self::compile(pattern, format!(r"\A(?:{pattern})"), context)
+        Self::compile(
+            pattern,
+            format!(r"\A(?:{pattern}{})", end(pattern)),
+            context,
+        )
     }
 
     /// `re.fullmatch(pattern, s)`.
     pub(crate) fn full_match(pattern: &str, context: &str) -> Result<Self> {
-        Self::compile(pattern, format!(r"\A(?:{pattern})\z"), context)
+        Self::compile(
+            pattern,
+            format!(r"\A(?:{pattern}{})\z", end(pattern)),
+            context,
+        )
     }
 
     fn compile(pattern: &str, anchored: String, context: &str) -> Result<Self> {
@@ -32,6 +40,7 @@ impl PyRegex {
             pattern: pattern.to_string(),
             message,
         };
+        not_read_otherwise_by_python(pattern).map_err(error)?;
         // Compile the pattern alone first, so that an unbalanced parenthesis cannot pair up
         // with the anchoring group.
         Regex::new(pattern).map_err(|e| error(e.to_string()))?;
@@ -50,6 +59,83 @@ impl PyRegex {
             message: format!("matching {s:?} failed: {e}"),
         })
     }
+}
+
+/// What ends a pattern inside the anchoring group: a newline after a verbose pattern (Python's
+/// `(?x)`, a flag that Python takes only at the start), so that a comment at its end cannot
+/// swallow the group's closing parenthesis.
+fn end(pattern: &str) -> &'static str {
+    if leading_flags(pattern).contains('x') {
+        "\n"
+    } else {
+        ""
+    }
+}
+
+/// The flags of the `(?aiLmsux)` groups at the start of a pattern.
+fn leading_flags(pattern: &str) -> String {
+    let mut flags = String::new();
+    let mut rest = pattern;
+    while let Some(group) = rest.strip_prefix("(?") {
+        match group.find(')') {
+            Some(n) if n > 0 && group[..n].chars().all(|c| "aiLmsux".contains(c)) => {
+                flags.push_str(&group[..n]);
+                rest = &group[n + 1..];
+            }
+            _ => break,
+        }
+    }
+    flags
+}
+
+/// Refuses the constructs that Python's `re` and this regex engine both accept but read
+/// differently, all inside character classes: a `[` (here a nested class, or a POSIX class
+/// such as `[[:digit:]]`; in Python a literal `[`), a doubled `--`, `&&` or `~~` (here a set
+/// operation; in Python two literals, with a warning that their meaning may change), and, in
+/// a verbose pattern, whitespace or `#` (here ignored; in Python literals). Such a pattern
+/// would silently select other variables than TensorFlow does; escaping the character
+/// (`\[`, `\-`, `\ `) gives both the same meaning.
+fn not_read_otherwise_by_python(pattern: &str) -> std::result::Result<(), String> {
+    let verbose = leading_flags(pattern).contains('x');
+    let mut chars = pattern.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                // A class: `]` right after `[` or `[^` is a member, not its end.
+                chars.next_if(|&(_, c)| c == '^');
+                chars.next_if(|&(_, c)| c == ']');
+                loop {
+                    let Some((at, c)) = chars.next() else {
+                        return Ok(()); // unterminated: the engine reports it
+                    };
+                    let doubled = "-&~".contains(c) && chars.peek().is_some_and(|&(_, n)| n == c);
+                    let why = match c {
+                        '\\' => {
+                            chars.next();
+                            continue;
+                        }
+                        ']' => break,
+                        '[' => "a nested class here, a literal `[` in Python",
+                        _ if doubled => "a set operation here, two literals in Python",
+                        _ if verbose && (c == '#' || c.is_whitespace()) => {
+                            "ignored here in a verbose pattern, a literal in Python"
+                        }
+                        _ => continue,
+                    };
+                    return Err(format!(
+                        "{:?} at byte {at} of a character class is {why}; escape it with a \
+                         backslash",
+                        &pattern[at..at + c.len_utf8() * if doubled { 2 } else { 1 }]
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What happens to a selected variable.
@@ -212,6 +298,55 @@ mod tests {
         // A union must stay inside the anchors.
         let r = PyRegex::full_match("a|b", "t").unwrap();
         assert!(!r.is_match("ab").unwrap());
+    }
+
+    /// Python's `re` and TensorFlow: `re.match("(?x) v1 # c", "v1:0")` matches, and the
+    /// classes below select other names in Python than this engine would read them to.
+    #[test]
+    fn python_dialect() {
+        let r = PyRegex::prefix_match("(?x) v1 # only v1", "t").unwrap();
+        assert!(r.is_match("v1:0").unwrap());
+        assert!(!r.is_match("v2:0").unwrap());
+        let r = PyRegex::full_match("(?ix) V1 # only v1", "t").unwrap();
+        assert!(r.is_match("v1").unwrap());
+        for (p, at) in [
+            ("v[[:digit:]]", "\"[\" at byte 2"),
+            ("v[a-c--b]", "\"--\" at byte 5"),
+            ("v[a&&b]", "\"&&\""),
+            ("v[^a~~b]", "\"~~\""),
+            ("(?x)v[ 1]", "\" \""),
+            ("(?x)v[#1]", "\"#\""),
+        ] {
+            match PyRegex::prefix_match(p, "vars_to_warm_start") {
+                Err(Error::Regex { message, .. }) => {
+                    assert!(message.contains(at), "{p}: {message}")
+                }
+                other => panic!("{p}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Escaped, or where the two read alike: accepted.
+        for p in [
+            r"v[\[1]",
+            r"v[a\-\-b]",
+            "v[]1]",
+            "v[^]1]",
+            "v[a-]",
+            "(?x)v[\\ 1]",
+            "v[ 1]",
+        ] {
+            PyRegex::prefix_match(p, "t").unwrap();
+        }
+        let r = PyRegex::prefix_match(r"v[\[1]", "t").unwrap();
+        assert!(r.is_match("v[").unwrap());
+        let r = PyRegex::prefix_match("v[]1]", "t").unwrap();
+        assert!(r.is_match("v]").unwrap());
+        // fancy-regex syntax that Python refuses is accepted (README, "Differences")
+        for p in [r"v1\z", "(?<n>v)1", r"\p{L}1"] {
+            assert!(
+                PyRegex::full_match(p, "t").unwrap().is_match("v1").unwrap(),
+                "{p}"
+            );
+        }
     }
 
     #[test]
