@@ -7,7 +7,8 @@
 //! Values are a function of (seed, variable name, global element index): element `i` of a
 //! variable of full shape `[rows, cols]` (`i = row * cols + col`) takes lane `i % 4` of Philox
 //! block `i / 4` with key = seed and stream = FNV-1a hash of the variable name. A table
-//! therefore comes out bit-identical however it is partitioned or chunked, on either engine.
+//! therefore comes out bit-identical however it is partitioned or chunked, and on either
+//! engine but for the normal fills (below).
 //! Normal and truncated normal samples use the inverse CDF (`sqrt(2) * erfinv`), which needs
 //! no rejection loop and no `sin`/`cos`, so the GPU stays within a few ulps of the CPU.
 
@@ -114,9 +115,11 @@ pub enum FanMode {
     FanAvg,
 }
 
-/// The distribution of [`Initializer::VarianceScaling`].
+/// The distribution of [`Initializer::VarianceScaling`]. Read as TensorFlow's v1
+/// `VarianceScaling` reads it: in any case, and `normal` as the deprecated alias of
+/// `truncated_normal`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Distribution {
     /// Truncated normal, stddev corrected for the truncation.
     #[default]
@@ -125,6 +128,22 @@ pub enum Distribution {
     UntruncatedNormal,
     /// Uniform in `[-limit, limit)`.
     Uniform,
+}
+
+impl TryFrom<String> for Distribution {
+    type Error = String;
+
+    fn try_from(name: String) -> std::result::Result<Self, String> {
+        match name.to_lowercase().as_str() {
+            "truncated_normal" | "normal" => Ok(Distribution::TruncatedNormal),
+            "untruncated_normal" => Ok(Distribution::UntruncatedNormal),
+            "uniform" => Ok(Distribution::Uniform),
+            _ => Err(format!(
+                "unknown distribution {name:?}: expected truncated_normal (or normal), \
+                 untruncated_normal or uniform"
+            )),
+        }
+    }
 }
 
 impl Default for Initializer {
@@ -956,8 +975,38 @@ mod tests {
             r#"i = { type = "zeros", value = 1 }"#,
             r#"i = { type = "variance_scaling", mode = "fan_sideways" }"#,
             r#"i = { type = "random_uniform", seed = -1 }"#,
+            r#"i = { type = "variance_scaling", distribution = "gaussian" }"#,
+            r#"i = { type = "variance_scaling", mode = "FAN_IN" }"#,
         ] {
             assert!(toml::from_str::<W>(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// TensorFlow's v1 `VarianceScaling` lower-cases `distribution` and takes `normal` for
+    /// `truncated_normal` (its `mode` it takes only as written).
+    #[test]
+    fn variance_scaling_distribution_as_tensorflow_reads_it() {
+        #[derive(Deserialize)]
+        struct W {
+            i: Initializer,
+        }
+        for (name, want) in [
+            ("normal", Distribution::TruncatedNormal),
+            ("Normal", Distribution::TruncatedNormal),
+            ("TRUNCATED_NORMAL", Distribution::TruncatedNormal),
+            ("Untruncated_Normal", Distribution::UntruncatedNormal),
+            ("Uniform", Distribution::Uniform),
+        ] {
+            let w: W = toml::from_str(&format!(
+                r#"i = {{ type = "variance_scaling", distribution = "{name}" }}"#
+            ))
+            .unwrap();
+            match w.i {
+                Initializer::VarianceScaling { distribution, .. } => {
+                    assert_eq!(distribution, want, "{name}")
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }
