@@ -100,7 +100,7 @@ pub enum Error {
     DuplicateToken {
         /// The vocabulary file.
         file: PathBuf,
-        /// The token (lossily decoded for display).
+        /// The token (lossily decoded for display, its first 100 characters where longer).
         token: String,
         /// 1-based line of the first occurrence.
         first: usize,
@@ -151,6 +151,17 @@ pub enum Error {
     /// The GPU engine failed: no adapter, device lost, out of memory, a validation error.
     #[error("GPU: {0}")]
     Gpu(String),
+
+    /// An engine or sink failed while computing a tensor: an engine of the caller's that
+    /// produced the wrong number of bytes, or a caller's engine or sink reporting its own
+    /// failure.
+    #[error("tensor {tensor:?}: {message}")]
+    Engine {
+        /// The output tensor being computed.
+        tensor: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 struct UnusedDisplay<'a> {
@@ -175,7 +186,7 @@ impl Error {
     /// failures while running (writing the output, the GPU).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Output { .. } | Error::Gpu(_) => 1,
+            Error::Output { .. } | Error::Gpu(_) | Error::Engine { .. } => 1,
             _ => 2,
         }
     }

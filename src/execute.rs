@@ -46,6 +46,32 @@ impl Sink for Progress<'_> {
     }
 }
 
+/// Counts the bytes appended to a sink, so that a tensor shorter or longer than its header
+/// says is caught before the file is committed.
+struct Counted<'s> {
+    sink: &'s mut dyn Sink,
+    bytes: usize,
+}
+
+impl Sink for Counted<'_> {
+    fn append(&mut self, len: usize, fill: &mut dyn FnMut(usize, &mut [u8])) -> Result<()> {
+        self.sink.append(len, fill)?;
+        self.bytes += len;
+        Ok(())
+    }
+}
+
+/// Refuses a tensor whose engine produced `got` bytes instead of `want`.
+fn check_length(tensor: &str, want: usize, got: usize) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    Err(Error::Engine {
+        tensor: tensor.to_string(),
+        message: format!("the engine produced {got} bytes, the tensor has {want}"),
+    })
+}
+
 impl Job {
     /// The tensor the job reads, if any.
     fn input(&self) -> Option<&TensorData> {
@@ -61,6 +87,16 @@ impl Plan {
     /// Bytes of tensor data in the output (without the header).
     pub fn data_bytes(&self) -> u64 {
         self.tensors().iter().map(|t| t.byte_len() as u64).sum()
+    }
+
+    /// Asks `engine` whether it can compute every remap job of the plan
+    /// ([`Engine::check`]): the GPU engine refuses rows wider than one storage binding of its
+    /// device. Writing a plan checks this before the first byte; the CLI's dry run too.
+    pub fn check_engine(&self, engine: &dyn Engine) -> Result<()> {
+        self.tensors().iter().try_for_each(|t| match &t.job {
+            Job::Remap(job) => engine.check(job),
+            _ => Ok(()),
+        })
     }
 
     /// Refuses an output path that is one of the inputs or lies in a missing directory, and a
@@ -124,6 +160,7 @@ impl Plan {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
         self.check_output(path)?;
+        self.check_engine(engine)?;
         let layout: Vec<(&str, Dtype, &[usize], usize)> = self
             .tensors()
             .iter()
@@ -178,7 +215,11 @@ impl Plan {
                         sink.write(piece)?;
                     }
                 }
-                Job::Remap(job) => engine.remap(job, sink)?,
+                Job::Remap(job) => {
+                    let mut counted = Counted { sink, bytes: 0 };
+                    engine.remap(job, &mut counted)?;
+                    check_length(&t.name, t.byte_len(), counted.bytes)?;
+                }
             }
             if let Some(data) = t.job.input() {
                 if last_reader.get(&data.location()) == Some(&i) {
@@ -192,6 +233,7 @@ impl Plan {
     /// Computes the warm-started tensors (copied or remapped) into host memory; tensors the
     /// plan keeps are not returned (the caller already holds their initial values).
     pub fn to_host(&self, engine: &mut dyn Engine) -> Result<Vec<HostTensor>> {
+        self.check_engine(engine)?;
         let mut out = Vec::new();
         for t in self.tensors().iter().filter(|t| t.is_warm_started()) {
             let mut data = Vec::with_capacity(t.byte_len());
@@ -202,7 +244,10 @@ impl Plan {
                         data.extend_from_slice(piece);
                     }
                 }
-                Job::Remap(job) => engine.remap(job, &mut data)?,
+                Job::Remap(job) => {
+                    engine.remap(job, &mut data)?;
+                    check_length(&t.name, t.byte_len(), data.len())?;
+                }
             }
             out.push(HostTensor {
                 name: t.name.clone(),
@@ -343,5 +388,79 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["new.txt", "old.safetensors", "old.txt"]);
+    }
+
+    /// Jobs changed by a caller so that they no longer add up are errors on the CPU engine,
+    /// not panics (or reads past the old table).
+    #[test]
+    fn jobs_that_do_not_add_up_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, _) = two_partition_plan(dir.path());
+        let Job::Remap(job) = &plan.tensors()[1].job else {
+            panic!("a remap was planned");
+        };
+        let mut past_map = job.clone();
+        past_map.rows = ROWS..ROWS + 1;
+        let mut past_table = job.clone();
+        let mut map: Vec<u32> = (0..ROWS as u32).collect();
+        map[ROWS - 1] = ROWS as u32;
+        past_table.row_map = Some(map.into());
+        let mut cols = job.clone();
+        cols.old_cols = COLS - 1;
+        let mut wider = job.clone();
+        wider.cols = COLS + 1;
+        let mut dtype = job.clone();
+        dtype.dtype = crate::dtype::FloatType::F16;
+        let mut col_map = job.clone();
+        col_map.col_map = Some(vec![0; COLS - 1].into());
+        for (bad, what) in [
+            (past_map, "row map has 4096 entries for 4097"),
+            (past_table, "row map names row 4096 of an old table of 4096"),
+            (cols, "is not a table of 255 columns"),
+            (wider, "257 columns without a column map"),
+            (dtype, "has dtype F32, the job F16"),
+            (col_map, "column map has 255 entries for 256 columns"),
+        ] {
+            let mut sink = Vec::new();
+            match CpuEngine::new().remap(&bad, &mut sink) {
+                Err(e @ Error::Variable { .. }) => assert!(e.to_string().contains(what), "{e}"),
+                other => panic!("{what}: {other:?}"),
+            }
+            assert!(sink.is_empty());
+        }
+    }
+
+    /// An engine of the caller's that produces a byte too few, or too many, for a tensor: an
+    /// error naming the tensor, no output (the header would promise bytes the file lacks),
+    /// and `to_host` refuses it too.
+    #[test]
+    fn a_tensor_of_the_wrong_length_is_an_error() {
+        struct Off(CpuEngine, isize);
+        impl Engine for Off {
+            fn name(&self) -> String {
+                self.0.name()
+            }
+            fn remap(&mut self, job: &RemapJob, sink: &mut dyn crate::engine::Sink) -> Result<()> {
+                let mut bytes = Vec::new();
+                self.0.remap(job, &mut bytes)?;
+                bytes.resize((bytes.len() as isize + self.1) as usize, 0);
+                sink.write(&bytes)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, _) = two_partition_plan(dir.path());
+        let out = dir.path().join("out.safetensors");
+        for off in [-1, 1] {
+            let err = plan.write_file(&mut Off(CpuEngine::new(), off), &out);
+            assert!(
+                matches!(&err, Err(Error::Engine { tensor, .. }) if tensor == "emb/part_0"),
+                "{err:?}"
+            );
+            assert!(!out.exists());
+            let err = plan.to_host(&mut Off(CpuEngine::new(), off));
+            assert!(matches!(err, Err(Error::Engine { .. })), "{err:?}");
+        }
+        plan.write_file(&mut Off(CpuEngine::new(), 0), &out)
+            .unwrap();
     }
 }

@@ -19,8 +19,8 @@
 //!    [`Checkpoint`] and the new [`Model`]. Nothing is written while planning; a plan that
 //!    exists can be executed.
 //! 3. **Engine** ([`Engine`]): computes the plan's remap jobs, either [`CpuEngine`] (rayon)
-//!    or [`engine::gpu::GpuEngine`] (wgpu compute shaders). Both produce the same bytes,
-//!    straight into memory lent by an [`engine::Sink`] (the output file's staging buffers,
+//!    or [`engine::gpu::GpuEngine`] (wgpu compute shaders). Both produce the same bytes
+//!    (normal and truncated normal fills within 1e-4 of each other), straight into memory lent by an [`engine::Sink`] (the output file's staging buffers,
 //!    a `Vec<u8>`, or a sink of your own).
 //! 4. **Output**: [`Plan::write_file`] streams every tensor to a temporary file beside the
 //!    target and renames it into place once complete; [`Plan::to_host`] returns the
@@ -68,7 +68,10 @@
 //!
 //! Checkpoint and model files are memory-mapped, never read whole; only the rows a job needs
 //! are paged in. The files must not be modified or truncated while a plan that reads them
-//! is alive (see the crate's one mapping constructor in `mmap.rs`).
+//! is alive (see the crate's one mapping constructor in `mmap.rs`). A
+//! [`GpuEngine`](engine::gpu::GpuEngine) on a software adapter keeps the old tables it read
+//! mapped in its window cache for the next job, until
+//! [`clear_cache`](engine::gpu::GpuEngine::clear_cache) or until it is dropped.
 
 #![deny(missing_docs)]
 

@@ -61,7 +61,7 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a byte count (e.g. 536870912, 512MiB, 4GiB)"))
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Backend {
     Auto,
     Cpu,
@@ -162,6 +162,17 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["variables"] = serde_json::json!(plan.variables());
 
     let mut engine = engine?;
+    if let Err(e) = plan.check_engine(engine.as_ref()) {
+        // A table the GPU cannot take (a row wider than one storage binding): `auto` falls
+        // back to the CPU engine, an explicit `--backend gpu` is refused.
+        if args.backend != Backend::Auto {
+            return Err(e);
+        }
+        if !args.quiet {
+            eprintln!("warmstart: the GPU cannot compute this plan ({e}); using the CPU engine");
+        }
+        engine = cpu_engine(args);
+    }
     report["backend"] = serde_json::json!(engine.name());
     report["vram_budget"] = serde_json::json!(engine.vram_budget());
     if args.dry_run {
@@ -293,15 +304,8 @@ fn engine(args: &RunArgs, plan_file: &PlanFile) -> Result<Box<dyn Engine + Send>
         }
         GpuEngine::new(options)
     };
-    let cpu = || {
-        let engine = CpuEngine::new();
-        match args.memory_budget {
-            Some(bytes) => engine.with_memory_budget(bytes),
-            None => engine,
-        }
-    };
     match args.backend {
-        Backend::Cpu => Ok(Box::new(cpu())),
+        Backend::Cpu => Ok(cpu_engine(args)),
         Backend::Gpu => Ok(Box::new(gpu()?)),
         Backend::Auto => {
             if gpu::hardware_adapter_available() {
@@ -313,9 +317,17 @@ fn engine(args: &RunArgs, plan_file: &PlanFile) -> Result<Box<dyn Engine + Send>
                     Err(_) => {}
                 }
             }
-            Ok(Box::new(cpu()))
+            Ok(cpu_engine(args))
         }
     }
+}
+
+fn cpu_engine(args: &RunArgs) -> Box<dyn Engine + Send> {
+    let engine = CpuEngine::new();
+    Box::new(match args.memory_budget {
+        Some(bytes) => engine.with_memory_budget(bytes),
+        None => engine,
+    })
 }
 
 fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {

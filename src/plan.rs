@@ -104,6 +104,73 @@ impl RemapJob {
         self.old_cols * self.dtype.size()
     }
 
+    /// Refuses a job that does not add up: the old tensor not a table of `old_cols` columns
+    /// of this dtype, a map shorter than the rows or columns it serves, an entry past the old
+    /// table, columns that differ without a column map, or a row count past the old table
+    /// without a row map. Plans make only jobs that pass; both engines check every job they
+    /// are handed, since the fields are public.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::variable(&self.variable, m));
+        if FloatType::from_dtype(self.old.dtype()) != Some(self.dtype) {
+            return bad(format!(
+                "old tensor {:?} has dtype {:?}, the job {:?}",
+                self.old.name(),
+                self.old.dtype(),
+                self.dtype
+            ));
+        }
+        let old_rows = self.old.shape().first().copied().unwrap_or(1);
+        let old_row_elems: usize = self.old.shape().iter().skip(1).product();
+        if old_row_elems != self.old_cols
+            || old_rows.checked_mul(self.old_row_bytes()) != Some(self.old.byte_len())
+        {
+            return bad(format!(
+                "old tensor {:?} of shape {:?} is not a table of {} columns",
+                self.old.name(),
+                self.old.shape(),
+                self.old_cols
+            ));
+        }
+        // A map's entries, MISSING or below `bound`, for `len` positions.
+        let check_map = |what: &str, map: &[u32], len: usize, bound: usize| {
+            if map.len() < len {
+                return bad(format!("{what} map has {} entries for {len}", map.len()));
+            }
+            match map[..len]
+                .iter()
+                .find(|&&m| m != MISSING && m as usize >= bound)
+            {
+                Some(m) => bad(format!(
+                    "{what} map names {what} {m} of an old table of {bound}"
+                )),
+                None => Ok(()),
+            }
+        };
+        match &self.row_map {
+            Some(m) => check_map("row", m, self.rows.end, old_rows)?,
+            None if self.rows.end > old_rows => {
+                return bad(format!(
+                    "rows up to {} but the old tensor has {old_rows}",
+                    self.rows.end
+                ))
+            }
+            None => {}
+        }
+        match &self.col_map {
+            Some(m) if m.len() != self.cols => bad(format!(
+                "column map has {} entries for {} columns",
+                m.len(),
+                self.cols
+            )),
+            Some(m) => check_map("column", m, self.cols, self.old_cols),
+            None if self.old_cols != self.cols => bad(format!(
+                "{} columns without a column map, but the old tensor has {}",
+                self.cols, self.old_cols
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The old row of variable row `g`, or `None` when it has no past.
     #[inline]
     pub fn source_row(&self, g: usize) -> Option<usize> {

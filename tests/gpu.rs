@@ -1431,6 +1431,94 @@ fn errors_leave_the_engine_usable_with(unified: bool) {
     assert_eq!(run(&mut engine, &good), expected);
 }
 
+/// A plan with a row wider than one storage binding is refused before anything is written:
+/// `write_file` creates no file, and `to_host` and `to_device` compute nothing (the first
+/// tensor, a plain copy, would come first), with the CPU engine suggested.
+#[test]
+fn rows_wider_than_a_binding_are_refused_before_writing() {
+    let Some(mut engine) = gpu(GpuOptions::new().max_binding_bytes(64)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let table = |rows: usize| -> Vec<u8> {
+        (0..rows * 20)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .collect()
+    };
+    let (old_emb, bias) = (table(3), [1u8; 8]);
+    let file = safetensors::serialize(
+        [
+            (
+                "a_bias",
+                TensorView::new(Dtype::F32, vec![2], &bias).unwrap(),
+            ),
+            (
+                "emb",
+                TensorView::new(Dtype::F32, vec![3, 20], &old_emb).unwrap(),
+            ),
+        ],
+        None,
+    )
+    .unwrap();
+    std::fs::write(d.join("old.safetensors"), file).unwrap();
+    std::fs::write(d.join("old.txt"), "a\nb\nc\n").unwrap();
+    std::fs::write(d.join("new.txt"), "c\nx\na\n").unwrap();
+    let model = Model::open(&{
+        let new_emb = table(4);
+        let file = safetensors::serialize(
+            [
+                (
+                    "a_bias",
+                    TensorView::new(Dtype::F32, vec![2], &bias).unwrap(),
+                ),
+                (
+                    "emb",
+                    TensorView::new(Dtype::F32, vec![4, 20], &new_emb).unwrap(),
+                ),
+            ],
+            None,
+        )
+        .unwrap();
+        std::fs::write(d.join("model.safetensors"), file).unwrap();
+        d.join("model.safetensors")
+    })
+    .unwrap();
+    let settings = WarmStartSettings::new(d.join("old.safetensors")).vocab_info(
+        "emb",
+        VocabInfo::new(d.join("new.txt"), 3, 1, d.join("old.txt")),
+    );
+    let plan = Plan::new(&settings, &model).unwrap();
+    plan.check_engine(&CpuEngine::new()).unwrap();
+    let refused = |e: warmstart::Error| {
+        let text = e.to_string();
+        assert!(
+            text.contains("emb") && text.contains("storage binding"),
+            "{text}"
+        );
+        assert!(text.contains("CPU engine"), "{text}");
+        assert_eq!(e.exit_code(), 2, "{text}");
+    };
+    refused(plan.check_engine(&engine).unwrap_err());
+    let out = d.join("warm.safetensors");
+    let wrote = std::sync::atomic::AtomicBool::new(false);
+    let progress = |_| wrote.store(true, std::sync::atomic::Ordering::Relaxed);
+    refused(
+        plan.write_file_with_progress(&mut engine, &out, &progress)
+            .unwrap_err(),
+    );
+    assert!(!wrote.into_inner(), "bytes were written before the refusal");
+    let left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 4, "{left:?}");
+    refused(plan.to_host(&mut engine).unwrap_err());
+    refused(engine.to_device(&plan).unwrap_err());
+    // the CPU engine computes it
+    plan.write_file(&mut CpuEngine::new(), &out).unwrap();
+}
+
 /// The CLI: `--backend gpu` with `WGPU_ADAPTER_NAME` naming no adapter fails with exit code 1,
 /// a message, and no output file; `--backend gpu` otherwise names the adapter in the report.
 #[test]

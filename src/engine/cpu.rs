@@ -160,9 +160,10 @@ impl Engine for CpuEngine {
     }
 
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()> {
+        job.check()?;
         let row_bytes = job.row_bytes();
         let Some(old) = job.old.rows() else {
-            unreachable!("remap jobs have float dtypes");
+            unreachable!("checked jobs have float dtypes");
         };
         if job.rows.is_empty() || row_bytes == 0 {
             return Ok(());

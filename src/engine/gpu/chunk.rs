@@ -22,7 +22,6 @@ use bytemuck::Pod;
 
 use super::kernels::{InitUniform, RowSet, ROWS_LIST, ROWS_RANGE};
 use super::{fill_missing, gather_rows, remap_cols};
-use crate::dtype::FloatType;
 use crate::error::{Error, Result};
 use crate::initializer::Fill;
 use crate::plan::RemapJob;
@@ -109,96 +108,49 @@ pub(crate) struct Layout {
     pub leads: Vec<u32>,
 }
 
-fn too_wide(job: &RemapJob, what: &str, bytes: usize, limit: u64) -> Error {
-    Error::variable(
-        &job.variable,
-        format!(
-            "{what} of {bytes} bytes does not fit one GPU storage binding ({limit} bytes); \
-             use the CPU engine"
+/// Refuses a job whose smallest unit of work does not fit one storage binding of `binding`
+/// bytes: a row, an old row, a pair of odd-width f16/bf16 rows (which share words), or the
+/// column map. The engine checks every job this way before anything is written
+/// ([`Engine::check`](crate::engine::Engine::check)).
+pub(crate) fn check_fits(job: &RemapJob, binding: u64) -> Result<()> {
+    let parity = job.dtype.size() == 2 && job.cols % 2 == 1;
+    let units = [
+        ("a row", job.row_bytes()),
+        ("an old row", job.old_row_bytes()),
+        (
+            "a pair of rows",
+            if parity { 2 * job.row_bytes() } else { 0 },
         ),
-    )
+        (
+            "the column map",
+            job.col_map.as_ref().map_or(0, |m| m.len() * 4),
+        ),
+    ];
+    match units.into_iter().find(|&(_, bytes)| bytes as u64 > binding) {
+        Some((what, bytes)) => Err(Error::variable(
+            &job.variable,
+            format!(
+                "{what} of {bytes} bytes does not fit one GPU storage binding ({binding} bytes); \
+                 use the CPU engine"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Layout {
     /// Checks `job` and lays it out within `limits`.
     pub(crate) fn new(job: &RemapJob, limits: &Limits) -> Result<Layout> {
-        let bad = |m: String| Err(Error::variable(&job.variable, m));
+        job.check()?;
+        check_fits(job, limits.binding)?;
         let esize = job.dtype.size();
-        if FloatType::from_dtype(job.old.dtype()) != Some(job.dtype) {
-            return bad(format!(
-                "old tensor {:?} has dtype {:?}, the job {:?}",
-                job.old.name(),
-                job.old.dtype(),
-                job.dtype
-            ));
-        }
         let old_rows = job.old.shape().first().copied().unwrap_or(1);
-        let old_row_elems: usize = job.old.shape().iter().skip(1).product();
-        if old_row_elems != job.old_cols
-            || old_rows.checked_mul(job.old_row_bytes()) != Some(job.old.byte_len())
-        {
-            return bad(format!(
-                "old tensor {:?} of shape {:?} is not a table of {} columns",
-                job.old.name(),
-                job.old.shape(),
-                job.old_cols
-            ));
-        }
         let row_bytes = job.row_bytes();
         let old_row_bytes = job.old_row_bytes();
-        if let Some(m) = &job.row_map {
-            if m.len() < job.rows.end {
-                return bad(format!(
-                    "row map has {} entries for rows up to {}",
-                    m.len(),
-                    job.rows.end
-                ));
-            }
-        } else if job.rows.end > old_rows {
-            return bad(format!(
-                "rows up to {} but the old tensor has {old_rows}",
-                job.rows.end
-            ));
-        }
         let (col_map, col_gaps, col_sources) = match &job.col_map {
-            None => {
-                if job.old_cols != job.cols {
-                    return bad(format!(
-                        "{} columns without a column map, but the old tensor has {}",
-                        job.cols, job.old_cols
-                    ));
-                }
-                (false, false, job.cols > 0)
-            }
-            Some(m) => {
-                if m.len() != job.cols {
-                    return bad(format!(
-                        "column map has {} entries for {} columns",
-                        m.len(),
-                        job.cols
-                    ));
-                }
-                if let Some(c) = m
-                    .iter()
-                    .find(|&&c| c != MISSING && c as usize >= job.old_cols)
-                {
-                    return bad(format!(
-                        "column map names column {c} of an old tensor of {} columns",
-                        job.old_cols
-                    ));
-                }
-                if (m.len() * 4) as u64 > limits.binding {
-                    return Err(too_wide(job, "the column map", m.len() * 4, limits.binding));
-                }
-                (true, m.contains(&MISSING), m.iter().any(|&c| c != MISSING))
-            }
+            None => (false, false, job.cols > 0),
+            Some(m) => (true, m.contains(&MISSING), m.iter().any(|&c| c != MISSING)),
         };
-        if row_bytes as u64 > limits.binding {
-            return Err(too_wide(job, "a row", row_bytes, limits.binding));
-        }
-        if old_row_bytes as u64 > limits.binding {
-            return Err(too_wide(job, "an old row", old_row_bytes, limits.binding));
-        }
         let parity = esize == 2 && job.cols % 2 == 1;
         let mover = match (col_map, row_bytes % 16, row_bytes % 4) {
             (true, _, _) => Mover::Elements { identity: false },
@@ -216,14 +168,6 @@ impl Layout {
         if parity {
             // chunks must start on a word: an even number of rows
             chunk_rows = (chunk_rows & !1).max(2);
-            if (2 * row_bytes) as u64 > limits.binding {
-                return Err(too_wide(
-                    job,
-                    "a pair of rows",
-                    2 * row_bytes,
-                    limits.binding,
-                ));
-            }
         }
         // windows with their leads within a binding
         let lead_align = match limits.lead_align {
@@ -792,6 +736,7 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::Checkpoint;
+    use crate::dtype::FloatType;
     use crate::initializer::Initializer;
 
     const LIMITS: Limits = Limits {
@@ -1060,7 +1005,8 @@ mod tests {
     fn bad_maps_are_refused_not_panics() {
         let dir = tempfile::tempdir().unwrap();
         let j = job(dir.path(), 2, 5, Some(vec![0, 7]));
-        let l = Layout::new(&j, &LIMITS).unwrap();
+        assert!(Layout::new(&j, &LIMITS).is_err());
+        let l = Layout::new(&job(dir.path(), 2, 5, Some(vec![0, 4])), &LIMITS).unwrap();
         assert!(plan(&j, &l, 0..2).is_err());
         let mut wide = job(dir.path(), 2, 5, None);
         wide.cols = 3; // no column map, but the old table has 2 columns

@@ -81,7 +81,9 @@
 //! the destination, and the output never goes through the host.
 //!
 //! **Failures** (no adapter, device lost, out of memory, validation errors, timeouts) are
-//! `Error::Gpu`; the writer then leaves nothing behind. Operations run inside error scopes, so
+//! `Error::Gpu`; the writer then leaves nothing behind. A job the device cannot take (a row
+//! wider than one storage binding) is a refusal, `Error::Variable`, found by
+//! [`Engine::check`] before anything is written. Operations run inside error scopes, so
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
@@ -115,7 +117,7 @@ use self::kernels::Control;
 use self::options::{cpu_adapter_budget, hardware_budget, CPU_ADAPTER_SPAN};
 pub use self::options::{
     parse_bytes, GpuOptions, CPU_ADAPTER_COPY_RUNS, DEFAULT_CHUNK, DEFAULT_CPU_ADAPTER_BUDGET,
-    DEFAULT_CPU_ADAPTER_CHUNK, DEFAULT_CPU_ADAPTER_WINDOW, DEFAULT_VRAM_BUDGET,
+    DEFAULT_CPU_ADAPTER_CHUNK, DEFAULT_CPU_ADAPTER_WINDOW, DEFAULT_VRAM_BUDGET, MAX_SLOTS,
 };
 use self::remap_cols::RemapCols;
 use self::stream::{copy_tensor_parallel, Mappable, Stream};
@@ -495,10 +497,13 @@ impl GpuEngine {
     }
 
     /// Releases the cached windows of old tables (they are otherwise kept for the next job,
-    /// within the budget).
+    /// within the budget): their device memory, and on a software adapter the mapped
+    /// checkpoint files they were read in, once the device has finished the work submitted
+    /// with them (the device is polled here for that, without waiting).
     pub fn clear_cache(&mut self) {
         self.windows.clear();
         self.col_map = None;
+        let _ = self.gpu.device.poll(wgpu::PollType::Poll);
     }
 
     /// Computes `job` into a new device buffer (`STORAGE | COPY_SRC | COPY_DST`, size rounded
@@ -553,6 +558,7 @@ impl GpuEngine {
     /// Every warm-started tensor of `plan` (copied or remapped; kept tensors are not
     /// returned) as a device buffer, in the plan's order.
     pub fn to_device(&mut self, plan: &Plan) -> Result<Vec<DeviceTensor>> {
+        plan.check_engine(self)?;
         let mut out = Vec::new();
         for t in plan.tensors().iter().filter(|t| t.is_warm_started()) {
             let (buffer, byte_len) = match &t.job {
@@ -1149,6 +1155,13 @@ impl Engine for GpuEngine {
 
     fn remap(&mut self, job: &RemapJob, sink: &mut dyn Sink) -> Result<()> {
         self.guarded(|e| e.run(job, &mut Target::Sink(sink)))
+    }
+
+    /// [`RemapJob::check`], and every unit of the job's work (a row, an old row, a pair of
+    /// odd-width f16/bf16 rows, the column map) within one storage binding of the device.
+    fn check(&self, job: &RemapJob) -> Result<()> {
+        job.check()?;
+        chunk::check_fits(job, self.limits.binding)
     }
 }
 

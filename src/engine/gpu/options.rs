@@ -20,12 +20,17 @@ pub(super) const CPU_ADAPTER_SPAN: u32 = 64;
 pub const CPU_ADAPTER_COPY_RUNS: u64 = 2048;
 
 /// Default VRAM budget on a hardware adapter whose own memory is not known (an integrated GPU,
-/// a backend other than Vulkan, or a device the caller opened); a discrete GPU that the engine
+/// a backend other than Vulkan, or a hardware device the caller opened; a software one gets
+/// [`DEFAULT_CPU_ADAPTER_BUDGET`]'s quarter of memory, as when the engine opens it); a discrete GPU that the engine
 /// opens itself gets half of its memory (see [`GpuOptions::vram_budget`]).
 pub const DEFAULT_VRAM_BUDGET: u64 = 4 << 30;
 /// Default budget on a software (CPU) adapter, whose "device memory" is host memory: a
 /// quarter of the machine's memory where it can be read (Linux), within these bounds.
 pub const DEFAULT_CPU_ADAPTER_BUDGET: std::ops::RangeInclusive<u64> = (512 * MIB)..=(16 << 30);
+
+/// Most upload buffers, or output chunks in flight, the ring may have
+/// ([`GpuOptions::staging_slots`], [`GpuOptions::output_slots`]).
+pub const MAX_SLOTS: usize = 64;
 
 /// Default output chunk (and upload buffer) on a hardware adapter.
 pub const DEFAULT_CHUNK: u64 = 16 * MIB;
@@ -107,9 +112,9 @@ impl GpuOptions {
     /// memory (the largest device-local heap, which wgpu cannot report but the Vulkan driver
     /// can), leaving the rest to the driver and to other processes; on a software adapter a
     /// quarter of the host's memory or of the process's cgroup limit (see
-    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]); otherwise, and on a caller's device
-    /// ([`GpuEngine::from_device`](super::GpuEngine::from_device), whose memory the caller's own work shares),
-    /// [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
+    /// [`DEFAULT_CPU_ADAPTER_BUDGET`]), the caller's own software device included; otherwise,
+    /// and on a caller's hardware device ([`GpuEngine::from_device`](super::GpuEngine::from_device),
+    /// whose memory the caller's own work shares), [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
     /// not fit the budget is streamed to the device once per group of output chunks
     /// (counted by [`Engine::passes`](crate::engine::Engine::passes)): a budget that holds the table streams it once.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
@@ -134,15 +139,15 @@ impl GpuOptions {
         self
     }
 
-    /// Number of upload buffers in the ring (default 3).
+    /// Number of upload buffers in the ring (default 3, at most [`MAX_SLOTS`]).
     pub fn staging_slots(mut self, slots: usize) -> Self {
-        self.staging_slots = slots.max(1);
+        self.staging_slots = slots.clamp(1, MAX_SLOTS);
         self
     }
 
-    /// Number of output chunks in flight (default 3).
+    /// Number of output chunks in flight (default 3, at most [`MAX_SLOTS`]).
     pub fn output_slots(mut self, slots: usize) -> Self {
-        self.output_slots = slots.max(1);
+        self.output_slots = slots.clamp(1, MAX_SLOTS);
         self
     }
 
@@ -235,6 +240,11 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
+    if unit.trim().is_empty() || unit.trim().eq_ignore_ascii_case("b") {
+        if let Ok(bytes) = number.parse::<u64>() {
+            return Some(bytes); // exactly, past 2^53 too
+        }
+    }
     let number: f64 = number.parse().ok()?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -264,6 +274,8 @@ mod tests {
         assert_eq!(parse_bytes(" 2 GiB "), Some(2 << 30));
         assert_eq!(parse_bytes("1.5GB"), Some(1_500_000_000));
         assert_eq!(parse_bytes("64k"), Some(64 << 10));
+        assert_eq!(parse_bytes("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_bytes("9007199254740993 B"), Some((1 << 53) + 1));
         for bad in ["", "MiB", "12 parsecs", "-1", "1e400"] {
             assert_eq!(parse_bytes(bad), None, "{bad}");
         }
