@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{Checkpoint, TensorData};
 use crate::dtype::{byte_len, Dtype, FloatType};
 use crate::error::{Error, Result};
-use crate::initializer::InitSpec;
+use crate::initializer::{Fill, InitSpec};
 use crate::model::{Model, Variable};
 use crate::select::{select, Action, Selected};
 use crate::settings::{VocabInfo, WarmStartSettings};
@@ -479,6 +479,39 @@ impl Planner<'_> {
         s: &Selected,
     ) -> Result<(VariableReport, Vec<(usize, Job)>)> {
         let old = self.old_tensor(s, var)?;
+        let partial = s.partitions.len() < var.partitions().len();
+        if let ([p], true) = (&s.partitions[..], partial) {
+            // TensorFlow hands a lone selected partition to init_from_checkpoint as a whole
+            // variable: it takes the checkpoint tensor whole if the shapes are equal, and
+            // refuses it otherwise.
+            let part = &var.partitions()[*p];
+            let mut shape = var.shape().to_vec();
+            shape[0] = part.rows();
+            if old.shape() != shape {
+                return Err(Error::variable(
+                    var.name(),
+                    format!(
+                        "only partition {} ({} of {} rows) is selected; as in TensorFlow, a lone \
+                         partition is warm-started as a whole variable and its shape {:?} must \
+                         equal checkpoint tensor {:?}'s {:?} (select all partitions, or at least two)",
+                        part.tensor(),
+                        part.rows(),
+                        var.shape()[0],
+                        shape,
+                        s.prev_name,
+                        old.shape()
+                    ),
+                ));
+            }
+            let job = Job::Copy {
+                bytes: 0..old.byte_len(),
+                source: old,
+            };
+            return Ok((
+                Self::copy_report(var, s, vec![part.tensor().to_string()], part.rows()),
+                vec![(*p, job)],
+            ));
+        }
         if old.shape() != var.shape() {
             return Err(Error::variable(
                 var.name(),
@@ -489,25 +522,6 @@ impl Planner<'_> {
                     old.shape()
                 ),
             ));
-        }
-        let partial = s.partitions.len() < var.partitions().len();
-        if let ([p], true) = (&s.partitions[..], partial) {
-            let part = &var.partitions()[*p];
-            if part.rows() != var.shape().first().copied().unwrap_or(1) {
-                // TensorFlow hands a lone partition to init_from_checkpoint as a whole
-                // variable and refuses the shape mismatch; so do we.
-                return Err(Error::variable(
-                    var.name(),
-                    format!(
-                        "only partition {} ({} of {} rows) is selected; as in TensorFlow, a lone                          partition is warm-started as a whole variable and its shape must equal                          checkpoint tensor {:?}'s {:?} (select all partitions, or at least two)",
-                        part.tensor(),
-                        part.rows(),
-                        var.shape()[0],
-                        s.prev_name,
-                        old.shape()
-                    ),
-                ));
-            }
         }
         let per_row: usize = var.shape().iter().skip(1).product();
         let mut jobs = Vec::new();
@@ -534,7 +548,16 @@ impl Planner<'_> {
             tensors.push(part.tensor().to_string());
             rows += part.rows();
         }
-        let report = VariableReport {
+        Ok((Self::copy_report(var, s, tensors, rows), jobs))
+    }
+
+    fn copy_report(
+        var: &Variable,
+        s: &Selected,
+        tensors: Vec<String>,
+        rows: usize,
+    ) -> VariableReport {
+        VariableReport {
             name: var.name().to_string(),
             action: "copy",
             source: Some(s.prev_name.clone()),
@@ -546,8 +569,7 @@ impl Planner<'_> {
             copied: rows,
             initialised: 0,
             oov: 0,
-        };
-        Ok((report, jobs))
+        }
     }
 
     fn vocab(&mut self, path: &Path, limit: Option<usize>) -> Result<Arc<Vocab>> {
@@ -666,8 +688,29 @@ impl Planner<'_> {
                 s.prev_name
             ));
         }
+        // TensorFlow's LoadAndRemapMatrix needs at least one column, and its initializer at
+        // least one row in each partition (checked here for the whole variable).
+        if cols == 0 {
+            return bad(format!(
+                "has shape {:?}: a vocabulary variable needs at least one column, as in TensorFlow",
+                var.shape()
+            ));
+        }
+        if let Some(p) = s
+            .partitions
+            .iter()
+            .map(|&p| &var.partitions()[p])
+            .find(|p| p.rows() == 0)
+        {
+            return bad(format!(
+                "{} has no rows: a vocabulary variable's partitions need at least one row, as in TensorFlow",
+                p.tensor()
+            ));
+        }
+        // The rows an axis-1 remap reads: row i of the old tensor for row i of the variable,
+        // over the selected partitions, which TensorFlow takes as the whole variable.
+        let mut needed_rows = rows;
         if axis == 1 && s.partitions.len() < var.partitions().len() {
-            // TensorFlow takes the selected partitions' rows as the variable's row count.
             let selected: usize = s
                 .partitions
                 .iter()
@@ -680,15 +723,18 @@ impl Planner<'_> {
                 .find(|p| p.offset() + p.rows() > selected)
             {
                 return bad(format!(
-                    "the selected partitions hold {selected} rows but partition {} ends at row {};                      as in TensorFlow, an axis-1 remap counts only the selected partitions' rows                      (select a leading run of partitions, or all of them)",
+                    "the selected partitions hold {selected} rows but partition {} ends at row {}; \
+                     as in TensorFlow, an axis-1 remap counts only the selected partitions' rows \
+                     (select a leading run of partitions, or all of them)",
                     p.tensor(),
                     p.offset() + p.rows()
                 ));
             }
+            needed_rows = selected;
         }
-        if axis == 1 && old_rows < rows {
+        if axis == 1 && old_rows < needed_rows {
             return bad(format!(
-                "has {rows} rows but checkpoint tensor {:?} has only {old_rows}",
+                "needs {needed_rows} rows but checkpoint tensor {:?} has only {old_rows}",
                 s.prev_name
             ));
         }
@@ -709,22 +755,31 @@ impl Planner<'_> {
                 Some(map[i] as usize + 1),
                 format!(
                     "token {:?} (new line {}) is on this line of the old vocabulary, past the {bound} {} of checkpoint tensor {:?}",
-                    String::from_utf8_lossy(new.token(i)),
+                    vocab::display_token(new.token(i)),
                     i + 1,
                     if axis == 0 { "rows" } else { "columns" },
                     s.prev_name
                 ),
             ));
         }
+        let context = format!("vocab.{:?}.backup_initializer", var.name());
         let init = info
             .backup_initializer
             .clone()
             .unwrap_or_default()
-            .resolve(
-                var.name(),
-                var.shape(),
-                &format!("vocab.{:?}.backup_initializer", var.name()),
-            )?;
+            .resolve(var.name(), var.shape(), &context)?;
+        if let Fill::Constant(value) = init.fill {
+            let bits = dtype.bits_from_f64(value).to_le_bytes();
+            if value.is_finite() && dtype.decode(&bits).is_infinite() {
+                return Err(Error::setting(
+                    &context,
+                    format!(
+                        "constant value {value:e} overflows the variable's dtype {:?}",
+                        var.dtype()
+                    ),
+                ));
+            }
+        }
 
         let new_size = info.new_vocab_size as usize;
         let mut report = VariableReport {

@@ -334,10 +334,21 @@ fn check_window(new: &Vocab, offset: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// A token for messages: decoded lossily, and its first 100 characters only where it is
+/// longer (a token is a line, which may be a whole file's worth of bytes).
+pub(crate) fn display_token(token: &[u8]) -> String {
+    const SHOWN: usize = 100;
+    let text = String::from_utf8_lossy(token);
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], token.len()),
+        None => text.into_owned(),
+    }
+}
+
 fn duplicate(vocab: &Vocab, first: usize, second: usize) -> Error {
     Error::DuplicateToken {
         file: vocab.path.clone(),
-        token: String::from_utf8_lossy(vocab.token(first)).into_owned(),
+        token: display_token(vocab.token(first)),
         first: first + 1,
         second: second + 1,
     }

@@ -694,3 +694,53 @@ fn load_variable_slot_initializer() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The order in which the initializer's values are consumed (the `_load_and_remap_matrix`
+/// docstring's worked example, with an initializer of the natural numbers continuing across
+/// its calls): missing cells of the loaded block row by row, then the OOV rows, then the OOV
+/// column down the loaded and OOV rows.
+#[test]
+fn load_and_remap_initializer_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ckpt_path = d.join("ckpt.safetensors");
+    write_f32(&ckpt_path, &[("w", vec![3, 3], range(10)[1..].to_vec())]);
+    let ckpt = Checkpoint::open(&ckpt_path).unwrap();
+    let old_rows = text(d, "old_rows.txt", "mercury\nvenus\nmars\n");
+    let new_rows = text(d, "new_rows.txt", "venus\njupiter\nmercury\n");
+    let old_cols = text(d, "old_cols.txt", "good\nbetter\nbest\n");
+    let new_cols = text(d, "new_cols.txt", "good\nbest\nfantastic\n");
+    let mut next = 0.0;
+    let mut naturals = |rows: usize, cols: usize| -> Vec<f32> {
+        (0..rows * cols)
+            .map(|_| {
+                next += 1.0;
+                next
+            })
+            .collect()
+    };
+    let init = LoadAndRemapMatrixInitializer {
+        checkpoint: Some(&ckpt),
+        old_tensor_name: "w",
+        new_row_vocab_size: 3,
+        new_col_vocab_size: 3,
+        old_row_vocab_size: -1,
+        old_row_vocab_file: Some(&old_rows),
+        new_row_vocab_file: Some(&new_rows),
+        old_col_vocab_file: Some(&old_cols),
+        new_col_vocab_file: Some(&new_cols),
+        num_row_oov_buckets: 2,
+        num_col_oov_buckets: 1,
+    };
+    let out = init.load_and_remap(0, 3, 2, &mut naturals).unwrap();
+    assert_eq!(
+        out,
+        m(&[
+            &[4., 6., 1., 12.],
+            &[2., 3., 4., 13.],
+            &[1., 3., 5., 14.],
+            &[6., 7., 8., 15.],
+            &[9., 10., 11., 16.],
+        ])
+    );
+}

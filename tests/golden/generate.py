@@ -1123,6 +1123,85 @@ def cases():
         differs_from_tf="TF writes no value into cells whose old column lies past the "
                         "checkpoint tensor (uninitialised memory); the tool refuses an old "
                         "vocab line that points past the checkpoint tensor."))
+
+    # ---------------------------------------------------------------- found by a later audit
+    add(Case(
+        "select_single_partition_plain_equal_shape",
+        "vars_to_warm_start = \".*part_1.*\" selects one partition [3,2] of a plain [6,2] "
+        "variable whose checkpoint tensor is [3,2]: TF hands the lone partition to "
+        "init_from_checkpoint as a whole variable, the shapes agree, and the partition takes "
+        "the whole checkpoint tensor (not rows 3..6, which it does not have).",
+        ["string_selection", "partial_partition", "single_partition", "plain_copy"],
+        old=[Var("weights_w", pattern([3, 2], 1., 1.))],
+        new=[Var("weights_w", full([6, 2], -1.), parts=2)],
+        vars_to_warm_start=".*part_1.*",
+        check={"weights_w": np.concatenate([full([3, 2], -1.), pattern([3, 2], 1., 1.)])}))
+
+    add(Case(
+        "vocab_cols_leading_partition_short_old",
+        "axis 1, partition 0 of a [4,3] variable in two parts selected, checkpoint tensor "
+        "[2,3]: TF takes the selected partitions' 2 rows as the whole row count, so an old "
+        "tensor of 2 rows is enough.",
+        ["vocab_cols", "axis1", "partial_partition", "new_partitioned"],
+        old=[Var("fruit_output_layer", pattern([2, 3], 1., 1.))],
+        new=[Var("fruit_output_layer", full([4, 3], -1.), parts=2)],
+        files={"old_vocab.txt": vocab_bytes(["apple", "orange", "kiwi"]),
+               "new_vocab.txt": vocab_bytes(["orange", "apple", "banana"])},
+        vars_to_warm_start=".*part_0.*",
+        vocab={"fruit_output_layer": Vocab("new_vocab.txt", 3, 0, "old_vocab.txt", axis=1)},
+        check={"fruit_output_layer": np.array(
+            [[2, 1, 0], [5, 4, 0], [-1, -1, -1], [-1, -1, -1]], F32)}))
+
+    add(Case(
+        "error_vocab_rows_zero_columns",
+        "axis 0 on a [4,0] variable (3 tokens + 1 OOV bucket): LoadAndRemapMatrix needs "
+        "num_cols >= 1 (ValueError).",
+        ["error", "vocab_rows", "zero_size"],
+        old=[Var("emb", np.zeros([3, 0], F32))],
+        new=[Var("emb", np.zeros([4, 0], F32))],
+        files={"old_vocab.txt": vocab_bytes(["a", "b", "c"]),
+               "new_vocab.txt": vocab_bytes(["c", "x", "a"])},
+        vocab={"emb": Vocab("new_vocab.txt", 3, 1, "old_vocab.txt")},
+        expect="tf_error", match="column"))
+
+    add(Case(
+        "error_vocab_cols_zero_rows",
+        "axis 1 on a [0,3] variable: the initializer refuses a first dimension of 0 "
+        "(ValueError \"Expected 1st dim of shape to be > 0\").",
+        ["error", "vocab_cols", "axis1", "zero_size"],
+        old=[Var("emb", np.zeros([0, 2], F32))],
+        new=[Var("emb", np.zeros([0, 3], F32))],
+        files={"old_vocab.txt": vocab_bytes(["a", "b"]),
+               "new_vocab.txt": vocab_bytes(["b", "x", "a"])},
+        vocab={"emb": Vocab("new_vocab.txt", 3, 0, "old_vocab.txt", axis=1)},
+        expect="tf_error", match="no rows"))
+
+    add(Case(
+        "select_verbose_regex_comment",
+        "vars_to_warm_start = \"(?x) v1 # only v1\": Python's verbose flag, whose comment "
+        "runs to the end of the pattern; re.match selects v1 (the Momentum slots are not "
+        "trainable).",
+        ["string_selection", "verbose_regex"],
+        old=momentum_old, new=momentum_new(False),
+        vars_to_warm_start="(?x) v1 # only v1", non_trainable=[".*/Momentum", "global_step"],
+        check={"v1": full([10, 1], 1.), "v2": full([10, 1], 0.),
+               "v1/Momentum": full([10, 1], 0.)}))
+
+    add(Case(
+        "refused_regex_set_operation",
+        "vars_to_warm_start = [\"v[1-2--]\"]: Python reads `--` in a class as two literal "
+        "hyphens (with a FutureWarning that it may become a set difference) and selects v1, "
+        "v2 and their Momentum slots; the tool's regex engine would read a set difference, "
+        "so the tool refuses the pattern and asks for the hyphen to be escaped.",
+        ["tool_refusal", "list_selection", "regex_dialect"],
+        old=momentum_old, new=momentum_new(False),
+        vars_to_warm_start=["v[1-2--]"], non_trainable=[".*/Momentum", "global_step"],
+        expect="tool_refuses", match=["vars_to_warm_start", "set operation"],
+        check={"v1": full([10, 1], 1.), "v1/Momentum": full([10, 1], 1.),
+               "v2": full([10, 1], 1.), "v2/Momentum": full([10, 1], 1.)},
+        differs_from_tf="a character class holding `[`, `--`, `&&` or `~~` is refused: the "
+                        "tool's regex engine reads these as nested classes or set operations, "
+                        "Python as literals."))
     return out
 
 
@@ -1410,6 +1489,10 @@ def generate(case):
         if error is not None:
             raise AssertionError("%s: TF raised %r" % (case.name, error))
         assert case.differs_from_tf
+        for name, want in case.check.items():  # what TF did instead
+            got = full_value(result, name)
+            np.testing.assert_array_equal(got, np.asarray(want, got.dtype),
+                                          err_msg="%s: %s" % (case.name, name))
         write_json(os.path.join(case_dir, "expected_error.json"),
                    {"tf_error": None, "tf_message": None, "match": case.match})
         got = {k: full_value(result, k) for k in case.vocab}
