@@ -665,7 +665,9 @@ struct IndexJson {
 }
 
 fn open_index(index_path: &Path) -> Result<Opened> {
-    let text = std::fs::read_to_string(index_path).map_err(|e| Error::input(index_path, e))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut crate::mmap::open_regular(index_path)?, &mut text)
+        .map_err(|e| Error::input(index_path, e))?;
     let parsed: IndexJson = serde_json::from_str(&text)
         .map_err(|e| Error::format(index_path, format!("invalid sharded index: {e}")))?;
     let dir = crate::writer::parent_dir(index_path);

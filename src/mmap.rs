@@ -7,6 +7,34 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Opens an input file for reading, refusing what is not a regular file: a directory, and a
+/// FIFO, socket or device, which cannot be mapped (mapping one fails with "No such device",
+/// which does not say what is wrong) and whose opening could block forever (a FIFO that no
+/// process writes). The file is opened non-blocking for that reason, which changes nothing
+/// for a regular file.
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| Error::input(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::input(path, e))?;
+    let refuse = |kind, what| Err(Error::input(path, std::io::Error::new(kind, what)));
+    if meta.is_dir() {
+        return refuse(std::io::ErrorKind::IsADirectory, "is a directory");
+    }
+    if !meta.is_file() {
+        return refuse(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device): inputs are memory-mapped",
+        );
+    }
+    Ok(file)
+}
+
 /// A read-only memory map of a whole input file (checkpoint shards, the model file).
 ///
 /// Tables reach tens of GB: they are mapped, never read whole, and only the rows a job needs
@@ -23,12 +51,7 @@ impl MappedFile {
     /// Maps `path` read-only. The one place where the crate maps a file; see the type's docs
     /// for the contract the caller accepts.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::input(path, e))?;
-        // (mapping one fails with "No such device", which does not say what is wrong)
-        if file.metadata().is_ok_and(|m| m.is_dir()) {
-            let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory");
-            return Err(Error::input(path, e));
-        }
+        let file = open_regular(path)?;
         // SAFETY: read-only map of a file the caller promises not to modify or truncate
         // while the map lives (documented on the type and in the crate docs).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::input(path, e))?;

@@ -452,6 +452,22 @@ fn unknown_key_in_vocab_table() {
 }
 
 #[test]
+fn constant_that_overflows_the_dtype() {
+    let fx = Fixture::new();
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"constant\", value = 1e39 }",
+    );
+    fx.refused(&[], &["backup_initializer", "1e39", "overflows", "F32"]);
+    // the largest finite f32 value rounds to itself
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"constant\", value = 3.4028234e38 }",
+    );
+    fx.succeeds(&[]);
+}
+
+#[test]
 fn unknown_key_in_backup_initializer() {
     let fx = Fixture::new();
     fx.plan(
@@ -684,6 +700,22 @@ fn old_vocab_duplicate_token() {
     let fx = Fixture::new();
     fx.write(OLD_VOCAB, "a\nb\nc\nb\n");
     fx.refused(&[], &[OLD_VOCAB, "\"b\"", "lines 2 and 4"]);
+}
+
+/// A token is a line, however long: messages show its first 100 characters and its length
+/// (a duplicated line of 10 MB used to be printed whole, into stderr and the report).
+#[test]
+fn long_duplicate_token_is_shortened_in_the_message() {
+    let fx = Fixture::new();
+    let token = "é".repeat(5_000_000);
+    fx.write(OLD_VOCAB, format!("a\n{token}\nc\n{token}\n"));
+    let shown = format!("\"{}... (10000000 bytes)\"", "é".repeat(100));
+    let run = fx.refused(&[], &[OLD_VOCAB, &shown, "lines 2 and 4"]);
+    assert!(
+        run.stderr.len() < 2000,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
 }
 
 #[test]
@@ -1155,6 +1187,61 @@ fn output_is_a_fifo() {
     let fx = Fixture::new();
     mkfifo(&fx.path("fifo"));
     fx.refused(&["--output", "fifo"], &["fifo", "not a regular file"]);
+}
+
+/// Inputs that are not regular files are refused at once: a FIFO that no process writes
+/// (opening it to read would block forever), and a device such as `/dev/null` (which cannot
+/// be mapped). Should opening block again, a thread opens the FIFO for writing after 20 s,
+/// and the time taken fails the test.
+#[cfg(unix)]
+#[test]
+fn inputs_that_are_not_regular_files() {
+    let fx = Fixture::new();
+    mkfifo(&fx.path("fifo"));
+    mkfifo(&fx.path("fifo.json"));
+    let fifos = [fx.path("fifo"), fx.path("fifo.json")];
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        for fifo in &fifos {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut options = fs::OpenOptions::new();
+            let _ = options
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo);
+        }
+    });
+    let started = std::time::Instant::now();
+    for (from, to) in [
+        (
+            format!("new_vocab = \"{NEW_VOCAB}\""),
+            "new_vocab = \"fifo\"",
+        ),
+        (
+            format!("old_vocab = \"{OLD_VOCAB}\""),
+            "old_vocab = \"fifo\"",
+        ),
+        (format!("model = \"{MODEL}\""), "model = \"fifo\""),
+        (format!("checkpoint = \"{CKPT}\""), "checkpoint = \"fifo\""),
+        (
+            format!("checkpoint = \"{CKPT}\""),
+            "checkpoint = \"fifo.json\"",
+        ),
+        (
+            format!("new_vocab = \"{NEW_VOCAB}\""),
+            "new_vocab = \"/dev/null\"",
+        ),
+    ] {
+        fx.plan("", "");
+        fx.edit_plan(&from, to);
+        let name = to.split('"').nth(1).unwrap();
+        fx.refused(&[], &[name, "not a regular file"]);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "refusing took {:?}",
+        started.elapsed()
+    );
 }
 
 /// An output directory this process cannot write is refused while planning (a dry run too),
