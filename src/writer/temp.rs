@@ -47,7 +47,10 @@ impl TempFile {
         builder.prefix(".warmstart-").suffix(".tmp");
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        builder.tempfile_in(dir).map(TempFile::Named)
+        builder
+            .tempfile_in(dir)
+            .map(TempFile::Named)
+            .map_err(without_path)
     }
 
     /// The open file.
@@ -145,6 +148,17 @@ fn link_unnamed(file: &File, dir: &Path) -> std::io::Result<PathBuf> {
     ))
 }
 
+/// The error without the temporary file's path, which the `tempfile` crate appends to its
+/// message (`... at path "DIR/.warmstart-*.tmp"`): errors name the output the user asked
+/// for, not a file they never see.
+fn without_path(e: std::io::Error) -> std::io::Error {
+    let message = e.to_string();
+    match message.rfind(" at path ") {
+        Some(at) => std::io::Error::new(e.kind(), &message[..at]),
+        None => e,
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::io::Write;
@@ -174,5 +188,18 @@ mod tests {
         assert_eq!(mode & 0o777, 0o640);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// A named temporary file that cannot be created: the operating system's error, without
+    /// the temporary name the `tempfile` crate puts in its message.
+    #[test]
+    fn errors_do_not_name_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let Err(e) = TempFile::create(&missing, false) else {
+            panic!("created a file in a missing directory");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(!e.to_string().contains("warmstart-"), "{e}");
     }
 }
