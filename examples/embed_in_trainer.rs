@@ -83,7 +83,10 @@ pub fn run(dir: &Path) -> Result<(Vec<usize>, Vec<f32>), Box<dyn Error>> {
         submission_index: Some(submission),
         timeout: Some(std::time::Duration::from_secs(60)),
     })?;
-    let bytes = staging.get_mapped_range(..emb.byte_len)?.to_vec();
+    // (mapped whole: a mapped range is a multiple of 4 bytes, which an f16 tensor of odd
+    // length is not; the buffer is)
+    let mut bytes = staging.get_mapped_range(..)?.to_vec();
+    bytes.truncate(emb.byte_len as usize);
     staging.unmap();
     let values = bytes
         .chunks_exact(4)
