@@ -620,7 +620,9 @@ fn open_directory(dir: &Path) -> Result<Opened> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::input(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
+        // (not `is_file`: a broken link or a FIFO named *.safetensors is refused when opened,
+        // not skipped, since the tensors it should hold would then be missing)
+        .filter(|p| !p.is_dir() && p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     paths.sort();
     if paths.is_empty() {
@@ -699,10 +701,14 @@ fn open_index(index_path: &Path) -> Result<Opened> {
 /// Resolves a shard named by an index, refusing any path that leaves the index's directory.
 fn shard_path(index_path: &Path, root: &Path, dir: &Path, shard: &str) -> Result<PathBuf> {
     let rel = Path::new(shard);
+    // Relative paths only; `..` may appear as long as the path resolves inside (below).
     let plain = !shard.is_empty()
-        && rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        && rel.components().all(|c| {
+            matches!(
+                c,
+                Component::Normal(_) | Component::CurDir | Component::ParentDir
+            )
+        });
     let escape = || {
         Error::format(
             index_path,

@@ -93,7 +93,8 @@ pub mod vocab;
 pub mod writer;
 
 pub use checkpoint::{Checkpoint, TensorData};
-pub use engine::{CpuEngine, Engine, GpuEngine};
+pub use engine::gpu::{DeviceTensor, GpuOptions};
+pub use engine::{CpuEngine, Engine, GpuEngine, Sink};
 pub use error::{Error, Result};
 pub use execute::HostTensor;
 pub use initializer::Initializer;

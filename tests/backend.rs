@@ -45,6 +45,26 @@ fn auto_takes_a_hardware_gpu_or_the_cpu() {
     }
 }
 
+/// A `WGPU_BACKEND` that names no backend wgpu knows finds no adapter (wgpu ignores the
+/// unknown name): the message says which setting limited the search.
+#[test]
+fn gpu_without_an_adapter_names_wgpu_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .arg("run")
+        .arg(&plan)
+        .args(["--dry-run", "--quiet", "--backend", "gpu", "--output"])
+        .arg(dir.path().join("warm.safetensors"))
+        .env("WGPU_BACKEND", "vulcan")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no GPU adapter found"), "{stderr}");
+    assert!(stderr.contains("WGPU_BACKEND=\"vulcan\""), "{stderr}");
+}
+
 #[test]
 fn cpu_is_the_cpu() {
     assert_eq!(backend_of("cpu"), (0, "cpu".to_string()));

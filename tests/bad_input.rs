@@ -218,6 +218,29 @@ fn shard_symlink_inside_is_followed() {
     fx.succeeds(&[]);
 }
 
+/// `..` is followed where the path stays inside the checkpoint directory.
+#[test]
+fn shard_path_through_a_subdirectory_and_back() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "sub/../shard1.safetensors", "dense": "shard2.safetensors"}"#);
+    fx.mkdir("ckpt/sub");
+    fx.succeeds(&[]);
+}
+
+/// Without an index, every `*.safetensors` in the directory is a shard: a broken link among
+/// them is refused, not skipped (its tensors would be reported missing, or worse, found in
+/// an older shard).
+#[cfg(unix)]
+#[test]
+fn broken_link_among_unindexed_shards() {
+    let fx = Fixture::new();
+    fx.shard(Fixture::VALID_WEIGHT_MAP);
+    fs::remove_file(fx.path("ckpt/model.safetensors.index.json")).unwrap();
+    fx.succeeds(&[]);
+    std::os::unix::fs::symlink("gone.safetensors", fx.path("ckpt/zz.safetensors")).unwrap();
+    fx.refused(&[], &["zz.safetensors"]);
+}
+
 #[test]
 fn shard_missing() {
     let fx = Fixture::new();

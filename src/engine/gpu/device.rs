@@ -71,11 +71,15 @@ pub(crate) fn select_adapter() -> Result<wgpu::Adapter> {
         .min_by_key(|a| rank(a.get_info().device_type, low_power))
         .cloned()
         .ok_or_else(|| {
-            Error::Gpu(
-                "no GPU adapter found (wgpu: Vulkan, Metal or DX12); install a driver \
+            // (wgpu ignores backend names it does not know: a typo there finds nothing)
+            let backends = match std::env::var("WGPU_BACKEND") {
+                Ok(v) => format!("; WGPU_BACKEND={v:?} limits the backends tried"),
+                Err(_) => String::new(),
+            };
+            Error::Gpu(format!(
+                "no GPU adapter found (wgpu: Vulkan, Metal or DX12){backends}; install a driver \
                  (on Debian: mesa-vulkan-drivers libvulkan1), or use --backend cpu"
-                    .into(),
-            )
+            ))
         })
 }
 
