@@ -1446,26 +1446,9 @@ fn rows_wider_than_a_binding_are_refused_before_writing() {
             .flat_map(|i| (i as f32).to_le_bytes())
             .collect()
     };
-    let (old_emb, bias) = (table(3), [1u8; 8]);
-    let file = safetensors::serialize(
-        [
-            (
-                "a_bias",
-                TensorView::new(Dtype::F32, vec![2], &bias).unwrap(),
-            ),
-            (
-                "emb",
-                TensorView::new(Dtype::F32, vec![3, 20], &old_emb).unwrap(),
-            ),
-        ],
-        None,
-    )
-    .unwrap();
-    std::fs::write(d.join("old.safetensors"), file).unwrap();
-    std::fs::write(d.join("old.txt"), "a\nb\nc\n").unwrap();
-    std::fs::write(d.join("new.txt"), "c\nx\na\n").unwrap();
-    let model = Model::open(&{
-        let new_emb = table(4);
+    // a small tensor first, then emb: [rows, 20] f32 (80-byte rows)
+    let write = |name: &str, rows: usize| {
+        let (emb, bias) = (table(rows), [1u8; 8]);
         let file = safetensors::serialize(
             [
                 (
@@ -1474,16 +1457,19 @@ fn rows_wider_than_a_binding_are_refused_before_writing() {
                 ),
                 (
                     "emb",
-                    TensorView::new(Dtype::F32, vec![4, 20], &new_emb).unwrap(),
+                    TensorView::new(Dtype::F32, vec![rows, 20], &emb).unwrap(),
                 ),
             ],
             None,
         )
         .unwrap();
-        std::fs::write(d.join("model.safetensors"), file).unwrap();
-        d.join("model.safetensors")
-    })
-    .unwrap();
+        std::fs::write(d.join(name), file).unwrap();
+    };
+    write("old.safetensors", 3);
+    write("model.safetensors", 4);
+    std::fs::write(d.join("old.txt"), "a\nb\nc\n").unwrap();
+    std::fs::write(d.join("new.txt"), "c\nx\na\n").unwrap();
+    let model = Model::open(d.join("model.safetensors")).unwrap();
     let settings = WarmStartSettings::new(d.join("old.safetensors")).vocab_info(
         "emb",
         VocabInfo::new(d.join("new.txt"), 3, 1, d.join("old.txt")),

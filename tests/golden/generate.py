@@ -1249,6 +1249,14 @@ def full_value(tensors, name):
     return np.concatenate(parts, axis=0)
 
 
+def check_values(case, result):
+    """TF's values must be the ones the case states (`check`)."""
+    for name, want in case.check.items():
+        got = full_value(result, name)
+        np.testing.assert_array_equal(got, np.asarray(want, got.dtype),
+                                      err_msg="%s: %s" % (case.name, name))
+
+
 def tf_error_message(e, replacements):
     if isinstance(e, tf.errors.OpError):
         msg = e.message
@@ -1470,10 +1478,7 @@ def generate(case):
     if case.expect in ("ok", "differs"):
         if error is not None:
             raise AssertionError("%s: TF raised %r" % (case.name, error))
-        for name, want in case.check.items():
-            got = full_value(result, name)
-            np.testing.assert_array_equal(got, np.asarray(want, got.dtype),
-                                          err_msg="%s: %s" % (case.name, name))
+        check_values(case, result)
         assert sorted(result) == sorted(initial)
         save_tensors(os.path.join(case_dir, "expected.safetensors"), result)
         return "ok"
@@ -1489,10 +1494,7 @@ def generate(case):
         if error is not None:
             raise AssertionError("%s: TF raised %r" % (case.name, error))
         assert case.differs_from_tf
-        for name, want in case.check.items():  # what TF did instead
-            got = full_value(result, name)
-            np.testing.assert_array_equal(got, np.asarray(want, got.dtype),
-                                          err_msg="%s: %s" % (case.name, name))
+        check_values(case, result)  # what TF did instead
         write_json(os.path.join(case_dir, "expected_error.json"),
                    {"tf_error": None, "tf_message": None, "match": case.match})
         got = {k: full_value(result, k) for k in case.vocab}
