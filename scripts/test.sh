@@ -19,3 +19,6 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 export WARMSTART_REQUIRE_GPU=1              # a GPU test without an adapter is a failure
 
 cargo test --locked "$@"
+
+# The crate documentation builds without warnings (broken or redundant intra-doc links).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet

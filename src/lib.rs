@@ -69,7 +69,7 @@
 //! Checkpoint and model files are memory-mapped, never read whole; only the rows a job needs
 //! are paged in. The files must not be modified or truncated while a plan that reads them
 //! is alive (see the crate's one mapping constructor in `mmap.rs`). A
-//! [`GpuEngine`](engine::gpu::GpuEngine) on a software adapter keeps the old tables it read
+//! [`GpuEngine`] on a software adapter keeps the old tables it read
 //! mapped in its window cache for the next job, until
 //! [`clear_cache`](engine::gpu::GpuEngine::clear_cache) or until it is dropped.
 
