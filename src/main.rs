@@ -161,18 +161,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["plan_sha256"] = serde_json::json!(plan.digest());
     report["variables"] = serde_json::json!(plan.variables());
 
-    let mut engine = engine?;
-    if let Err(e) = plan.check_engine(engine.as_ref()) {
-        // A table the GPU cannot take (a row wider than one storage binding): `auto` falls
-        // back to the CPU engine, an explicit `--backend gpu` is refused.
-        if args.backend != Backend::Auto {
-            return Err(e);
-        }
-        if !args.quiet {
-            eprintln!("warmstart: the GPU cannot compute this plan ({e}); using the CPU engine");
-        }
-        engine = cpu_engine(args);
-    }
+    let mut engine = engine_for(&plan, engine?, args)?;
     report["backend"] = serde_json::json!(engine.name());
     report["vram_budget"] = serde_json::json!(engine.vram_budget());
     if args.dry_run {
@@ -319,6 +308,28 @@ fn engine(args: &RunArgs, plan_file: &PlanFile) -> Result<Box<dyn Engine + Send>
             }
             Ok(cpu_engine(args))
         }
+    }
+}
+
+/// `engine` if it can compute every job of `plan`. A table the GPU cannot take (a row
+/// wider than one storage binding) makes `auto` fall back to the CPU engine; an explicit
+/// `--backend gpu` is refused.
+fn engine_for(
+    plan: &Plan,
+    engine: Box<dyn Engine + Send>,
+    args: &RunArgs,
+) -> Result<Box<dyn Engine + Send>> {
+    match plan.check_engine(engine.as_ref()) {
+        Ok(()) => Ok(engine),
+        Err(e) if args.backend == Backend::Auto => {
+            if !args.quiet {
+                eprintln!(
+                    "warmstart: the GPU cannot compute this plan ({e}); using the CPU engine"
+                );
+            }
+            Ok(cpu_engine(args))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -471,4 +482,46 @@ fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, engine: &dyn En
         count("copy"),
         count("keep"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan the GPU engine cannot compute (here every row is wider than its 16-byte
+    /// bindings): `auto` falls back to the CPU engine, `gpu` refuses it with exit code 2.
+    #[test]
+    fn auto_falls_back_to_the_cpu_when_the_gpu_cannot_take_a_table() {
+        let gpu = || match GpuEngine::new(GpuOptions::new().max_binding_bytes(16)) {
+            Ok(engine) => Some(Box::new(engine) as Box<dyn Engine + Send>),
+            Err(e) if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+                panic!("WARMSTART_REQUIRE_GPU=1 but the GPU engine is unavailable: {e}")
+            }
+            Err(e) => {
+                eprintln!("NOTICE: skipping GPU test, no usable GPU adapter: {e}");
+                None
+            }
+        };
+        let Some(engine) = gpu() else { return };
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+        let plan = PlanFile::read(&example).unwrap().plan().unwrap();
+        let args = |backend: &str| match Cli::parse_from([
+            "warmstart",
+            "run",
+            "p.toml",
+            "--quiet",
+            "--backend",
+            backend,
+        ])
+        .command
+        {
+            Command::Run(args) => args,
+        };
+        let chosen = engine_for(&plan, engine, &args("auto")).map(|e| e.name());
+        assert_eq!(chosen.unwrap(), "cpu");
+        let refused = engine_for(&plan, gpu().unwrap(), &args("gpu")).map(|e| e.name());
+        let e = refused.unwrap_err();
+        assert!(e.to_string().contains("storage binding"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
 }
