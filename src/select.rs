@@ -65,15 +65,15 @@ impl PyRegex {
 /// `(?x)`, a flag that Python takes only at the start), so that a comment at its end cannot
 /// swallow the group's closing parenthesis.
 fn end(pattern: &str) -> &'static str {
-    if leading_flags(pattern).contains('x') {
+    if leading_flags(pattern).0.contains('x') {
         "\n"
     } else {
         ""
     }
 }
 
-/// The flags of the `(?aiLmsux)` groups at the start of a pattern.
-fn leading_flags(pattern: &str) -> String {
+/// The flags of the `(?aiLmsux)` groups at the start of a pattern, and where the rest begins.
+fn leading_flags(pattern: &str) -> (String, usize) {
     let mut flags = String::new();
     let mut rest = pattern;
     while let Some(group) = rest.strip_prefix("(?") {
@@ -85,52 +85,130 @@ fn leading_flags(pattern: &str) -> String {
             _ => break,
         }
     }
-    flags
+    (flags, pattern.len() - rest.len())
+}
+
+/// Python's tokens of a pattern (`sre_parse`'s `Tokenizer`): one character, or a backslash
+/// with the character after it; with their byte offsets.
+fn python_tokens(pattern: &str) -> Vec<(usize, &str)> {
+    let mut tokens = Vec::new();
+    let mut chars = pattern.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let end = match (c, chars.peek()) {
+            ('\\', Some(&(next, n))) => {
+                chars.next();
+                next + n.len_utf8()
+            }
+            _ => at + c.len_utf8(),
+        };
+        tokens.push((at, &pattern[at..end]));
+    }
+    tokens
 }
 
 /// Refuses the constructs that Python's `re` and this regex engine both accept but read
-/// differently, all inside character classes: a `[` (here a nested class, or a POSIX class
-/// such as `[[:digit:]]`; in Python a literal `[`), a doubled `--`, `&&` or `~~` (here a set
-/// operation; in Python two literals, with a warning that their meaning may change), and, in
-/// a verbose pattern, whitespace or `#` (here ignored; in Python literals). Such a pattern
-/// would silently select other variables than TensorFlow does; escaping the character
-/// (`\[`, `\-`, `\ `) gives both the same meaning.
+/// differently, so that a pattern never silently selects other variables than TensorFlow:
+/// - inside a character class, a `[` (here a nested class, or a POSIX class such as
+///   `[[:digit:]]`; in Python a literal) and a doubled `--`, `&&` or `~~` (here a set
+///   operation; in Python two literals, with a warning that their meaning may change);
+/// - in a verbose pattern, a form feed or vertical tab (ignored by Python, literal here), and
+///   a backslash that ends a comment line (Python's comment goes on to the next line);
+/// - verbose mode turned on after the start, as in `(?x:...)`, whose comments this check
+///   does not follow (Python takes a global `(?x)` only at the start).
+///
+/// Escaping the character (`\[`, `\-`) gives both engines the same meaning. Comments
+/// (`(?#...)`, and `#` to the end of the line in a verbose pattern) are skipped as Python
+/// skips them.
 fn not_read_otherwise_by_python(pattern: &str) -> std::result::Result<(), String> {
-    let verbose = leading_flags(pattern).contains('x');
-    let mut chars = pattern.char_indices().peekable();
-    while let Some((_, c)) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            '[' => {
-                // A class: `]` right after `[` or `[^` is a member, not its end.
-                chars.next_if(|&(_, c)| c == '^');
-                chars.next_if(|&(_, c)| c == ']');
-                loop {
-                    let Some((at, c)) = chars.next() else {
-                        return Ok(()); // unterminated: the engine reports it
-                    };
-                    let doubled = "-&~".contains(c) && chars.peek().is_some_and(|&(_, n)| n == c);
-                    let why = match c {
-                        '\\' => {
-                            chars.next();
-                            continue;
+    let (flags, body) = leading_flags(pattern);
+    let verbose = flags.contains('x');
+    let tokens = python_tokens(pattern);
+    let text = |i: usize| tokens.get(i).map(|&(_, t)| t);
+    let refuse = |at: usize, what: &str, why: &str| {
+        Err(format!(
+            "{what:?} at byte {at} of the pattern {why}; escape it with a backslash or \
+             rewrite it"
+        ))
+    };
+    let mut i = tokens.partition_point(|&(at, _)| at < body);
+    while let Some((at, t)) = tokens.get(i).copied() {
+        i += 1;
+        match t {
+            "[" => {
+                // `]` right after `[` or `[^` is a member, not the end
+                i += usize::from(text(i) == Some("^"));
+                i += usize::from(text(i) == Some("]"));
+                while let Some((at, t)) = tokens.get(i).copied() {
+                    i += 1;
+                    match t {
+                        "]" => break,
+                        "[" => {
+                            return refuse(
+                                at,
+                                t,
+                                "is a nested class inside a character class here, a literal \
+                                 in Python",
+                            )
                         }
-                        ']' => break,
-                        '[' => "a nested class here, a literal `[` in Python",
-                        _ if doubled => "a set operation here, two literals in Python",
-                        _ if verbose && (c == '#' || c.is_whitespace()) => {
-                            "ignored here in a verbose pattern, a literal in Python"
+                        "-" | "&" | "~" if text(i) == Some(t) => {
+                            return refuse(
+                                at,
+                                &t.repeat(2),
+                                "is a set operation inside a character class here, two \
+                                 literals in Python",
+                            )
                         }
-                        _ => continue,
-                    };
-                    return Err(format!(
-                        "{:?} at byte {at} of a character class is {why}; escape it with a \
-                         backslash",
-                        &pattern[at..at + c.len_utf8() * if doubled { 2 } else { 1 }]
-                    ));
+                        _ => {}
+                    }
                 }
+            }
+            "(" if text(i) == Some("?") && text(i + 1) == Some("#") => {
+                // a comment, to the next `)`
+                while text(i).is_some_and(|t| t != ")") {
+                    i += 1;
+                }
+                i += 1;
+            }
+            "(" if text(i) == Some("?") => {
+                // inline flags, `(?flags)` or `(?flags-flags:...)`
+                let letters: String = (i + 1..)
+                    .map_while(|j| text(j).filter(|t| t.len() == 1 && t != &")" && t != &":"))
+                    .collect();
+                let on = letters.split('-').next().unwrap_or_default();
+                if on.contains('x') && on.chars().all(|c| c.is_ascii_alphabetic()) {
+                    return refuse(
+                        at,
+                        &format!("(?{letters}"),
+                        "turns on verbose mode after the start, which this check does not \
+                         follow (put `(?x)` at the start)",
+                    );
+                }
+            }
+            "#" if verbose => {
+                // a comment, to the end of the line
+                while let Some((at, t)) = tokens.get(i).copied() {
+                    i += 1;
+                    match t {
+                        "\n" => break,
+                        "\\\n" => {
+                            return refuse(
+                                at,
+                                "\\",
+                                "ends a comment line: Python goes on with the comment on \
+                                 the next line, this engine does not",
+                            )
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "\u{b}" | "\u{c}" if verbose => {
+                return refuse(
+                    at,
+                    t,
+                    "is ignored by Python in a verbose pattern, not here (write `\\v` or `\\f` \
+                     for the character)",
+                )
             }
             _ => {}
         }
@@ -301,7 +379,7 @@ mod tests {
     }
 
     /// Python's `re` and TensorFlow: `re.match("(?x) v1 # c", "v1:0")` matches, and the
-    /// classes below select other names in Python than this engine would read them to.
+    /// patterns refused below select other names in Python than this engine would.
     #[test]
     fn python_dialect() {
         let r = PyRegex::prefix_match("(?x) v1 # only v1", "t").unwrap();
@@ -314,8 +392,10 @@ mod tests {
             ("v[a-c--b]", "\"--\" at byte 5"),
             ("v[a&&b]", "\"&&\""),
             ("v[^a~~b]", "\"~~\""),
-            ("(?x)v[ 1]", "\" \""),
-            ("(?x)v[#1]", "\"#\""),
+            ("(?x)v\u{c}1", "\"\\u{c}\" at byte 5"),
+            ("(?x)v1 # c:\\\n|w", "\"\\\\\" at byte 11"),
+            ("v(?x: 1)", "\"(?x\" at byte 1"),
+            ("v(?ix)1", "\"(?ix\""),
         ] {
             match PyRegex::prefix_match(p, "vars_to_warm_start") {
                 Err(Error::Regex { message, .. }) => {
@@ -324,22 +404,26 @@ mod tests {
                 other => panic!("{p}: {:?}", other.map(|_| ())),
             }
         }
-        // Escaped, or where the two read alike: accepted.
-        for p in [
-            r"v[\[1]",
-            r"v[a\-\-b]",
-            "v[]1]",
-            "v[^]1]",
-            "v[a-]",
-            "(?x)v[\\ 1]",
-            "v[ 1]",
+        // Escaped, read alike, or in a comment: accepted, and matching as in Python.
+        for (p, yes, no) in [
+            (r"v[\[1]", "v[", "v"),
+            (r"v[a\-\-b]", "v-", "vc"),
+            ("v[]1]", "v]", "v"),
+            ("v[^]1]", "v2", "v]"),
+            ("v[a-]", "v-", "vb"),
+            ("(?x)v[ 1]", "v ", "v2"),
+            ("(?x)v[#1]", "v#", "v2"),
+            ("v[ 1]", "v ", "v2"),
+            ("(?x) v1 # only [v1 not v2]", "v1", "v2"),
+            ("(?x)v1 # see [[x]] -- &&\n", "v1", "v2"),
+            ("(?#[[ x)v1", "v1", "v2"),
+            ("(?x)v(?#[)1", "v1", "v2"),
+            ("v(?-x:1)", "v1", "v2"),
+            ("v(?i:X)", "vx", "vy"),
         ] {
-            PyRegex::prefix_match(p, "t").unwrap();
+            let r = PyRegex::full_match(p, "t").unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert!(r.is_match(yes).unwrap() && !r.is_match(no).unwrap(), "{p}");
         }
-        let r = PyRegex::prefix_match(r"v[\[1]", "t").unwrap();
-        assert!(r.is_match("v[").unwrap());
-        let r = PyRegex::prefix_match("v[]1]", "t").unwrap();
-        assert!(r.is_match("v]").unwrap());
         // fancy-regex syntax that Python refuses is accepted (README, "Differences")
         for p in [r"v1\z", "(?<n>v)1", r"\p{L}1"] {
             assert!(
