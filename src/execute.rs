@@ -413,9 +413,18 @@ mod tests {
         dtype.dtype = crate::dtype::FloatType::F16;
         let mut col_map = job.clone();
         col_map.col_map = Some(vec![0; COLS - 1].into());
+        let mut backwards = job.clone();
+        #[allow(clippy::reversed_empty_ranges)] // what a caller might build by mistake
+        {
+            backwards.rows = ROWS..ROWS / 2;
+        }
         for (bad, what) in [
-            (past_map, "row map has 4096 entries for 4097"),
-            (past_table, "row map names row 4096 of an old table of 4096"),
+            (past_map, "row map has 4096 entries for rows up to 4097"),
+            (
+                past_table,
+                "row map names row 4096 of an old table of 4096 rows",
+            ),
+            (backwards, "rows 4096..2048 run backwards"),
             (cols, "is not a table of 255 columns"),
             (wider, "257 columns without a column map"),
             (dtype, "has dtype F32, the job F16"),
@@ -428,6 +437,16 @@ mod tests {
             }
             assert!(sink.is_empty());
         }
+        // Only the entries of the job's own rows are checked: the other partition's (here a
+        // bad one) are not its business, and each partition's check stays proportional to
+        // its rows.
+        let mut other_rows = job.clone();
+        let mut map: Vec<u32> = (0..ROWS as u32).rev().collect();
+        map[0] = ROWS as u32;
+        other_rows.row_map = Some(map.into());
+        let mut sink = Vec::new();
+        CpuEngine::new().remap(&other_rows, &mut sink).unwrap();
+        assert_eq!(sink.len(), ROWS / 2 * COLS * 4);
     }
 
     /// An engine of the caller's that produces a byte too few, or too many, for a tensor: an

@@ -323,9 +323,7 @@ fn engine_for(
         Ok(()) => Ok(engine),
         Err(e) if args.backend == Backend::Auto => {
             if !args.quiet {
-                eprintln!(
-                    "warmstart: the GPU cannot compute this plan ({e}); using the CPU engine"
-                );
+                eprintln!("warmstart: {e} (--backend auto: using it)");
             }
             Ok(cpu_engine(args))
         }

@@ -131,23 +131,31 @@ impl RemapJob {
                 self.old_cols
             ));
         }
-        // A map's entries, MISSING or below `bound`, for `len` positions.
-        let check_map = |what: &str, map: &[u32], len: usize, bound: usize| {
-            if map.len() < len {
-                return bad(format!("{what} map has {} entries for {len}", map.len()));
-            }
-            match map[..len]
+        if self.rows.start > self.rows.end {
+            return bad(format!("rows {:?} run backwards", self.rows));
+        }
+        // The entries of a map that the job reads (`used`): MISSING, or an old row (column)
+        // below `bound`.
+        let check_map = |what: &str, map: &[u32], used: Range<usize>, bound: usize| {
+            let Some(entries) = map.get(used.clone()) else {
+                return bad(format!(
+                    "{what} map has {} entries for {what}s up to {}",
+                    map.len(),
+                    used.end
+                ));
+            };
+            match entries
                 .iter()
                 .find(|&&m| m != MISSING && m as usize >= bound)
             {
                 Some(m) => bad(format!(
-                    "{what} map names {what} {m} of an old table of {bound}"
+                    "{what} map names {what} {m} of an old table of {bound} {what}s"
                 )),
                 None => Ok(()),
             }
         };
         match &self.row_map {
-            Some(m) => check_map("row", m, self.rows.end, old_rows)?,
+            Some(m) => check_map("row", m, self.rows.clone(), old_rows)?,
             None if self.rows.end > old_rows => {
                 return bad(format!(
                     "rows up to {} but the old tensor has {old_rows}",
@@ -162,7 +170,7 @@ impl RemapJob {
                 m.len(),
                 self.cols
             )),
-            Some(m) => check_map("column", m, self.cols, self.old_cols),
+            Some(m) => check_map("column", m, 0..self.cols, self.old_cols),
             None if self.old_cols != self.cols => bad(format!(
                 "{} columns without a column map, but the old tensor has {}",
                 self.cols, self.old_cols

@@ -153,7 +153,8 @@ fn link_unnamed(file: &File, dir: &Path) -> std::io::Result<PathBuf> {
 /// for, not a file they never see.
 fn without_path(e: std::io::Error) -> std::io::Error {
     let message = e.to_string();
-    match message.rfind(" at path ") {
+    // (the first occurrence: the operating system's message comes first, then the path)
+    match message.find(" at path \"") {
         Some(at) => std::io::Error::new(e.kind(), &message[..at]),
         None => e,
     }
