@@ -13,17 +13,23 @@ fn backend_of(backend: &str) -> (i32, String) {
     (code, name)
 }
 
+/// A quiet dry run of the bundled example on `backend`, its output named in `dir`.
+fn dry_run(backend: &str, dir: &Path) -> Command {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warmstart"));
+    cmd.arg("run")
+        .arg(&plan)
+        .args(["--dry-run", "--quiet", "--backend", backend, "--output"])
+        .arg(dir.join("warm.safetensors"));
+    cmd
+}
+
 /// The exit code and report of a dry run of the bundled example on `backend`, with `extra`
 /// options.
 fn report_of(backend: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
-        .arg("run")
-        .arg(&plan)
-        .args(["--dry-run", "--quiet", "--backend", backend, "--output"])
-        .arg(dir.path().join("warm.safetensors"))
+    let out = dry_run(backend, dir.path())
         .arg("--report")
         .arg(&report)
         .args(extra)
@@ -50,12 +56,7 @@ fn auto_takes_a_hardware_gpu_or_the_cpu() {
 #[test]
 fn gpu_without_an_adapter_names_wgpu_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
-        .arg("run")
-        .arg(&plan)
-        .args(["--dry-run", "--quiet", "--backend", "gpu", "--output"])
-        .arg(dir.path().join("warm.safetensors"))
+    let out = dry_run("gpu", dir.path())
         .env("WGPU_BACKEND", "vulcan")
         .output()
         .unwrap();

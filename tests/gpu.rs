@@ -1431,6 +1431,46 @@ fn errors_leave_the_engine_usable_with(unified: bool) {
     assert_eq!(run(&mut engine, &good), expected);
 }
 
+/// `clear_cache` releases the windows read in the mapped checkpoint files at once: with the
+/// job's own handle gone too, the file is no longer mapped in the process. After a remap into
+/// a device buffer, whose submission the engine does not wait for, the windows stayed mapped
+/// until the device was next polled.
+#[cfg(target_os = "linux")]
+#[test]
+fn clear_cache_unmaps_imported_windows() {
+    let Some(mut engine) = gpu(GpuOptions::new().max_binding_bytes(4096).window_bytes(700)) else {
+        return;
+    };
+    if !engine.imports_host_memory() {
+        eprintln!("NOTICE: host-memory imports are checked on lavapipe only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0xC1EA);
+    let old = old_table(
+        dir.path(),
+        "c",
+        FloatType::F32,
+        4,
+        &[300],
+        &rng.bytes(4800),
+        true,
+    );
+    let map: Vec<u32> = (0..300).rev().collect();
+    let job = row_job(&old, 0..300, Some(map), Initializer::Zeros {});
+    let _warm = engine.remap_to_buffer(&job).unwrap();
+    assert!(engine.imported_windows() > 0);
+    drop((job, old));
+    let file = dir.path().join("c/a.safetensors");
+    let mapped = || {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.contains(file.to_str().unwrap())
+    };
+    assert!(mapped(), "the cached windows keep the file mapped");
+    engine.clear_cache();
+    assert!(!mapped(), "the file is still mapped after clear_cache");
+}
+
 /// A plan with a row wider than one storage binding is refused before anything is written:
 /// `write_file` creates no file, and `to_host` and `to_device` compute nothing (the first
 /// tensor, a plain copy, would come first), with the CPU engine suggested.

@@ -108,12 +108,17 @@ pub(crate) struct Layout {
     pub leads: Vec<u32>,
 }
 
+/// Odd-width f16/bf16 rows: rows 2i and 2i + 1 share a word.
+fn paired_rows(job: &RemapJob) -> bool {
+    job.dtype.size() == 2 && job.cols % 2 == 1
+}
+
 /// Refuses a job whose smallest unit of work does not fit one storage binding of `binding`
 /// bytes: a row, an old row, a pair of odd-width f16/bf16 rows (which share words), or the
 /// column map. The engine checks every job this way before anything is written
 /// ([`Engine::check`](crate::engine::Engine::check)).
 pub(crate) fn check_fits(job: &RemapJob, binding: u64) -> Result<()> {
-    let parity = job.dtype.size() == 2 && job.cols % 2 == 1;
+    let parity = paired_rows(job);
     let units = [
         ("a row", job.row_bytes()),
         ("an old row", job.old_row_bytes()),
@@ -151,7 +156,7 @@ impl Layout {
             None => (false, false, job.cols > 0),
             Some(m) => (true, m.contains(&MISSING), m.iter().any(|&c| c != MISSING)),
         };
-        let parity = esize == 2 && job.cols % 2 == 1;
+        let parity = paired_rows(job);
         let mover = match (col_map, row_bytes % 16, row_bytes % 4) {
             (true, _, _) => Mover::Elements { identity: false },
             (false, 0, _) => Mover::Rows { unit: 16 },

@@ -266,6 +266,16 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Slot counts are capped: `usize::MAX` overflowed the ring's arithmetic.
+    #[test]
+    fn slot_counts_are_bounded() {
+        let options = GpuOptions::new().output_slots(usize::MAX).staging_slots(0);
+        assert_eq!(
+            (options.output_slots, options.staging_slots),
+            (MAX_SLOTS, 1)
+        );
+    }
+
     #[test]
     fn byte_counts_parse_with_units() {
         assert_eq!(parse_bytes("1073741824"), Some(1 << 30));
