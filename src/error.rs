@@ -3,6 +3,9 @@
 //! Every variant names what went wrong and where: the file, tensor, variable, token or line.
 //! [`Error::exit_code`] sorts them into *refusals* (bad configuration or input: the CLI exits
 //! with 2, before anything is written) and *failures* (I/O while writing, the GPU: exit 1).
+//! A GPU error also says what kind of failure it is ([`GpuFailure`]), for callers that react
+//! to it: fall back to the CPU engine when there is no device, lower the budget when the
+//! device runs out of memory.
 
 use std::fmt;
 use std::io;
@@ -148,9 +151,15 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The GPU engine failed: no adapter, device lost, out of memory, a validation error.
-    #[error("GPU: {0}")]
-    Gpu(String),
+    /// The GPU engine failed (no device, out of memory, device lost, ...), or was handed a
+    /// buffer it cannot use.
+    #[error("GPU: {message}")]
+    Gpu {
+        /// What kind of failure.
+        kind: GpuFailure,
+        /// What happened, in the driver's words where it gave some.
+        message: String,
+    },
 
     /// An engine or sink failed while computing a tensor: an engine of the caller's that
     /// produced the wrong number of bytes, or a caller's engine or sink reporting its own
@@ -162,6 +171,46 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+}
+
+/// The kind of an [`Error::Gpu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GpuFailure {
+    /// No adapter was found (or none matching `WGPU_ADAPTER_NAME`), or no device could be
+    /// opened on it. The CPU engine computes the same results.
+    NoDevice,
+    /// The device could not allocate a buffer. A smaller
+    /// [`GpuOptions::vram_budget`](crate::GpuOptions::vram_budget) may fit.
+    OutOfMemory,
+    /// The device was lost: a driver reset, the GPU removed or hung.
+    DeviceLost,
+    /// The device did not take or finish work within
+    /// [`GpuOptions::timeout`](crate::GpuOptions::timeout).
+    Timeout,
+    /// The caller handed the engine something it cannot use: a destination buffer too small,
+    /// without `COPY_DST` usage, or an offset not a multiple of 4
+    /// ([`GpuEngine::remap_into`](crate::GpuEngine::remap_into)). Found before any work is
+    /// done; a refusal ([`Error::is_refusal`]).
+    Usage,
+    /// The driver reported a validation or internal error, or a kernel did not compile: a bug
+    /// in the engine or the driver.
+    Internal,
+}
+
+impl GpuFailure {
+    /// The kind's name in the CLI's `--report` (`no_device`, `out_of_memory`, `device_lost`,
+    /// `timeout`, `usage`, `internal`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuFailure::NoDevice => "no_device",
+            GpuFailure::OutOfMemory => "out_of_memory",
+            GpuFailure::DeviceLost => "device_lost",
+            GpuFailure::Timeout => "timeout",
+            GpuFailure::Usage => "usage",
+            GpuFailure::Internal => "internal",
+        }
+    }
 }
 
 struct UnusedDisplay<'a> {
@@ -182,12 +231,31 @@ impl fmt::Display for UnusedDisplay<'_> {
 }
 
 impl Error {
-    /// The CLI's exit code for this error: 2 for refusals (configuration or input), 1 for
-    /// failures while running (writing the output, the GPU).
+    /// The CLI's exit code for this error: 2 for refusals (configuration or input, a buffer
+    /// the GPU engine cannot use), 1 for failures while running (writing the output, the GPU).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Output { .. } | Error::Gpu(_) | Error::Engine { .. } => 1,
+            Error::Gpu {
+                kind: GpuFailure::Usage,
+                ..
+            } => 2,
+            Error::Output { .. } | Error::Gpu { .. } | Error::Engine { .. } => 1,
             _ => 2,
+        }
+    }
+
+    /// The kind of GPU failure, for an [`Error::Gpu`].
+    pub fn gpu_failure(&self) -> Option<GpuFailure> {
+        match self {
+            Error::Gpu { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn gpu(kind: GpuFailure, message: impl Into<String>) -> Self {
+        Error::Gpu {
+            kind,
+            message: message.into(),
         }
     }
 

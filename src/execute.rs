@@ -272,6 +272,7 @@ pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use crate::error::GpuFailure;
     use crate::mmap::tests::mapped_rss;
     use crate::plan::RemapJob;
     use crate::{CpuEngine, Model, Variable, VocabInfo, WarmStartSettings};
@@ -361,7 +362,7 @@ mod tests {
             fn remap(&mut self, job: &RemapJob, sink: &mut dyn crate::engine::Sink) -> Result<()> {
                 self.1 += 1;
                 if self.1 == 2 {
-                    return Err(Error::Gpu("the second job fails".into()));
+                    return Err(Error::gpu(GpuFailure::Internal, "the second job fails"));
                 }
                 self.0.remap(job, sink)
             }
@@ -378,7 +379,7 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("write_file returns");
         assert!(
-            matches!(&written, Err(Error::Gpu(m)) if m == "the second job fails"),
+            matches!(&written, Err(Error::Gpu { message, .. }) if message == "the second job fails"),
             "{written:?}"
         );
         assert!(!out.exists());

@@ -95,7 +95,7 @@ pub mod writer;
 pub use checkpoint::{Checkpoint, TensorData};
 pub use engine::gpu::{DeviceTensor, GpuOptions};
 pub use engine::{CpuEngine, Engine, GpuEngine, Sink};
-pub use error::{Error, Result};
+pub use error::{Error, GpuFailure, Result};
 pub use execute::HostTensor;
 pub use initializer::Initializer;
 pub use model::{Model, Partition, Variable};

@@ -95,6 +95,9 @@ fn run(args: RunArgs) -> ExitCode {
                 "error": e.to_string(),
                 "exit_code": e.exit_code(),
             });
+            if let Some(kind) = e.gpu_failure() {
+                report["outcome"]["gpu_failure"] = kind.name().into();
+            }
             e.exit_code()
         }
     };

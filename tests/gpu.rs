@@ -32,8 +32,8 @@ use warmstart::engine::Sink;
 use warmstart::initializer::{Distribution, FanMode, Fill};
 use warmstart::vocab::MISSING;
 use warmstart::{
-    Checkpoint, CpuEngine, Engine, GpuEngine, Initializer, Job, Model, Plan, RemapJob, TensorData,
-    Variable, VocabInfo, WarmStartSettings,
+    Checkpoint, CpuEngine, Engine, GpuEngine, GpuFailure, Initializer, Job, Model, Plan, RemapJob,
+    TensorData, Variable, VocabInfo, WarmStartSettings,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -120,7 +120,10 @@ impl Sink for FailingSink {
     ) -> warmstart::Result<()> {
         self.calls += 1;
         if self.calls == 2 {
-            return Err(warmstart::Error::Gpu("sink refuses".into()));
+            return Err(warmstart::Error::Gpu {
+                kind: GpuFailure::Internal,
+                message: "sink refuses".into(),
+            });
         }
         fill(0, &mut vec![0; len]);
         Ok(())
@@ -1240,9 +1243,22 @@ fn remap_into_a_caller_buffer_at_an_offset() {
             &expected[..]
         );
 
-        // refused destinations are errors, not panics
-        assert!(engine.remap_into(&job, &dst, 2).is_err());
-        assert!(engine.remap_into(&job, &dst, size - 4).is_err());
+        // refused destinations are refusals (the caller's mistake), not panics
+        let no_copy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("caller's buffer without COPY_DST"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        for refused in [
+            engine.remap_into(&job, &dst, 2),
+            engine.remap_into(&job, &dst, size - 4),
+            engine.remap_into(&job, &no_copy, 0),
+        ] {
+            let e = refused.unwrap_err();
+            assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
+            assert!(e.is_refusal(), "{e}");
+        }
     }
 }
 
@@ -1431,6 +1447,60 @@ fn errors_leave_the_engine_usable_with(unified: bool) {
     assert_eq!(run(&mut engine, &good), expected);
 }
 
+/// A device lost under the engine (here destroyed) ends its work in `DeviceLost`, whatever
+/// errors the lost device raised after it, and never in a panic; the writer then leaves
+/// nothing behind.
+#[test]
+fn a_lost_device_is_reported_as_lost() {
+    let Some(mut engine) = gpu(GpuOptions::new().chunk_bytes(256)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let old = old_table(
+        dir.path(),
+        "e",
+        FloatType::F32,
+        8,
+        &[64],
+        &rng.bytes(64 * 8 * 4),
+        true,
+    );
+    let job = RemapJob {
+        variable: "e".into(),
+        old,
+        dtype: FloatType::F32,
+        rows: 0..64,
+        cols: 8,
+        old_cols: 8,
+        row_map: Some((0..64).rev().collect::<Vec<u32>>().into()),
+        col_map: None,
+        init: Initializer::Zeros {}.resolve("e", &[64, 8], "t").unwrap(),
+    };
+    run(&mut engine, &job);
+    // lost while the job runs: the sink destroys the device when handed the first chunk
+    struct Destroys(wgpu::Device, Vec<u8>);
+    impl Sink for Destroys {
+        fn append(
+            &mut self,
+            len: usize,
+            fill: &mut dyn FnMut(usize, &mut [u8]),
+        ) -> warmstart::Result<()> {
+            self.0.destroy();
+            self.1.resize(len, 0);
+            fill(0, &mut self.1);
+            Ok(())
+        }
+    }
+    let mut sink = Destroys(engine.device().clone(), Vec::new());
+    let e = engine.remap(&job, &mut sink).unwrap_err();
+    assert_eq!(e.gpu_failure(), Some(GpuFailure::DeviceLost), "{e}");
+    // and lost before the next one
+    let e = engine.remap(&job, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.gpu_failure(), Some(GpuFailure::DeviceLost), "{e}");
+    assert_eq!(e.exit_code(), 1);
+}
+
 /// `clear_cache` releases the windows read in the mapped checkpoint files at once: with the
 /// job's own handle gone too, the file is no longer mapped in the process. After a remap into
 /// a device buffer, whose submission the engine does not wait for, the windows stayed mapped
@@ -1598,6 +1668,12 @@ fn cli_gpu_backend_and_adapter_errors() {
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("WGPU_ADAPTER_NAME"), "{stderr}");
     assert!(!out.exists());
+    // the report names the kind of failure, for a job runner to react to
+    let report = std::fs::read_to_string(d.join("report.json")).unwrap();
+    assert!(
+        report.contains("\"gpu_failure\": \"no_device\""),
+        "{report}"
+    );
 
     // `auto` uses the GPU engine only on a hardware adapter, never on the software driver
     let auto = std::process::Command::new(cli)

@@ -16,7 +16,7 @@ use ash::vk;
 use wgpu::hal::api::Vulkan;
 
 use super::host_memory::{self, HostMemory};
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuFailure, Result};
 
 /// Environment variable naming the adapter to use (case-insensitive substring of its name).
 pub const ADAPTER_NAME_VAR: &str = "WGPU_ADAPTER_NAME";
@@ -42,6 +42,11 @@ fn rank(kind: wgpu::DeviceType, low_power: bool) -> u8 {
 
 /// Picks the adapter the GPU engine would use, honouring `WGPU_ADAPTER_NAME`.
 pub(crate) fn select_adapter() -> Result<wgpu::Adapter> {
+    select_adapter_named(std::env::var_os(ADAPTER_NAME_VAR))
+}
+
+/// [`select_adapter`] with the value of `WGPU_ADAPTER_NAME` given.
+fn select_adapter_named(wanted: Option<std::ffi::OsString>) -> Result<wgpu::Adapter> {
     let adapters = enumerate();
     let names = || {
         adapters
@@ -52,17 +57,20 @@ pub(crate) fn select_adapter() -> Result<wgpu::Adapter> {
             })
             .collect::<Vec<_>>()
     };
-    if let Some(wanted) = std::env::var_os(ADAPTER_NAME_VAR) {
+    if let Some(wanted) = wanted {
         let wanted = wanted.to_string_lossy().to_lowercase();
         return adapters
             .iter()
             .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
             .cloned()
             .ok_or_else(|| {
-                Error::Gpu(format!(
-                    "{ADAPTER_NAME_VAR}={wanted:?} matches no adapter; adapters found: {:?}",
-                    names()
-                ))
+                Error::gpu(
+                    GpuFailure::NoDevice,
+                    format!(
+                        "{ADAPTER_NAME_VAR}={wanted:?} matches no adapter; adapters found: {:?}",
+                        names()
+                    ),
+                )
             });
     }
     let low_power = wgpu::PowerPreference::from_env() == Some(wgpu::PowerPreference::LowPower);
@@ -76,10 +84,13 @@ pub(crate) fn select_adapter() -> Result<wgpu::Adapter> {
                 Ok(v) => format!("; WGPU_BACKEND={v:?} limits the backends tried"),
                 Err(_) => String::new(),
             };
-            Error::Gpu(format!(
-                "no GPU adapter found (wgpu: Vulkan, Metal or DX12){backends}; install a driver \
-                 (on Debian: mesa-vulkan-drivers libvulkan1), or use --backend cpu"
-            ))
+            Error::gpu(
+                GpuFailure::NoDevice,
+                format!(
+                    "no GPU adapter found (wgpu: Vulkan, Metal or DX12){backends}; install a \
+                     driver (on Debian: mesa-vulkan-drivers libvulkan1), or use --backend cpu"
+                ),
+            )
         })
 }
 
@@ -152,10 +163,10 @@ pub(crate) fn request_device(
         trace: wgpu::Trace::Off,
     };
     let cannot = |e: &dyn std::fmt::Display| {
-        Error::Gpu(format!(
-            "cannot open a device on {}: {e}",
-            adapter.get_info().name
-        ))
+        Error::gpu(
+            GpuFailure::NoDevice,
+            format!("cannot open a device on {}: {e}", adapter.get_info().name),
+        )
     };
     if software {
         if let Some(opened) = host_memory::open(adapter, &desc) {
@@ -175,7 +186,7 @@ pub(crate) struct Gpu {
     pub(crate) timeout: Duration,
     /// Set by the device-lost callback and the uncaptured-error handler (devices the engine
     /// opened itself; a caller's device keeps the caller's handlers).
-    pub(crate) fault: Arc<Mutex<Option<String>>>,
+    pub(crate) fault: Arc<Mutex<Option<Fault>>>,
     /// Host-memory imports, on a device the engine opened with them.
     pub(crate) host: Option<HostMemory>,
 }
@@ -197,12 +208,18 @@ impl Gpu {
         let fault = self.fault.clone();
         self.device
             .set_device_lost_callback(move |reason, message| {
-                record(&fault, format!("device lost ({reason:?}): {message}"));
+                record(
+                    &fault,
+                    Fault::new(
+                        GpuFailure::DeviceLost,
+                        format!("device lost ({reason:?}): {message}"),
+                    ),
+                );
             });
         let fault = self.fault.clone();
         self.device
             .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                record(&fault, e.to_string())
+                record(&fault, Fault::of(&e))
             }));
     }
 
@@ -210,8 +227,11 @@ impl Gpu {
     pub(crate) fn check(&self) -> Result<()> {
         match self.fault.lock().map(|f| f.clone()) {
             Ok(None) => Ok(()),
-            Ok(Some(message)) => Err(Error::Gpu(message)),
-            Err(_) => Err(Error::Gpu("the device error handler panicked".into())),
+            Ok(Some(fault)) => Err(fault.into()),
+            Err(_) => Err(Error::gpu(
+                GpuFailure::Internal,
+                "the device error handler panicked",
+            )),
         }
     }
 
@@ -224,16 +244,22 @@ impl Gpu {
                 timeout: Some(self.timeout),
             })
             .map_err(|e| match e {
-                wgpu::PollError::Timeout => Error::Gpu(format!(
-                    "the device did not finish its work within {:?}",
-                    self.timeout
-                )),
-                other => Error::Gpu(format!("waiting for the device: {other}")),
+                wgpu::PollError::Timeout => Error::gpu(
+                    GpuFailure::Timeout,
+                    format!(
+                        "the device did not finish its work within {:?}",
+                        self.timeout
+                    ),
+                ),
+                other => Error::gpu(
+                    GpuFailure::Internal,
+                    format!("waiting for the device: {other}"),
+                ),
             })?;
         self.check()
     }
 
-    /// Creates a buffer, turning out-of-memory and validation errors into `Error::Gpu` now
+    /// Creates a buffer, turning out-of-memory and validation errors into [`Error::Gpu`] now
     /// rather than at its first use.
     pub(crate) fn buffer(
         &self,
@@ -251,16 +277,56 @@ impl Gpu {
         });
         match scopes.pop() {
             None => Ok(buffer),
-            Some(e) => Err(Error::Gpu(format!(
-                "cannot allocate {label} buffer of {size} bytes: {e}"
-            ))),
+            Some(fault) => Err(Error::gpu(
+                fault.kind,
+                format!(
+                    "cannot allocate {label} buffer of {size} bytes: {}",
+                    fault.message
+                ),
+            )),
         }
     }
 }
 
-fn record(fault: &Mutex<Option<String>>, message: String) {
-    if let Ok(mut f) = fault.lock() {
-        f.get_or_insert(message);
+/// The first fault is kept: what follows a lost device is its consequence.
+fn record(slot: &Mutex<Option<Fault>>, fault: Fault) {
+    if let Ok(mut f) = slot.lock() {
+        f.get_or_insert(fault);
+    }
+}
+
+/// A GPU failure as the engine's threads and caches keep it (an [`Error`] cannot be cloned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub(crate) kind: GpuFailure,
+    pub(crate) message: String,
+}
+
+impl Fault {
+    pub(crate) fn new(kind: GpuFailure, message: impl Into<String>) -> Self {
+        Fault {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A device error reported by wgpu.
+    fn of(e: &wgpu::Error) -> Self {
+        match e {
+            wgpu::Error::OutOfMemory { .. } => {
+                Fault::new(GpuFailure::OutOfMemory, "out of device memory")
+            }
+            other => Fault::new(GpuFailure::Internal, other.to_string()),
+        }
+    }
+}
+
+impl From<Fault> for Error {
+    fn from(f: Fault) -> Self {
+        Error::Gpu {
+            kind: f.kind,
+            message: f.message,
+        }
     }
 }
 
@@ -283,27 +349,49 @@ impl Scopes {
     }
 
     /// Pops the scopes (innermost first) and returns the first error captured, if any.
-    pub(crate) fn pop(mut self) -> Option<String> {
+    pub(crate) fn pop(mut self) -> Option<Fault> {
         let mut first = None;
         while let Some(guard) = self.guards.pop() {
             if let Some(e) = pollster::block_on(guard.pop()) {
-                first.get_or_insert_with(|| describe(&e));
+                first.get_or_insert_with(|| Fault::of(&e));
             }
         }
         first
     }
 }
 
-fn describe(e: &wgpu::Error) -> String {
-    match e {
-        wgpu::Error::OutOfMemory { .. } => "out of device memory".into(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A named adapter that is not there is `NoDevice`, whatever adapters the machine has.
+    #[test]
+    fn a_missing_named_adapter_is_no_device() {
+        let e = select_adapter_named(Some("no such adapter anywhere".into())).unwrap_err();
+        assert_eq!(e.gpu_failure(), Some(GpuFailure::NoDevice), "{e}");
+        assert!(e.to_string().contains(ADAPTER_NAME_VAR), "{e}");
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    /// wgpu's out-of-memory errors are `OutOfMemory`, its validation and internal errors
+    /// `Internal`.
+    #[test]
+    fn device_errors_are_sorted_by_kind() {
+        let source = || Box::new(std::io::Error::other("driver")) as wgpu::ErrorSource;
+        let oom = Fault::of(&wgpu::Error::OutOfMemory { source: source() });
+        assert_eq!(oom.kind, GpuFailure::OutOfMemory);
+        let invalid = Fault::of(&wgpu::Error::Validation {
+            source: source(),
+            description: "a bad binding".into(),
+        });
+        assert_eq!(invalid.kind, GpuFailure::Internal);
+        assert!(invalid.message.contains("a bad binding"), "{invalid:?}");
+        let internal = Fault::of(&wgpu::Error::Internal {
+            source: source(),
+            description: "a driver fault".into(),
+        });
+        assert_eq!(internal.kind, GpuFailure::Internal);
+    }
 
     /// A Vulkan adapter (lavapipe in CI: its device-local heap is the host's memory) reports
     /// the size of its device memory; other backends report none.

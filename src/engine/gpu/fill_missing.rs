@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use bytemuck::{Pod, Zeroable};
 
 use super::compile_checked;
+use super::device::Fault;
 use super::kernels::{Binding, Control, InitUniform, Kernel, RowSet};
 use crate::dtype::FloatType;
 use crate::error::{Error, Result};
@@ -125,7 +126,7 @@ impl Variant {
 /// of CPU).
 pub(crate) struct FillMissing {
     device: wgpu::Device,
-    pipelines: [OnceLock<std::result::Result<Kernel, String>>; 16],
+    pipelines: [OnceLock<std::result::Result<Kernel, Fault>>; 16],
 }
 
 impl FillMissing {
@@ -151,7 +152,7 @@ impl FillMissing {
                 })
             })
             .as_ref()
-            .map_err(|e| Error::Gpu(e.clone()))
+            .map_err(|e| Error::from(e.clone()))
     }
 
     /// The bind group of one dispatch of `kernel` (one of this kernel's pipelines).

@@ -81,7 +81,7 @@
 //! the destination, and the output never goes through the host.
 //!
 //! **Failures** (no adapter, device lost, out of memory, validation errors, timeouts) are
-//! `Error::Gpu`; the writer then leaves nothing behind. A job the device cannot take (a row
+//! [`Error::Gpu`], whose [`GpuFailure`] says which; the writer then leaves nothing behind. A job the device cannot take (a row
 //! wider than one storage binding) is a refusal, `Error::Variable`, found by
 //! [`Engine::check`] before anything is written. Operations run inside error scopes, so
 //! a caller's device keeps its own error handlers.
@@ -109,7 +109,7 @@ use std::sync::Arc;
 pub use device::{hardware_adapter_available, ADAPTER_NAME_VAR};
 
 use self::chunk::{ChunkPlan, Layout, Limits, Mover};
-use self::device::{Gpu, Scopes};
+use self::device::{Fault, Gpu, Scopes};
 use self::fill_missing::{FillMissing, Variant};
 use self::gather_rows::GatherRows;
 use self::host_memory::HostMemory;
@@ -124,7 +124,7 @@ use self::stream::{copy_tensor_parallel, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{memory, Engine, Sink};
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuFailure, Result};
 use crate::plan::{Job, Plan, RemapJob};
 
 /// Most chunks processed as one group (see `GpuEngine::group_size`).
@@ -186,7 +186,7 @@ enum Kernels {
         fill: std::thread::JoinHandle<Result<FillMissing>>,
     },
     Ready(Arc<(GatherRows, RemapCols, FillMissing)>),
-    Failed(String),
+    Failed(Fault),
 }
 
 /// Runs `make` (which compiles kernels on `device`) and returns what it made, or the first
@@ -194,12 +194,15 @@ enum Kernels {
 fn compile_checked<T>(
     device: &wgpu::Device,
     make: impl FnOnce(&wgpu::Device) -> T,
-) -> std::result::Result<T, String> {
+) -> std::result::Result<T, Fault> {
     let scopes = Scopes::push(device);
     let made = make(device);
     match scopes.pop() {
         None => Ok(made),
-        Some(e) => Err(format!("cannot compile the kernels: {e}")),
+        Some(f) => Err(Fault::new(
+            f.kind,
+            format!("cannot compile the kernels: {}", f.message),
+        )),
     }
 }
 
@@ -210,7 +213,7 @@ impl Kernels {
         let d = device.clone();
         let rows = std::thread::spawn(move || {
             compile_checked(&d, |d| (GatherRows::new(d, wide), RemapCols::new(d)))
-                .map_err(Error::Gpu)
+                .map_err(Error::from)
         });
         let d = device.clone();
         let fill = std::thread::spawn(move || FillMissing::new(&d, &variants));
@@ -220,23 +223,33 @@ impl Kernels {
     /// The kernels, once compiled.
     fn get(&mut self) -> Result<Arc<(GatherRows, RemapCols, FillMissing)>> {
         if matches!(self, Kernels::Compiling { .. }) {
-            let Kernels::Compiling { rows, fill } =
-                std::mem::replace(self, Kernels::Failed(String::new()))
-            else {
+            let Kernels::Compiling { rows, fill } = std::mem::replace(
+                self,
+                Kernels::Failed(Fault::new(GpuFailure::Internal, String::new())),
+            ) else {
                 unreachable!("matched above");
             };
             fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
-                r.unwrap_or_else(|_| Err(Error::Gpu("compiling the kernels panicked".into())))
+                r.unwrap_or_else(|_| {
+                    Err(Error::gpu(
+                        GpuFailure::Internal,
+                        "compiling the kernels panicked",
+                    ))
+                })
             }
             *self = match (joined(rows.join()), joined(fill.join())) {
                 (Ok((g, r)), Ok(f)) => Kernels::Ready(Arc::new((g, r, f))),
-                (Err(Error::Gpu(e)), _) | (_, Err(Error::Gpu(e))) => Kernels::Failed(e),
-                (Err(e), _) | (_, Err(e)) => Kernels::Failed(e.to_string()),
+                (Err(Error::Gpu { kind, message }), _) | (_, Err(Error::Gpu { kind, message })) => {
+                    Kernels::Failed(Fault::new(kind, message))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    Kernels::Failed(Fault::new(GpuFailure::Internal, e.to_string()))
+                }
             };
         }
         match self {
             Kernels::Ready(k) => Ok(k.clone()),
-            Kernels::Failed(e) => Err(Error::Gpu(e.clone())),
+            Kernels::Failed(f) => Err(f.clone().into()),
             Kernels::Compiling { .. } => unreachable!("joined above"),
         }
     }
@@ -531,26 +544,35 @@ impl GpuEngine {
 
     /// Computes `job` into `buffer` (of the engine's device, with `COPY_DST` usage) at byte
     /// `offset` (a multiple of 4). Writes the output's bytes rounded up to a multiple of 4:
-    /// an f16/bf16 output of odd element count is followed by two zero bytes.
+    /// an f16/bf16 output of odd element count is followed by two zero bytes. A buffer that
+    /// breaks these rules, or is too small, is refused before any work
+    /// ([`GpuFailure::Usage`]).
     pub fn remap_into(&mut self, job: &RemapJob, buffer: &wgpu::Buffer, offset: u64) -> Result<()> {
         let bytes = (job.rows.len() as u64) * job.row_bytes() as u64;
         let padded = bytes.next_multiple_of(4);
         if !offset.is_multiple_of(4) {
-            return Err(Error::Gpu(format!(
-                "destination offset {offset} is not a multiple of 4"
-            )));
+            return Err(Error::gpu(
+                GpuFailure::Usage,
+                format!("destination offset {offset} is not a multiple of 4"),
+            ));
         }
         if !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
-            return Err(Error::Gpu("destination buffer lacks COPY_DST usage".into()));
+            return Err(Error::gpu(
+                GpuFailure::Usage,
+                "destination buffer lacks COPY_DST usage",
+            ));
         }
         if offset
             .checked_add(padded)
             .is_none_or(|end| end > buffer.size())
         {
-            return Err(Error::Gpu(format!(
-                "destination buffer of {} bytes cannot hold {padded} bytes at offset {offset}",
-                buffer.size()
-            )));
+            return Err(Error::gpu(
+                GpuFailure::Usage,
+                format!(
+                    "destination buffer of {} bytes cannot hold {padded} bytes at offset {offset}",
+                    buffer.size()
+                ),
+            ));
         }
         self.guarded(|e| e.run(job, &mut Target::Buffer(buffer, offset)))
     }
@@ -604,9 +626,14 @@ impl GpuEngine {
         }
         let scoped = scopes.pop();
         let fault = self.gpu.check().err();
+        // a lost device explains whatever errors followed it
+        let lost = fault
+            .as_ref()
+            .is_some_and(|e| e.gpu_failure() == Some(GpuFailure::DeviceLost));
         let result = match (result, scoped, fault) {
-            (Err(e), _, _) if !matches!(e, Error::Gpu(_)) => Err(e),
-            (_, Some(message), _) => Err(Error::Gpu(message)),
+            (Err(e), _, _) if e.gpu_failure().is_none() => Err(e),
+            (_, _, Some(e)) if lost => Err(e),
+            (_, Some(f), _) => Err(f.into()),
             (_, None, Some(e)) => Err(e),
             (r, None, None) => r,
         };
@@ -754,7 +781,7 @@ impl GpuEngine {
             return Ok(());
         };
         let Some(rb) = &slot.readback else {
-            return Err(Error::Gpu("readback buffer missing".into()));
+            return Err(Error::gpu(GpuFailure::Internal, "readback buffer missing"));
         };
         if let Err(e) = rb.wait_mapped(&self.gpu) {
             // Its map request may still complete: new buffers are made on next use (the
@@ -769,7 +796,10 @@ impl GpuEngine {
             .get_mapped_range(..(bytes as u64).next_multiple_of(4))
         {
             Ok(view) => sink.write(&view[..bytes]),
-            Err(e) => Err(Error::Gpu(format!("reading back: {e}"))),
+            Err(e) => Err(Error::gpu(
+                GpuFailure::Internal,
+                format!("reading back: {e}"),
+            )),
         };
         rb.buffer.unmap();
         result
@@ -914,7 +944,10 @@ impl GpuEngine {
             let mut dispatches = Vec::new();
             for &w in &batch {
                 let Some(window) = windows.buffer(g.tensor, w) else {
-                    return Err(Error::Gpu("window evicted before use".into()));
+                    return Err(Error::gpu(
+                        GpuFailure::Internal,
+                        "window evicted before use",
+                    ));
                 };
                 let lead = layout.lead(w);
                 for &(i, reads) in &readers[&w] {
@@ -1032,7 +1065,7 @@ impl GpuEngine {
                         slot.readback = Some(Mappable::new(rb, false));
                     }
                     let Some(rb) = slot.readback.as_mut() else {
-                        return Err(Error::Gpu("readback buffer missing".into()));
+                        return Err(Error::gpu(GpuFailure::Internal, "readback buffer missing"));
                     };
                     let encoder = stream.encoder(gpu);
                     if !*unified {
@@ -1089,7 +1122,7 @@ fn load_window(
             {
                 let mut view = buffer
                     .get_mapped_range_mut(..(lead + len).next_multiple_of(4))
-                    .map_err(|e| Error::Gpu(format!("window buffer: {e}")))?;
+                    .map_err(|e| Error::gpu(GpuFailure::Internal, format!("window buffer: {e}")))?;
                 let (mut head, rest) = view.slice(..).split_at(lead as usize);
                 head.fill(0);
                 let (data, mut pad) = rest.split_at(len as usize);

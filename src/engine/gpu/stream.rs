@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::device::Gpu;
 use super::submit::{Submitter, Ticket};
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuFailure, Result};
 
 /// Map state of an upload or readback buffer, set by its map callback.
 const PENDING: u8 = 0;
@@ -75,8 +75,12 @@ impl Mappable {
 
     /// Waits (bounded) until the buffer is mapped again.
     pub(crate) fn wait_mapped(&self, gpu: &Gpu) -> Result<()> {
-        let lost =
-            || Error::Gpu("a transfer buffer was not mapped back after its submission".into());
+        let lost = || {
+            Error::gpu(
+                GpuFailure::Internal,
+                "a transfer buffer was not mapped back after its submission",
+            )
+        };
         if self.state.load(Ordering::Acquire) == PENDING {
             let ticket = self.submission.as_ref().ok_or_else(lost)?;
             let submission = ticket.wait(gpu.timeout)?;
@@ -95,7 +99,12 @@ impl Mappable {
         loop {
             match self.state.load(Ordering::Acquire) {
                 MAPPED => return Ok(()),
-                FAILED => return Err(Error::Gpu("mapping a transfer buffer failed".into())),
+                FAILED => {
+                    return Err(Error::gpu(
+                        GpuFailure::Internal,
+                        "mapping a transfer buffer failed",
+                    ))
+                }
                 _ if since.elapsed() > bound => return Err(lost()),
                 _ => {
                     let _ = gpu.device.poll(wgpu::PollType::Poll);
@@ -227,7 +236,7 @@ impl Stream {
             {
                 let mut view = buffer
                     .get_mapped_range_mut(at..at + padded)
-                    .map_err(|e| Error::Gpu(format!("upload buffer: {e}")))?;
+                    .map_err(|e| Error::gpu(GpuFailure::Internal, format!("upload buffer: {e}")))?;
                 let (data, mut pad) = view.slice(..).split_at(piece as usize);
                 write(done as usize, data);
                 pad.fill(0);

@@ -17,11 +17,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::device::Scopes;
-use crate::error::{Error, Result};
+use super::device::{Fault, Scopes};
+use crate::error::{Error, GpuFailure, Result};
 
 /// What became of one submission, once the submitter got to it.
-type Outcome = std::result::Result<wgpu::SubmissionIndex, String>;
+type Outcome = std::result::Result<wgpu::SubmissionIndex, Fault>;
 
 /// The outcome of one handed-over submission, when there is one.
 pub(crate) struct Ticket {
@@ -52,10 +52,11 @@ impl Ticket {
             .unwrap_or_else(|e| e.into_inner());
         match slot.as_ref() {
             Some(Ok(index)) => Ok(index.clone()),
-            Some(Err(message)) => Err(Error::Gpu(message.clone())),
-            None => Err(Error::Gpu(format!(
-                "the device did not take the work within {timeout:?}"
-            ))),
+            Some(Err(fault)) => Err(fault.clone().into()),
+            None => Err(Error::gpu(
+                GpuFailure::Timeout,
+                format!("the device did not take the work within {timeout:?}"),
+            )),
         }
     }
 }
@@ -67,7 +68,10 @@ struct Pending(Option<Arc<Ticket>>);
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(ticket) = self.0.take() {
-            ticket.resolve(Err("the submitting thread stopped before this work".into()));
+            ticket.resolve(Err(Fault::new(
+                GpuFailure::Internal,
+                "the submitting thread stopped before this work",
+            )));
         }
     }
 }
@@ -81,7 +85,7 @@ pub(crate) struct Submitter {
     thread: Option<JoinHandle<()>>,
     last: Option<Arc<Ticket>>,
     /// The first error of a submission since the last [`Submitter::flush`].
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<Fault>>>,
 }
 
 impl Submitter {
@@ -140,7 +144,7 @@ impl Submitter {
         };
         let first = self.error.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first {
-            Some(message) => Err(Error::Gpu(message)),
+            Some(fault) => Err(fault.into()),
             None => waited,
         }
     }
@@ -162,15 +166,15 @@ fn submit(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     commands: wgpu::CommandBuffer,
-    first: &Mutex<Option<String>>,
+    first: &Mutex<Option<Fault>>,
 ) -> Outcome {
     let scopes = Scopes::push(device);
     let index = queue.submit([commands]);
     match scopes.pop() {
-        Some(message) => {
+        Some(fault) => {
             let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
-            first.get_or_insert_with(|| message.clone());
-            Err(message)
+            first.get_or_insert_with(|| fault.clone());
+            Err(fault)
         }
         None => Ok(index),
     }
@@ -223,6 +227,7 @@ mod tests {
         let last = submitter.submit(copy(&b, 8));
         let err = submitter.flush(WAIT).unwrap_err();
         assert!(err.to_string().contains("destroyed"), "{err}");
+        assert_eq!(err.gpu_failure(), Some(GpuFailure::Internal));
         assert!(first.wait(WAIT).is_ok());
         assert!(bad.wait(WAIT).is_err());
         last.wait(WAIT).unwrap();
@@ -244,5 +249,13 @@ mod tests {
         let view = read.slice(..).get_mapped_range().unwrap();
         let got: &[u32] = bytemuck::cast_slice(&view);
         assert_eq!(got, [1, 2, 7, 8]);
+    }
+
+    /// Work the submitter has not taken within the timeout is a `Timeout`.
+    #[test]
+    fn an_unresolved_ticket_times_out() {
+        let err = Ticket::new().wait(Duration::from_millis(1)).unwrap_err();
+        assert_eq!(err.gpu_failure(), Some(GpuFailure::Timeout), "{err}");
+        assert!(err.to_string().contains("did not take the work"), "{err}");
     }
 }
