@@ -220,6 +220,9 @@ pub struct VariableReport {
 #[derive(Debug)]
 pub struct Plan {
     checkpoint: PathBuf,
+    /// The checkpoint as an absolute path (against the working directory when the plan was
+    /// made), for the output's metadata.
+    checkpoint_absolute: PathBuf,
     tensors: Vec<OutputTensor>,
     variables: Vec<VariableReport>,
     digest: String,
@@ -295,8 +298,10 @@ impl Plan {
             inputs.push((info.new_vocab.clone(), "new vocabulary"));
             inputs.push((info.old_vocab.clone(), "old vocabulary"));
         }
+        let checkpoint = settings.ckpt_to_initialize_from.clone();
         Ok(Plan {
-            checkpoint: settings.ckpt_to_initialize_from.clone(),
+            checkpoint_absolute: std::path::absolute(&checkpoint).unwrap_or(checkpoint.clone()),
+            checkpoint,
             tensors,
             variables,
             digest: digest(settings, model),
@@ -337,12 +342,12 @@ impl Plan {
     }
 
     /// The `__metadata__` the output carries: the model file's entries, plus the source
-    /// checkpoint and the plan digest.
+    /// checkpoint (an absolute path), the plan digest and this crate's version.
     pub fn output_metadata(&self) -> BTreeMap<String, String> {
         let mut m = self.model_metadata.clone();
         m.insert(
             "warmstart.checkpoint".into(),
-            self.checkpoint.display().to_string(),
+            self.checkpoint_absolute.display().to_string(),
         );
         m.insert("warmstart.plan_sha256".into(), self.digest.clone());
         m.insert("warmstart.version".into(), env!("CARGO_PKG_VERSION").into());
