@@ -8,7 +8,9 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use warmstart::dtype::FloatType;
 use warmstart::engine::gpu::{self, GpuOptions};
-use warmstart::{CpuEngine, Engine, Error, GpuEngine, Initializer, Plan, PlanFile, Result};
+use warmstart::{
+    CpuEngine, Engine, Error, GpuEngine, GpuFailure, Initializer, Plan, PlanFile, Result,
+};
 
 #[derive(Parser)]
 #[command(
@@ -164,7 +166,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["plan_sha256"] = serde_json::json!(plan.digest());
     report["variables"] = serde_json::json!(plan.variables());
 
-    let mut engine = engine_for(&plan, engine?, args)?;
+    let engine = engine_for(&plan, engine?, args)?;
     report["backend"] = serde_json::json!(engine.name());
     report["vram_budget"] = serde_json::json!(engine.vram_budget());
     if args.dry_run {
@@ -175,7 +177,9 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     let total = plan.data_bytes();
     let bar = progress_bar(total, args.quiet);
     let writing = Instant::now();
-    plan.write_file_with_progress(engine.as_mut(), &output, &|done| bar.set_position(done))?;
+    let engine = write(&plan, engine, args, &output, report, &|done| {
+        bar.set_position(done)
+    })?;
     bar.finish_and_clear();
     let seconds = writing.elapsed().as_secs_f64();
     report["bytes"] = serde_json::json!(total);
@@ -189,6 +193,41 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes the output with `engine`. Under `--backend auto`, a GPU that fails while writing
+/// for a reason of its own (out of memory, lost, hung: not a bug, which is reported) leaves
+/// nothing behind, and the output is written again on the CPU engine; the report says so
+/// (`gpu_fallback`). Returns the engine that wrote it.
+fn write(
+    plan: &Plan,
+    mut engine: Box<dyn Engine + Send>,
+    args: &RunArgs,
+    output: &Path,
+    report: &mut serde_json::Value,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Box<dyn Engine + Send>> {
+    let e = match plan.write_file_with_progress(engine.as_mut(), output, progress) {
+        Ok(()) => return Ok(engine),
+        Err(e) => e,
+    };
+    let environmental = matches!(
+        e.gpu_failure(),
+        Some(GpuFailure::OutOfMemory | GpuFailure::DeviceLost | GpuFailure::Timeout)
+    );
+    if args.backend != Backend::Auto || !environmental {
+        return Err(e);
+    }
+    if !args.quiet {
+        eprintln!("warmstart: {e}; --backend auto: writing again on the CPU engine");
+    }
+    report["gpu_fallback"] = serde_json::json!(e.to_string());
+    engine = cpu_engine(args);
+    report["backend"] = serde_json::json!(engine.name());
+    report["vram_budget"] = serde_json::json!(engine.vram_budget());
+    progress(0);
+    plan.write_file_with_progress(engine.as_mut(), output, progress)?;
+    Ok(engine)
 }
 
 /// Writes the report, failing rather than waiting when `path` is a FIFO that no process has
@@ -524,5 +563,92 @@ mod tests {
         let e = refused.unwrap_err();
         assert!(e.to_string().contains("storage binding"), "{e}");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    /// Under `auto`, a GPU that runs out of memory, is lost or hangs while writing leaves
+    /// nothing behind and the output is written on the CPU engine, as the report says; a bug
+    /// (`Internal`) and an explicit `--backend gpu` are reported instead.
+    #[test]
+    fn auto_writes_again_on_the_cpu_when_the_gpu_fails_while_writing() {
+        struct Failing(GpuFailure);
+        impl Engine for Failing {
+            fn name(&self) -> String {
+                "gpu: failing".into()
+            }
+            fn remap(
+                &mut self,
+                _: &warmstart::RemapJob,
+                _: &mut dyn warmstart::Sink,
+            ) -> Result<()> {
+                Err(Error::Gpu {
+                    kind: self.0,
+                    message: format!("{:?}", self.0),
+                })
+            }
+        }
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+        let plan = PlanFile::read(&example).unwrap().plan().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let expected = dir.path().join("expected.safetensors");
+        plan.write_file(&mut CpuEngine::new(), &expected).unwrap();
+        let expected = std::fs::read(expected).unwrap();
+        let args = |backend: &str| match Cli::parse_from([
+            "warmstart",
+            "run",
+            "p.toml",
+            "--quiet",
+            "--backend",
+            backend,
+        ])
+        .command
+        {
+            Command::Run(args) => args,
+        };
+        let out = dir.path().join("warm.safetensors");
+        for kind in [
+            GpuFailure::OutOfMemory,
+            GpuFailure::DeviceLost,
+            GpuFailure::Timeout,
+        ] {
+            let mut report = serde_json::json!({});
+            let engine = write(
+                &plan,
+                Box::new(Failing(kind)),
+                &args("auto"),
+                &out,
+                &mut report,
+                &|_| {},
+            );
+            assert_eq!(engine.unwrap().name(), "cpu");
+            assert_eq!(std::fs::read(&out).unwrap(), expected, "{kind:?}");
+            assert_eq!(report["backend"], "cpu");
+            assert_eq!(report["gpu_fallback"], format!("GPU: {kind:?}"));
+            std::fs::remove_file(&out).unwrap();
+
+            let mut report = serde_json::json!({});
+            let e = write(
+                &plan,
+                Box::new(Failing(kind)),
+                &args("gpu"),
+                &out,
+                &mut report,
+                &|_| {},
+            );
+            assert_eq!(e.err().and_then(|e| e.gpu_failure()), Some(kind));
+            assert!(!out.exists());
+        }
+        let mut report = serde_json::json!({});
+        let bug = GpuFailure::Internal;
+        let e = write(
+            &plan,
+            Box::new(Failing(bug)),
+            &args("auto"),
+            &out,
+            &mut report,
+            &|_| {},
+        );
+        assert_eq!(e.err().and_then(|e| e.gpu_failure()), Some(bug));
+        assert!(!out.exists());
+        assert_eq!(report, serde_json::json!({}));
     }
 }
