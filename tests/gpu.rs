@@ -1504,7 +1504,8 @@ fn a_lost_device_is_reported_as_lost() {
 /// `clear_cache` releases the windows read in the mapped checkpoint files at once: with the
 /// job's own handle gone too, the file is no longer mapped in the process. After a remap into
 /// a device buffer, whose submission the engine does not wait for, the windows stayed mapped
-/// until the device was next polled.
+/// until the device was next polled; and while that work still ran (on a loaded machine,
+/// one run in three), until it finished.
 #[cfg(target_os = "linux")]
 #[test]
 fn clear_cache_unmaps_imported_windows() {

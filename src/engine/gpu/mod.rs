@@ -511,9 +511,14 @@ impl GpuEngine {
 
     /// Releases the cached windows of old tables (they are otherwise kept for the next job,
     /// within the budget): their device memory, and on a software adapter the mapped
-    /// checkpoint files they were read in, once the device has finished the work submitted
-    /// with them (the device is polled here for that, without waiting).
+    /// checkpoint files they were read in. Work of the engine's still running on the device
+    /// holds the windows it reads, so this first waits (at most [`GpuOptions::timeout`]) for
+    /// the engine's last submission, not for other work on a caller's device.
     pub fn clear_cache(&mut self) {
+        if let Some(index) = self.stream.flushed() {
+            // (a failure is kept for the next operation to report)
+            let _ = self.gpu.wait(&index.clone());
+        }
         self.windows.clear();
         self.col_map = None;
         let _ = self.gpu.device.poll(wgpu::PollType::Poll);

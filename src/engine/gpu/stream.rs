@@ -187,6 +187,12 @@ impl Stream {
         }
     }
 
+    /// The last submission the last [`Stream::flush`] saw made, if any: all the engine's work
+    /// handed over by then is in it or before it.
+    pub(crate) fn flushed(&self) -> Option<&wgpu::SubmissionIndex> {
+        self.submitter.as_ref().and_then(Submitter::flushed)
+    }
+
     /// An upload slot with at least `ALIGN` free bytes; returns its index and free offset.
     fn space(&mut self, gpu: &Gpu) -> Result<(usize, u64)> {
         if let Some(&i) = self.open.last() {

@@ -84,6 +84,8 @@ pub(crate) struct Submitter {
     sender: Option<mpsc::Sender<(wgpu::CommandBuffer, Pending)>>,
     thread: Option<JoinHandle<()>>,
     last: Option<Arc<Ticket>>,
+    /// The index of the last submission a [`Submitter::flush`] saw made.
+    flushed: Option<wgpu::SubmissionIndex>,
     /// The first error of a submission since the last [`Submitter::flush`].
     error: Arc<Mutex<Option<Fault>>>,
 }
@@ -111,6 +113,7 @@ impl Submitter {
             sender: thread.is_some().then_some(sender),
             thread,
             last: None,
+            flushed: None,
             error,
         }
     }
@@ -139,7 +142,7 @@ impl Submitter {
     /// error any of those submissions raised.
     pub(crate) fn flush(&mut self, timeout: Duration) -> Result<()> {
         let waited = match self.last.take() {
-            Some(last) => last.wait(timeout).map(drop),
+            Some(last) => last.wait(timeout).map(|index| self.flushed = Some(index)),
             None => Ok(()),
         };
         let first = self.error.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -147,6 +150,13 @@ impl Submitter {
             Some(fault) => Err(fault.into()),
             None => waited,
         }
+    }
+}
+
+impl Submitter {
+    /// The last submission the last [`Submitter::flush`] saw made, if any.
+    pub(crate) fn flushed(&self) -> Option<&wgpu::SubmissionIndex> {
+        self.flushed.as_ref()
     }
 }
 
