@@ -2,7 +2,8 @@
 //!
 //! Every variant names what went wrong and where: the file, tensor, variable, token or line.
 //! [`Error::exit_code`] sorts them into *refusals* (bad configuration or input: the CLI exits
-//! with 2, before anything is written) and *failures* (I/O while writing, the GPU: exit 1).
+//! with 2, before anything is written; among them a buffer the GPU engine cannot use) and
+//! *failures* (I/O while writing, a failing engine or sink, the GPU device: exit 1).
 //! A GPU error also says what kind of failure it is ([`GpuFailure`]), for callers that react
 //! to it: fall back to the CPU engine when there is no device, lower the budget when the
 //! device runs out of memory.

@@ -45,7 +45,7 @@ struct RunArgs {
     /// Write the plan and the outcome as JSON to this path.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// No progress bar and no summary.
+    /// No progress bar, no summary, no notices (errors are still printed).
     #[arg(long, short)]
     quiet: bool,
     /// GPU engine: device memory it may use, in bytes or with a unit (`512MiB`, `4GiB`).

@@ -81,13 +81,13 @@
 //! the destination, and the output never goes through the host.
 //!
 //! **Failures** (no adapter, device lost, out of memory, validation errors, timeouts) are
-//! [`Error::Gpu`], whose [`GpuFailure`] says which; the writer then leaves nothing behind. A job the device cannot take (a row
-//! wider than one storage binding) is a refusal, `Error::Variable`, found by
+//! [`Error::Gpu`], whose [`GpuFailure`] says which; the writer then leaves nothing behind. A job the device cannot take (a row,
+//! an old row or a column map larger than one storage binding) is a refusal, `Error::Variable`, found by
 //! [`Engine::check`] before anything is written. Operations run inside error scopes, so
 //! a caller's device keeps its own error handlers.
 //!
 //! GPU speed is unmeasured: development had only Mesa's software Vulkan driver (lavapipe), on
-//! which the engine takes 1.45x-1.58x the CPU engine's time end to end on a bf16 LM table and
+//! which the engine takes 1.42x-1.65x the CPU engine's time end to end on a bf16 LM table and
 //! 1.63x-2.19x on f32 recommender tables (BENCHMARKS.md).
 
 mod chunk;
