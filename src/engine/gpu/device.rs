@@ -288,10 +288,14 @@ impl Gpu {
     }
 }
 
-/// The first fault is kept: what follows a lost device is its consequence.
+/// The first fault is kept, unless a loss of the device follows it: what follows a lost
+/// device is its consequence, and what came before may have been its first symptom.
 fn record(slot: &Mutex<Option<Fault>>, fault: Fault) {
     if let Ok(mut f) = slot.lock() {
-        f.get_or_insert(fault);
+        let lost = |f: &Fault| f.kind == GpuFailure::DeviceLost;
+        if f.as_ref().is_none_or(|first| lost(&fault) && !lost(first)) {
+            *f = Some(fault);
+        }
     }
 }
 
@@ -371,6 +375,20 @@ mod tests {
         assert_eq!(e.gpu_failure(), Some(GpuFailure::NoDevice), "{e}");
         assert!(e.to_string().contains(ADAPTER_NAME_VAR), "{e}");
         assert_eq!(e.exit_code(), 1);
+    }
+
+    /// A device lost after another fault is reported as lost; later faults do not replace
+    /// the first.
+    #[test]
+    fn a_device_loss_outranks_earlier_faults() {
+        let slot = Mutex::new(None);
+        record(&slot, Fault::new(GpuFailure::Internal, "first"));
+        record(&slot, Fault::new(GpuFailure::OutOfMemory, "second"));
+        assert_eq!(slot.lock().unwrap().as_ref().unwrap().message, "first");
+        record(&slot, Fault::new(GpuFailure::DeviceLost, "lost"));
+        record(&slot, Fault::new(GpuFailure::DeviceLost, "lost again"));
+        record(&slot, Fault::new(GpuFailure::Internal, "after"));
+        assert_eq!(slot.lock().unwrap().as_ref().unwrap().message, "lost");
     }
 
     /// wgpu's out-of-memory errors are `OutOfMemory`, its validation and internal errors
