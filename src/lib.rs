@@ -64,6 +64,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Errors
+//!
+//! Everything fails with one [`Error`], whose variants name what went wrong and where (file,
+//! tensor, variable, token, line). [`Error::is_refusal`] tells bad configuration or input,
+//! found before anything is written, from failures while running. A GPU error also says what
+//! kind of failure it is ([`Error::gpu_failure`]), so that a caller can fall back: a failed
+//! write leaves nothing behind, and writing again on the CPU engine gives the same file.
+//!
+//! ```no_run
+//! use warmstart::{CpuEngine, Engine, GpuEngine, GpuFailure, Plan};
+//!
+//! fn write(plan: &Plan) -> warmstart::Result<()> {
+//!     let out = "warm.safetensors".as_ref();
+//!     let mut engine: Box<dyn Engine> = match GpuEngine::new(Default::default()) {
+//!         Ok(gpu) => Box::new(gpu),
+//!         Err(e) if e.gpu_failure() == Some(GpuFailure::NoDevice) => Box::new(CpuEngine::new()),
+//!         Err(e) => return Err(e),
+//!     };
+//!     match plan.write_file(engine.as_mut(), out) {
+//!         Err(e) if matches!(
+//!             e.gpu_failure(),
+//!             Some(GpuFailure::OutOfMemory | GpuFailure::DeviceLost | GpuFailure::Timeout)
+//!         ) => plan.write_file(&mut CpuEngine::new(), out),
+//!         written => written,
+//!     }
+//! }
+//! ```
+//!
 //! # Memory maps
 //!
 //! Checkpoint and model files are memory-mapped, never read whole; only the rows a job needs
