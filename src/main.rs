@@ -528,6 +528,28 @@ fn summary(plan: &Plan, output: &Path, bytes: u64, seconds: f64, engine: &dyn En
 mod tests {
     use super::*;
 
+    /// The arguments of `warmstart run p.toml --quiet --backend <backend>`.
+    fn args(backend: &str) -> RunArgs {
+        match Cli::parse_from([
+            "warmstart",
+            "run",
+            "p.toml",
+            "--quiet",
+            "--backend",
+            backend,
+        ])
+        .command
+        {
+            Command::Run(args) => args,
+        }
+    }
+
+    /// The bundled example's plan.
+    fn example_plan() -> Plan {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
+        PlanFile::read(&example).unwrap().plan().unwrap()
+    }
+
     /// A plan the GPU engine cannot compute (here every row is wider than its 16-byte
     /// bindings): `auto` falls back to the CPU engine, `gpu` refuses it with exit code 2.
     #[test]
@@ -543,20 +565,7 @@ mod tests {
             }
         };
         let Some(engine) = gpu() else { return };
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
-        let plan = PlanFile::read(&example).unwrap().plan().unwrap();
-        let args = |backend: &str| match Cli::parse_from([
-            "warmstart",
-            "run",
-            "p.toml",
-            "--quiet",
-            "--backend",
-            backend,
-        ])
-        .command
-        {
-            Command::Run(args) => args,
-        };
+        let plan = example_plan();
         let chosen = engine_for(&plan, engine, &args("auto")).map(|e| e.name());
         assert_eq!(chosen.unwrap(), "cpu");
         let refused = engine_for(&plan, gpu().unwrap(), &args("gpu")).map(|e| e.name());
@@ -586,68 +595,46 @@ mod tests {
                 })
             }
         }
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recommender/plan.toml");
-        let plan = PlanFile::read(&example).unwrap().plan().unwrap();
+        let plan = example_plan();
         let dir = tempfile::tempdir().unwrap();
         let expected = dir.path().join("expected.safetensors");
         plan.write_file(&mut CpuEngine::new(), &expected).unwrap();
         let expected = std::fs::read(expected).unwrap();
-        let args = |backend: &str| match Cli::parse_from([
-            "warmstart",
-            "run",
-            "p.toml",
-            "--quiet",
-            "--backend",
-            backend,
-        ])
-        .command
-        {
-            Command::Run(args) => args,
-        };
         let out = dir.path().join("warm.safetensors");
+        // `write` with a GPU engine failing with `kind`, under `backend`: its engine and report
+        let run = |kind: GpuFailure, backend: &str| {
+            let mut report = serde_json::json!({});
+            let written = write(
+                &plan,
+                Box::new(Failing(kind)),
+                &args(backend),
+                &out,
+                &mut report,
+                &|_| {},
+            );
+            (written.map(|engine| engine.name()), report)
+        };
         for kind in [
             GpuFailure::OutOfMemory,
             GpuFailure::DeviceLost,
             GpuFailure::Timeout,
         ] {
-            let mut report = serde_json::json!({});
-            let engine = write(
-                &plan,
-                Box::new(Failing(kind)),
-                &args("auto"),
-                &out,
-                &mut report,
-                &|_| {},
-            );
-            assert_eq!(engine.unwrap().name(), "cpu");
+            let (engine, report) = run(kind, "auto");
+            assert_eq!(engine.unwrap(), "cpu");
             assert_eq!(std::fs::read(&out).unwrap(), expected, "{kind:?}");
             assert_eq!(report["backend"], "cpu");
             assert_eq!(report["gpu_fallback"], format!("GPU: {kind:?}"));
             std::fs::remove_file(&out).unwrap();
 
-            let mut report = serde_json::json!({});
-            let e = write(
-                &plan,
-                Box::new(Failing(kind)),
-                &args("gpu"),
-                &out,
-                &mut report,
-                &|_| {},
-            );
-            assert_eq!(e.err().and_then(|e| e.gpu_failure()), Some(kind));
+            let (engine, _) = run(kind, "gpu");
+            assert_eq!(engine.err().and_then(|e| e.gpu_failure()), Some(kind));
             assert!(!out.exists());
         }
-        let mut report = serde_json::json!({});
-        let bug = GpuFailure::Internal;
-        let e = write(
-            &plan,
-            Box::new(Failing(bug)),
-            &args("auto"),
-            &out,
-            &mut report,
-            &|_| {},
+        let (engine, report) = run(GpuFailure::Internal, "auto");
+        assert_eq!(
+            engine.err().and_then(|e| e.gpu_failure()),
+            Some(GpuFailure::Internal)
         );
-        assert_eq!(e.err().and_then(|e| e.gpu_failure()), Some(bug));
         assert!(!out.exists());
         assert_eq!(report, serde_json::json!({}));
     }

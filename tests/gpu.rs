@@ -1466,17 +1466,12 @@ fn a_lost_device_is_reported_as_lost() {
         &rng.bytes(64 * 8 * 4),
         true,
     );
-    let job = RemapJob {
-        variable: "e".into(),
-        old,
-        dtype: FloatType::F32,
-        rows: 0..64,
-        cols: 8,
-        old_cols: 8,
-        row_map: Some((0..64).rev().collect::<Vec<u32>>().into()),
-        col_map: None,
-        init: Initializer::Zeros {}.resolve("e", &[64, 8], "t").unwrap(),
-    };
+    let job = row_job(
+        &old,
+        0..64,
+        Some((0..64).rev().collect()),
+        Initializer::Zeros {},
+    );
     run(&mut engine, &job);
     // lost while the job runs: the sink destroys the device when handed the first chunk
     struct Destroys(wgpu::Device, Vec<u8>);
