@@ -184,15 +184,21 @@ pub enum GpuFailure {
     /// The device could not allocate a buffer. A smaller
     /// [`GpuOptions::vram_budget`](crate::GpuOptions::vram_budget) may fit.
     OutOfMemory,
-    /// The device was lost: a driver reset, the GPU removed or hung.
+    /// The device was lost: a driver reset, the GPU removed or hung. Only on a device the
+    /// engine opened: on a caller's ([`GpuEngine::from_device`](crate::GpuEngine::from_device))
+    /// the device-lost callback is the caller's, and a loss shows in the engine as the
+    /// errors that follow it (`Internal`).
     DeviceLost,
     /// The device did not take or finish work within
     /// [`GpuOptions::timeout`](crate::GpuOptions::timeout).
     Timeout,
     /// The caller handed the engine something it cannot use: a destination buffer too small,
     /// without `COPY_DST` usage, or an offset not a multiple of 4
-    /// ([`GpuEngine::remap_into`](crate::GpuEngine::remap_into)). Found before any work is
-    /// done; a refusal ([`Error::is_refusal`]).
+    /// ([`GpuEngine::remap_into`](crate::GpuEngine::remap_into)), or a device whose
+    /// `max_buffer_size` cannot hold a warm-started tensor as one buffer
+    /// ([`GpuEngine::to_device`](crate::GpuEngine::to_device),
+    /// [`GpuEngine::remap_to_buffer`](crate::GpuEngine::remap_to_buffer)). Found before any
+    /// work is done; a refusal ([`Error::is_refusal`]).
     Usage,
     /// The driver reported a validation or internal error, or a kernel did not compile: a bug
     /// in the engine or the driver.

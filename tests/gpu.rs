@@ -1262,6 +1262,58 @@ fn remap_into_a_caller_buffer_at_an_offset() {
     }
 }
 
+/// A warm-started tensor larger than any buffer of the caller's device (its
+/// `max_buffer_size`) is refused before any work, as the caller's to fix (`Usage`), by
+/// `to_device` and `remap_to_buffer` alike.
+#[test]
+fn tensors_larger_than_the_callers_buffers_are_refused() {
+    let Some(probe) = tiny_engine() else { return };
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(11);
+    // [64, 64] f32: 16 KiB, against buffers of at most 8 KiB
+    let old = old_table(
+        dir.path(),
+        "t",
+        FloatType::F32,
+        64,
+        &[64],
+        &rng.bytes(64 * 64 * 4),
+        true,
+    );
+    let job = row_job(
+        &old,
+        0..64,
+        Some((0..64).rev().collect()),
+        Initializer::Zeros {},
+    );
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let limits = wgpu::Limits {
+        max_buffer_size: 8192,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .unwrap();
+    let mut engine = GpuEngine::from_device(device, queue).unwrap();
+    let e = engine.remap_to_buffer(&job).unwrap_err();
+    assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
+    assert!(e.is_refusal());
+    assert!(e.to_string().contains("max_buffer_size 8192"), "{e}");
+    // a plan copying the same table
+    let model = Model::new(vec![Variable::new("old", Dtype::F32, vec![64, 64])]).unwrap();
+    let plan = Plan::new(&WarmStartSettings::new(dir.path().join("t")), &model).unwrap();
+    assert!(matches!(plan.tensors()[0].job, Job::Copy { .. }));
+    let e = engine.to_device(&plan).unwrap_err();
+    assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
+}
+
 /// Reads a buffer back with its own staging buffer (as a caller would).
 fn read_buffer(engine: &GpuEngine, buffer: &wgpu::Buffer) -> Vec<u8> {
     let device = engine.device();

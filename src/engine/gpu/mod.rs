@@ -513,10 +513,11 @@ impl GpuEngine {
     /// within the budget): their device memory, and on a software adapter the mapped
     /// checkpoint files they were read in. Work of the engine's still running on the device
     /// holds the windows it reads, so this first waits (at most [`GpuOptions::timeout`]) for
-    /// the engine's last submission, not for other work on a caller's device.
+    /// the engine's last submission, and so for the work queued before it.
     pub fn clear_cache(&mut self) {
         if let Some(index) = self.stream.flushed() {
-            // (a failure is kept for the next operation to report)
+            // (released whether or not the wait succeeds: a lost device is reported by the
+            // next operation, which checks the device first)
             let _ = self.gpu.wait(&index.clone());
         }
         self.windows.clear();
@@ -537,6 +538,7 @@ impl GpuEngine {
     /// A new device buffer for a warm-started tensor of `bytes` bytes (rounded up to a
     /// multiple of 4), usable as `STORAGE | COPY_SRC | COPY_DST`.
     fn tensor_buffer(&self, name: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        self.check_buffer_size(name, bytes)?;
         self.gpu.buffer(
             &format!("warm-started {name}"),
             bytes.next_multiple_of(4).max(4),
@@ -545,6 +547,22 @@ impl GpuEngine {
                 | wgpu::BufferUsages::COPY_DST,
             false,
         )
+    }
+
+    /// Refuses a tensor of `bytes` bytes that no buffer of the device can hold
+    /// ([`GpuFailure::Usage`]: the device's `max_buffer_size` is the caller's to raise).
+    fn check_buffer_size(&self, name: &str, bytes: u64) -> Result<()> {
+        let max = self.gpu.device.limits().max_buffer_size;
+        if bytes.next_multiple_of(4) > max {
+            return Err(Error::gpu(
+                GpuFailure::Usage,
+                format!(
+                    "tensor {name:?} of {bytes} bytes cannot be one buffer of this device \
+                     (max_buffer_size {max}): open the device with higher limits, or use to_host"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Computes `job` into `buffer` (of the engine's device, with `COPY_DST` usage) at byte
@@ -586,6 +604,14 @@ impl GpuEngine {
     /// returned) as a device buffer, in the plan's order.
     pub fn to_device(&mut self, plan: &Plan) -> Result<Vec<DeviceTensor>> {
         plan.check_engine(self)?;
+        for t in plan.tensors().iter().filter(|t| t.is_warm_started()) {
+            let bytes = match &t.job {
+                Job::Keep(_) => continue,
+                Job::Copy { bytes, .. } => bytes.len() as u64,
+                Job::Remap(job) => (job.rows.len() * job.row_bytes()) as u64,
+            };
+            self.check_buffer_size(&t.name, bytes)?;
+        }
         let mut out = Vec::new();
         for t in plan.tensors().iter().filter(|t| t.is_warm_started()) {
             let (buffer, byte_len) = match &t.job {
