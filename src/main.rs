@@ -198,7 +198,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
 /// Writes the output with `engine`. Under `--backend auto`, a GPU that fails while writing
 /// for a reason of its own (out of memory, lost, hung: not a bug, which is reported) leaves
 /// nothing behind, and the output is written again on the CPU engine; the report says so
-/// (`gpu_fallback`). Returns the engine that wrote it.
+/// (`gpu_fallback`: the kind of failure and the error). Returns the engine that wrote it.
 fn write(
     plan: &Plan,
     mut engine: Box<dyn Engine + Send>,
@@ -211,18 +211,28 @@ fn write(
         Ok(()) => return Ok(engine),
         Err(e) => e,
     };
-    let environmental = matches!(
-        e.gpu_failure(),
-        Some(GpuFailure::OutOfMemory | GpuFailure::DeviceLost | GpuFailure::Timeout)
-    );
-    if args.backend != Backend::Auto || !environmental {
-        return Err(e);
-    }
+    // the GPU's own failures, not bugs
+    let kind = match e.gpu_failure() {
+        Some(k @ (GpuFailure::OutOfMemory | GpuFailure::DeviceLost | GpuFailure::Timeout))
+            if args.backend == Backend::Auto =>
+        {
+            k
+        }
+        _ => return Err(e),
+    };
     if !args.quiet {
         eprintln!("warmstart: {e}; --backend auto: writing again on the CPU engine");
     }
-    report["gpu_fallback"] = serde_json::json!(e.to_string());
-    engine = cpu_engine(args);
+    report["gpu_fallback"] =
+        serde_json::json!({ "gpu_failure": kind.name(), "error": e.to_string() });
+    let failed = std::mem::replace(&mut engine, cpu_engine(args));
+    if kind == GpuFailure::OutOfMemory {
+        drop(failed);
+    } else {
+        // Dropping an engine waits for its device to finish the work it was given, which a
+        // hung device never does: the process, which ends after this write, lets it be.
+        std::mem::forget(failed);
+    }
     report["backend"] = serde_json::json!(engine.name());
     report["vram_budget"] = serde_json::json!(engine.vram_budget());
     progress(0);
@@ -623,7 +633,8 @@ mod tests {
             assert_eq!(engine.unwrap(), "cpu");
             assert_eq!(std::fs::read(&out).unwrap(), expected, "{kind:?}");
             assert_eq!(report["backend"], "cpu");
-            assert_eq!(report["gpu_fallback"], format!("GPU: {kind:?}"));
+            assert_eq!(report["gpu_fallback"]["gpu_failure"], kind.name());
+            assert_eq!(report["gpu_fallback"]["error"], format!("GPU: {kind:?}"));
             std::fs::remove_file(&out).unwrap();
 
             let (engine, _) = run(kind, "gpu");
