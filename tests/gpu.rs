@@ -249,6 +249,33 @@ fn row_job(
     }
 }
 
+/// A one-file f32 table `name` of `rows x cols` random values in `dir`, and the job that
+/// reverses its rows (new rows, if any, zeros).
+fn reversed_f32_job(dir: &Path, name: &str, rows: usize, cols: usize, seed: u64) -> RemapJob {
+    let bytes = Rng(seed).bytes(rows * cols * 4);
+    let old = old_table(dir, name, FloatType::F32, cols, &[rows], &bytes, true);
+    let map = (0..rows as u32).rev().collect();
+    row_job(&old, 0..rows, Some(map), Initializer::Zeros {})
+}
+
+/// A device and queue opened as a trainer would, on the default adapter, with `limits`
+/// applied to the adapter's.
+fn callers_device(
+    limits: impl FnOnce(wgpu::Limits) -> wgpu::Limits,
+) -> (wgpu::Device, wgpu::Queue) {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits(adapter.limits()),
+        ..Default::default()
+    }))
+    .unwrap();
+    (device, queue)
+}
+
 /// An index vector of `len` entries into `0..bound`: random, monotonic with insertions, or
 /// with every entry missing.
 fn index_map(rng: &mut Rng, len: usize, bound: usize) -> Vec<u32> {
@@ -1270,37 +1297,12 @@ fn tensors_larger_than_the_callers_buffers_are_refused() {
     let Some(probe) = tiny_engine() else { return };
     drop(probe);
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(11);
     // [64, 64] f32: 16 KiB, against buffers of at most 8 KiB
-    let old = old_table(
-        dir.path(),
-        "t",
-        FloatType::F32,
-        64,
-        &[64],
-        &rng.bytes(64 * 64 * 4),
-        true,
-    );
-    let job = row_job(
-        &old,
-        0..64,
-        Some((0..64).rev().collect()),
-        Initializer::Zeros {},
-    );
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .unwrap();
-    let limits = wgpu::Limits {
+    let job = reversed_f32_job(dir.path(), "t", 64, 64, 11);
+    let (device, queue) = callers_device(|limits| wgpu::Limits {
         max_buffer_size: 8192,
-        ..adapter.limits()
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .unwrap();
+        ..limits
+    });
     let mut engine = GpuEngine::from_device(device, queue).unwrap();
     let e = engine.remap_to_buffer(&job).unwrap_err();
     assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
@@ -1391,13 +1393,7 @@ fn to_device_on_a_callers_device_matches_to_host() {
     let expected = plan.to_host(&mut CpuEngine::new()).unwrap();
 
     // the caller's own device
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .unwrap();
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let (device, queue) = callers_device(|_| wgpu::Limits::default());
     let mut engine = GpuEngine::from_device(device, queue).unwrap();
     let tensors: Vec<DeviceTensor> = engine.to_device(&plan).unwrap();
     assert_eq!(tensors.len(), expected.len());
@@ -1508,22 +1504,7 @@ fn a_lost_device_is_reported_as_lost() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(5);
-    let old = old_table(
-        dir.path(),
-        "e",
-        FloatType::F32,
-        8,
-        &[64],
-        &rng.bytes(64 * 8 * 4),
-        true,
-    );
-    let job = row_job(
-        &old,
-        0..64,
-        Some((0..64).rev().collect()),
-        Initializer::Zeros {},
-    );
+    let job = reversed_f32_job(dir.path(), "e", 64, 8, 5);
     run(&mut engine, &job);
     // lost while the job runs: the sink destroys the device when handed the first chunk
     struct Destroys(wgpu::Device, Vec<u8>);
@@ -1564,21 +1545,10 @@ fn clear_cache_unmaps_imported_windows() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(0xC1EA);
-    let old = old_table(
-        dir.path(),
-        "c",
-        FloatType::F32,
-        4,
-        &[300],
-        &rng.bytes(4800),
-        true,
-    );
-    let map: Vec<u32> = (0..300).rev().collect();
-    let job = row_job(&old, 0..300, Some(map), Initializer::Zeros {});
+    let job = reversed_f32_job(dir.path(), "c", 300, 4, 0xC1EA);
     let _warm = engine.remap_to_buffer(&job).unwrap();
     assert!(engine.imported_windows() > 0);
-    drop((job, old));
+    drop(job);
     let file = dir.path().join("c/a.safetensors");
     let mapped = || {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
