@@ -312,6 +312,26 @@ fn rss_anon(status: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The host's CPU (model name, family and model numbers, logical CPUs), from
+/// `/proc/cpuinfo` on Linux: figures from a software adapter depend on it (the shaders run
+/// on these cores), and machines of one kind may differ in it.
+fn host_cpu() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        (info.lines())
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(name), Some(family), Some(model)) => {
+            format!("{name} (family {family}, model {model}), {cpus} logical CPUs")
+        }
+        _ => format!("{} logical CPUs", cpus),
+    }
+}
+
 /// The GPU's own buffer-to-buffer copy bandwidth (bytes copied per second), the yardstick for
 /// the GPU engine's GB/s: median of 5 copies of 1 GiB (or what one buffer may hold).
 fn device_copy_bandwidth() -> Option<(String, f64)> {
@@ -518,6 +538,7 @@ fn main() {
         return;
     }
     let backends: Vec<&str> = backend.split(',').collect();
+    println!("host: {}", host_cpu());
     if backends.contains(&"gpu") {
         match device_copy_bandwidth() {
             Some((name, bw)) => println!(
