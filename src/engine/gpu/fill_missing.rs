@@ -6,10 +6,9 @@ use std::sync::OnceLock;
 use bytemuck::{Pod, Zeroable};
 
 use super::compile_checked;
-use super::device::Fault;
 use super::kernels::{Binding, Control, InitUniform, Kernel, RowSet};
 use crate::dtype::FloatType;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::initializer::{Fill, Initializer};
 
 /// The kernel's source: the Philox, float and initializer libraries, `rows.wgsl` and
@@ -123,10 +122,10 @@ impl Variant {
 
 /// The compiled kernel: one pipeline per [`Variant`]. Those asked for are compiled when the
 /// engine starts, the others when first needed (on the software driver each takes 25-50 ms
-/// of CPU).
+/// of CPU). A pipeline that failed to compile is not kept: the next use compiles it again.
 pub(crate) struct FillMissing {
     device: wgpu::Device,
-    pipelines: [OnceLock<std::result::Result<Kernel, Fault>>; 16],
+    pipelines: [OnceLock<Kernel>; 16],
 }
 
 impl FillMissing {
@@ -142,17 +141,17 @@ impl FillMissing {
         Ok(fill)
     }
 
-    /// The pipeline of `variant`, compiled on first use.
+    /// The pipeline of `variant`, compiled on first use (or, if that failed, on the next).
     pub(crate) fn kernel(&self, variant: Variant) -> Result<&Kernel> {
-        self.pipelines[variant.index()]
-            .get_or_init(|| {
-                let constants = variant.constants();
-                compile_checked(&self.device, |d| {
-                    Kernel::with_constants(d, "fill_missing", SOURCE, &BINDINGS, &constants)
-                })
-            })
-            .as_ref()
-            .map_err(|e| Error::from(e.clone()))
+        let slot = &self.pipelines[variant.index()];
+        if let Some(kernel) = slot.get() {
+            return Ok(kernel);
+        }
+        let constants = variant.constants();
+        let kernel = compile_checked(&self.device, |d| {
+            Kernel::with_constants(d, "fill_missing", SOURCE, &BINDINGS, &constants)
+        })?;
+        Ok(slot.get_or_init(|| kernel))
     }
 
     /// The bind group of one dispatch of `kernel` (one of this kernel's pipelines).

@@ -179,15 +179,33 @@ fn binding_limit(device: &wgpu::Limits, cap: Option<u64>) -> u64 {
 /// waited for when the first dispatch is recorded, after the first chunk's uploads.
 /// `fill_missing` has a pipeline per element type and kind of fill: those of
 /// [`GpuOptions::element_types`] and [`GpuOptions::initializers`] are compiled there, any
-/// other when a job first needs it.
+/// other when a job first needs it. A failed compile is not kept: the job that needed it
+/// fails, and the next one compiles again, so that a passing failure (the device out of
+/// memory) does not disable the engine for good.
 enum Kernels {
     Compiling {
         rows: std::thread::JoinHandle<Result<(GatherRows, RemapCols)>>,
         fill: std::thread::JoinHandle<Result<FillMissing>>,
+        source: KernelSource,
     },
     Ready(Arc<(GatherRows, RemapCols, FillMissing)>),
-    Failed(Fault),
+    /// The last compile failed; the next use compiles again.
+    Failed(KernelSource),
 }
+
+/// What [`Kernels::compile`] compiles: for which device, which `fill_missing` pipelines, and
+/// whether the gathers move 16-byte units as `vec2<u64>`.
+#[derive(Clone)]
+struct KernelSource {
+    device: wgpu::Device,
+    variants: Vec<Variant>,
+    wide: bool,
+}
+
+/// Test hook: each entry makes the next kernel compile on that device fail as out of memory,
+/// a failure that may pass (see [`Kernels`]).
+#[cfg(test)]
+static FAIL_NEXT_COMPILE: std::sync::Mutex<Vec<wgpu::Device>> = std::sync::Mutex::new(Vec::new());
 
 /// Runs `make` (which compiles kernels on `device`) and returns what it made, or the first
 /// device error it raised. Error scopes are per thread: each thread captures its own.
@@ -195,6 +213,15 @@ fn compile_checked<T>(
     device: &wgpu::Device,
     make: impl FnOnce(&wgpu::Device) -> T,
 ) -> std::result::Result<T, Fault> {
+    #[cfg(test)]
+    {
+        let mut failing = FAIL_NEXT_COMPILE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = failing.iter().position(|d| d == device) {
+            failing.swap_remove(i);
+            let message = "cannot compile the kernels: out of memory (injected by a test)";
+            return Err(Fault::new(GpuFailure::OutOfMemory, message));
+        }
+    }
     let scopes = Scopes::push(device);
     let made = make(device);
     match scopes.pop() {
@@ -207,50 +234,48 @@ fn compile_checked<T>(
 }
 
 impl Kernels {
-    /// Starts compiling every kernel, `fill_missing` for `variants` only, the gathers of
-    /// 16-byte units as `vec2<u64>` if `wide`.
-    fn compile(device: &wgpu::Device, variants: Vec<Variant>, wide: bool) -> Kernels {
-        let d = device.clone();
+    /// Starts compiling every kernel of `source` on two background threads.
+    fn compile(source: KernelSource) -> Kernels {
+        let (d, wide) = (source.device.clone(), source.wide);
         let rows = std::thread::spawn(move || {
             compile_checked(&d, |d| (GatherRows::new(d, wide), RemapCols::new(d)))
                 .map_err(Error::from)
         });
-        let d = device.clone();
+        let (d, variants) = (source.device.clone(), source.variants.clone());
         let fill = std::thread::spawn(move || FillMissing::new(&d, &variants));
-        Kernels::Compiling { rows, fill }
+        Kernels::Compiling { rows, fill, source }
     }
 
-    /// The kernels, once compiled.
+    /// The kernels, once compiled; after a failed compile, compiled again.
     fn get(&mut self) -> Result<Arc<(GatherRows, RemapCols, FillMissing)>> {
-        if matches!(self, Kernels::Compiling { .. }) {
-            let Kernels::Compiling { rows, fill } = std::mem::replace(
-                self,
-                Kernels::Failed(Fault::new(GpuFailure::Internal, String::new())),
-            ) else {
-                unreachable!("matched above");
-            };
-            fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
-                r.unwrap_or_else(|_| {
-                    Err(Error::gpu(
-                        GpuFailure::Internal,
-                        "compiling the kernels panicked",
-                    ))
-                })
-            }
-            *self = match (joined(rows.join()), joined(fill.join())) {
-                (Ok((g, r)), Ok(f)) => Kernels::Ready(Arc::new((g, r, f))),
-                (Err(Error::Gpu { kind, message }), _) | (_, Err(Error::Gpu { kind, message })) => {
-                    Kernels::Failed(Fault::new(kind, message))
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    Kernels::Failed(Fault::new(GpuFailure::Internal, e.to_string()))
-                }
-            };
+        let source = match self {
+            Kernels::Ready(k) => return Ok(k.clone()),
+            Kernels::Compiling { source, .. } | Kernels::Failed(source) => source.clone(),
+        };
+        if let Kernels::Failed(_) = self {
+            *self = Kernels::compile(source.clone());
         }
-        match self {
-            Kernels::Ready(k) => Ok(k.clone()),
-            Kernels::Failed(f) => Err(f.clone().into()),
-            Kernels::Compiling { .. } => unreachable!("joined above"),
+        // Failed until the threads have joined with kernels
+        let Kernels::Compiling { rows, fill, .. } =
+            std::mem::replace(self, Kernels::Failed(source))
+        else {
+            unreachable!("Ready returned above, Failed compiles again");
+        };
+        fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+            r.unwrap_or_else(|_| {
+                Err(Error::gpu(
+                    GpuFailure::Internal,
+                    "compiling the kernels panicked",
+                ))
+            })
+        }
+        match (joined(rows.join()), joined(fill.join())) {
+            (Ok((g, r)), Ok(f)) => {
+                let k = Arc::new((g, r, f));
+                *self = Kernels::Ready(k.clone());
+                Ok(k)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         }
     }
 }
@@ -384,7 +409,11 @@ impl GpuEngine {
         let wide = options.wide_units
             && is_cpu
             && gpu.device.features().contains(wgpu::Features::SHADER_INT64);
-        let kernels = Kernels::compile(&gpu.device, options.fill_variants(), wide);
+        let kernels = Kernels::compile(KernelSource {
+            device: gpu.device.clone(),
+            variants: options.fill_variants(),
+            wide,
+        });
         let placeholder = gpu.buffer("placeholder", 16, wgpu::BufferUsages::STORAGE, false)?;
 
         let binding = binding_limit(&device_limits, options.max_binding_bytes);
@@ -1232,6 +1261,7 @@ impl Engine for GpuEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::FloatType;
 
     /// Bindings are whole vec4s, so that a window rounded up to one still fits: a device
     /// limit of u32::MAX (Vulkan GPUs report about that) or a cap off 16 are rounded down.
@@ -1247,5 +1277,104 @@ mod tests {
         assert_eq!(binding_limit(&vulkan, Some(4100)), 4096);
         assert_eq!(binding_limit(&limits(128 << 20, 1 << 30), None), 128 << 20);
         assert_eq!(binding_limit(&limits(1 << 30, 1000), None), 992);
+    }
+
+    /// A device of the adapter the engine would pick, or `None` (with a notice) where there is
+    /// none and CI does not require one.
+    fn open_device() -> Option<(wgpu::Device, wgpu::Queue)> {
+        match device::select_adapter() {
+            Ok(adapter) => {
+                Some(pollster::block_on(adapter.request_device(&Default::default())).unwrap())
+            }
+            Err(e) if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+                panic!("WARMSTART_REQUIRE_GPU=1 but no adapter: {e}")
+            }
+            Err(e) => {
+                eprintln!("NOTICE: no adapter, skipped: {e}");
+                None
+            }
+        }
+    }
+
+    /// The f32 table [[0, 1], [2, 3], [4, 5], [6, 7]] in a file of `dir`, and the job whose
+    /// output rows are old rows `map` (`MISSING`: the constant 0.5).
+    fn job(dir: &std::path::Path, map: Vec<u32>) -> RemapJob {
+        let data: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![4, 2], &data).unwrap();
+        let path = dir.join("old.safetensors");
+        std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
+        let old = crate::Checkpoint::open(&path)
+            .unwrap()
+            .tensor("t")
+            .unwrap()
+            .unwrap();
+        let rows = map.len();
+        RemapJob {
+            variable: "v".into(),
+            old,
+            dtype: FloatType::F32,
+            rows: 0..rows,
+            cols: 2,
+            old_cols: 2,
+            row_map: Some(map.into()),
+            col_map: None,
+            init: crate::Initializer::Constant { value: 0.5 }
+                .resolve("v", &[rows, 2], "t")
+                .unwrap(),
+        }
+    }
+
+    fn remap(engine: &mut GpuEngine, job: &RemapJob) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        engine.remap(job, &mut out)?;
+        Ok(out
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect())
+    }
+
+    const M: u32 = crate::vocab::MISSING;
+
+    /// A compile that fails for a reason that may pass (out of memory) fails the job that
+    /// needed it, not the engine: the next job compiles the kernels again and runs.
+    #[test]
+    fn kernels_that_failed_to_compile_are_compiled_again() {
+        let Some((device, queue)) = open_device() else {
+            return;
+        };
+        FAIL_NEXT_COMPILE.lock().unwrap().push(device.clone());
+        let options = GpuOptions::new().element_types(&[FloatType::F32]);
+        let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path(), vec![3, M, 0]);
+        let e = remap(&mut engine, &job).unwrap_err();
+        assert_eq!(e.gpu_failure(), Some(GpuFailure::OutOfMemory), "{e}");
+        assert_eq!(
+            remap(&mut engine, &job).unwrap(),
+            [6., 7., 0.5, 0.5, 0., 1.]
+        );
+    }
+
+    /// The same for a pipeline of the initialisation kernel compiled when a job first needs
+    /// it (here f32's, the engine having compiled f64's at its start).
+    #[test]
+    fn a_fill_pipeline_that_failed_to_compile_is_compiled_again() {
+        let Some((device, queue)) = open_device() else {
+            return;
+        };
+        let options = GpuOptions::new().element_types(&[FloatType::F64]);
+        let mut engine =
+            GpuEngine::from_device_with_options(device.clone(), queue, options).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // no missing row: the kernels compiled at the start, and no f32 fill
+        assert_eq!(
+            remap(&mut engine, &job(dir.path(), vec![1, 2])).unwrap(),
+            [2., 3., 4., 5.]
+        );
+        FAIL_NEXT_COMPILE.lock().unwrap().push(device);
+        let job = job(dir.path(), vec![M, 2]);
+        let e = remap(&mut engine, &job).unwrap_err();
+        assert_eq!(e.gpu_failure(), Some(GpuFailure::OutOfMemory), "{e}");
+        assert_eq!(remap(&mut engine, &job).unwrap(), [0.5, 0.5, 4., 5.]);
     }
 }
