@@ -516,6 +516,7 @@ fn main() {
         }
     }
     let all = workloads(ram_bytes());
+    println!("host: {}", host_cpu());
     if into_device {
         println!(
             "| workload | table | CPU engine into mapped buffers s | GPU engine s | gpu / cpu | adapter |"
@@ -538,7 +539,6 @@ fn main() {
         return;
     }
     let backends: Vec<&str> = backend.split(',').collect();
-    println!("host: {}", host_cpu());
     if backends.contains(&"gpu") {
         match device_copy_bandwidth() {
             Some((name, bw)) => println!(
