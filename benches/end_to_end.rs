@@ -312,9 +312,9 @@ fn rss_anon(status: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The host's CPU (model name, family and model numbers, logical CPUs), from
-/// `/proc/cpuinfo` on Linux: figures from a software adapter depend on it (the shaders run
-/// on these cores), and machines of one kind may differ in it.
+/// The host's CPU (model name, family and model numbers, from `/proc/cpuinfo` on Linux) and
+/// the CPUs this process may use: figures from a software adapter depend on them (the shaders
+/// run on these cores), and machines of one kind may differ in them.
 fn host_cpu() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -326,9 +326,9 @@ fn host_cpu() -> String {
     };
     match (field("model name"), field("cpu family"), field("model")) {
         (Some(name), Some(family), Some(model)) => {
-            format!("{name} (family {family}, model {model}), {cpus} logical CPUs")
+            format!("{name} (family {family}, model {model}), {cpus} CPUs available")
         }
-        _ => format!("{} logical CPUs", cpus),
+        _ => format!("{cpus} CPUs available"),
     }
 }
 

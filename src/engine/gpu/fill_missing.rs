@@ -6,9 +6,10 @@ use std::sync::OnceLock;
 use bytemuck::{Pod, Zeroable};
 
 use super::compile_checked;
+use super::device::Fault;
 use super::kernels::{Binding, Control, InitUniform, Kernel, RowSet};
 use crate::dtype::FloatType;
-use crate::error::Result;
+use crate::error::{GpuFailure, Result};
 use crate::initializer::{Fill, Initializer};
 
 /// The kernel's source: the Philox, float and initializer libraries, `rows.wgsl` and
@@ -122,10 +123,11 @@ impl Variant {
 
 /// The compiled kernel: one pipeline per [`Variant`]. Those asked for are compiled when the
 /// engine starts, the others when first needed (on the software driver each takes 25-50 ms
-/// of CPU). A pipeline that failed to compile is not kept: the next use compiles it again.
+/// of CPU). A compile that ran out of device memory is not kept (the next use compiles
+/// again); any other failure is.
 pub(crate) struct FillMissing {
     device: wgpu::Device,
-    pipelines: [OnceLock<Kernel>; 16],
+    pipelines: [OnceLock<std::result::Result<Kernel, Fault>>; 16],
 }
 
 impl FillMissing {
@@ -141,17 +143,26 @@ impl FillMissing {
         Ok(fill)
     }
 
-    /// The pipeline of `variant`, compiled on first use (or, if that failed, on the next).
+    /// The pipeline of `variant`, compiled on first use.
     pub(crate) fn kernel(&self, variant: Variant) -> Result<&Kernel> {
         let slot = &self.pipelines[variant.index()];
-        if let Some(kernel) = slot.get() {
-            return Ok(kernel);
+        if slot.get().is_none() {
+            let constants = variant.constants();
+            match compile_checked(&self.device, |d| {
+                Kernel::with_constants(d, "fill_missing", SOURCE, &BINDINGS, &constants)
+            }) {
+                // may pass: the next use compiles again
+                Err(f) if f.kind == GpuFailure::OutOfMemory => return Err(f.into()),
+                compiled => {
+                    let _ = slot.set(compiled); // (or another thread's, the same)
+                }
+            }
         }
-        let constants = variant.constants();
-        let kernel = compile_checked(&self.device, |d| {
-            Kernel::with_constants(d, "fill_missing", SOURCE, &BINDINGS, &constants)
-        })?;
-        Ok(slot.get_or_init(|| kernel))
+        match slot.get() {
+            Some(Ok(kernel)) => Ok(kernel),
+            Some(Err(f)) => Err(f.clone().into()),
+            None => unreachable!("set above"),
+        }
     }
 
     /// The bind group of one dispatch of `kernel` (one of this kernel's pipelines).

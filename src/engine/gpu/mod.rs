@@ -179,9 +179,9 @@ fn binding_limit(device: &wgpu::Limits, cap: Option<u64>) -> u64 {
 /// waited for when the first dispatch is recorded, after the first chunk's uploads.
 /// `fill_missing` has a pipeline per element type and kind of fill: those of
 /// [`GpuOptions::element_types`] and [`GpuOptions::initializers`] are compiled there, any
-/// other when a job first needs it. A failed compile is not kept: the job that needed it
-/// fails, and the next one compiles again, so that a passing failure (the device out of
-/// memory) does not disable the engine for good.
+/// other when a job first needs it. A compile that ran out of device memory fails the job
+/// that needed it, not the engine: the next job compiles again, since that failure may pass.
+/// Any other failure (a lost device, a bug) is kept and returned to every later job.
 enum Kernels {
     Compiling {
         rows: std::thread::JoinHandle<Result<(GatherRows, RemapCols)>>,
@@ -189,12 +189,14 @@ enum Kernels {
         source: KernelSource,
     },
     Ready(Arc<(GatherRows, RemapCols, FillMissing)>),
-    /// The last compile failed; the next use compiles again.
-    Failed(KernelSource),
+    Failed {
+        source: KernelSource,
+        fault: Fault,
+    },
 }
 
-/// What [`Kernels::compile`] compiles: for which device, which `fill_missing` pipelines, and
-/// whether the gathers move 16-byte units as `vec2<u64>`.
+/// What [`Kernels`] compiles: for which device, which `fill_missing` pipelines, and whether
+/// the gathers move 16-byte units as `vec2<u64>`.
 #[derive(Clone)]
 struct KernelSource {
     device: wgpu::Device,
@@ -202,10 +204,21 @@ struct KernelSource {
     wide: bool,
 }
 
-/// Test hook: each entry makes the next kernel compile on that device fail as out of memory,
-/// a failure that may pass (see [`Kernels`]).
+/// Test hook: each entry makes the next kernel compile on its device (see [`device_key`];
+/// the entry keeps the device alive, so that no other takes its handle) fail with its kind.
 #[cfg(test)]
-static FAIL_NEXT_COMPILE: std::sync::Mutex<Vec<wgpu::Device>> = std::sync::Mutex::new(Vec::new());
+static FAIL_NEXT_COMPILE: std::sync::Mutex<Vec<(u64, wgpu::Device, GpuFailure)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A device's identity for [`FAIL_NEXT_COMPILE`]: its Vulkan handle, unique among the devices
+/// alive (`wgpu::Device`'s equality compares ids, which devices of different instances share);
+/// `None` on other backends.
+#[cfg(test)]
+fn device_key(device: &wgpu::Device) -> Option<u64> {
+    use ash::vk::Handle;
+    // SAFETY: the hal device is only read, and dropped before this returns.
+    unsafe { device.as_hal::<wgpu::hal::api::Vulkan>() }.map(|d| d.raw_device().handle().as_raw())
+}
 
 /// Runs `make` (which compiles kernels on `device`) and returns what it made, or the first
 /// device error it raised. Error scopes are per thread: each thread captures its own.
@@ -216,10 +229,11 @@ fn compile_checked<T>(
     #[cfg(test)]
     {
         let mut failing = FAIL_NEXT_COMPILE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = failing.iter().position(|d| d == device) {
-            failing.swap_remove(i);
-            let message = "cannot compile the kernels: out of memory (injected by a test)";
-            return Err(Fault::new(GpuFailure::OutOfMemory, message));
+        let key = device_key(device);
+        if let Some(i) = failing.iter().position(|(k, _, _)| Some(*k) == key) {
+            let (_, _, kind) = failing.swap_remove(i);
+            let message = "cannot compile the kernels: failure injected by a test";
+            return Err(Fault::new(kind, message));
         }
     }
     let scopes = Scopes::push(device);
@@ -246,36 +260,62 @@ impl Kernels {
         Kernels::Compiling { rows, fill, source }
     }
 
-    /// The kernels, once compiled; after a failed compile, compiled again.
+    /// Compiles every kernel of `source` on this thread (again, after running out of memory).
+    fn compile_here(source: &KernelSource) -> Result<(GatherRows, RemapCols, FillMissing)> {
+        let (gather, remap) = compile_checked(&source.device, |d| {
+            (GatherRows::new(d, source.wide), RemapCols::new(d))
+        })?;
+        Ok((
+            gather,
+            remap,
+            FillMissing::new(&source.device, &source.variants)?,
+        ))
+    }
+
+    /// The kernels, once compiled.
     fn get(&mut self) -> Result<Arc<(GatherRows, RemapCols, FillMissing)>> {
         let source = match self {
             Kernels::Ready(k) => return Ok(k.clone()),
-            Kernels::Compiling { source, .. } | Kernels::Failed(source) => source.clone(),
+            Kernels::Failed { fault, .. } if fault.kind != GpuFailure::OutOfMemory => {
+                return Err(fault.clone().into());
+            }
+            Kernels::Compiling { source, .. } | Kernels::Failed { source, .. } => source.clone(),
         };
-        if let Kernels::Failed(_) = self {
-            *self = Kernels::compile(source.clone());
-        }
-        // Failed until the threads have joined with kernels
-        let Kernels::Compiling { rows, fill, .. } =
-            std::mem::replace(self, Kernels::Failed(source))
-        else {
-            unreachable!("Ready returned above, Failed compiles again");
+        let compiled = match std::mem::replace(
+            self,
+            Kernels::Failed {
+                source: source.clone(),
+                fault: Fault::new(GpuFailure::Internal, "compiling the kernels panicked"),
+            },
+        ) {
+            Kernels::Compiling { rows, fill, .. } => {
+                fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+                    r.unwrap_or_else(|_| {
+                        Err(Error::gpu(
+                            GpuFailure::Internal,
+                            "compiling the kernels panicked",
+                        ))
+                    })
+                }
+                let (rows, fill) = (joined(rows.join()), joined(fill.join()));
+                rows.and_then(|(g, r)| Ok((g, r, fill?)))
+            }
+            _ => Kernels::compile_here(&source),
         };
-        fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
-            r.unwrap_or_else(|_| {
-                Err(Error::gpu(
-                    GpuFailure::Internal,
-                    "compiling the kernels panicked",
-                ))
-            })
-        }
-        match (joined(rows.join()), joined(fill.join())) {
-            (Ok((g, r)), Ok(f)) => {
-                let k = Arc::new((g, r, f));
+        match compiled {
+            Ok(k) => {
+                let k = Arc::new(k);
                 *self = Kernels::Ready(k.clone());
                 Ok(k)
             }
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            Err(e) => {
+                let fault = match &e {
+                    Error::Gpu { kind, message } => Fault::new(*kind, message.clone()),
+                    other => Fault::new(GpuFailure::Internal, other.to_string()),
+                };
+                *self = Kernels::Failed { source, fault };
+                Err(e)
+            }
         }
     }
 }
@@ -1335,6 +1375,15 @@ mod tests {
 
     const M: u32 = crate::vocab::MISSING;
 
+    /// Makes the next kernel compile on `device` fail with `kind` (Vulkan devices only).
+    fn fail_next_compile(device: &wgpu::Device, kind: GpuFailure) {
+        let key = device_key(device).expect("the compile hook needs a Vulkan device");
+        FAIL_NEXT_COMPILE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, device.clone(), kind));
+    }
+
     /// A compile that fails for a reason that may pass (out of memory) fails the job that
     /// needed it, not the engine: the next job compiles the kernels again and runs.
     #[test]
@@ -1342,7 +1391,7 @@ mod tests {
         let Some((device, queue)) = open_device() else {
             return;
         };
-        FAIL_NEXT_COMPILE.lock().unwrap().push(device.clone());
+        fail_next_compile(&device, GpuFailure::OutOfMemory);
         let options = GpuOptions::new().element_types(&[FloatType::F32]);
         let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -1353,6 +1402,24 @@ mod tests {
             remap(&mut engine, &job).unwrap(),
             [6., 7., 0.5, 0.5, 0., 1.]
         );
+    }
+
+    /// Any other failure (here `Internal`, as a shader the driver refuses) is kept: the next job
+    /// fails with it too, without compiling again (which would succeed, the hook being spent).
+    #[test]
+    fn kernels_that_failed_otherwise_stay_failed() {
+        let Some((device, queue)) = open_device() else {
+            return;
+        };
+        fail_next_compile(&device, GpuFailure::Internal);
+        let options = GpuOptions::new().element_types(&[FloatType::F32]);
+        let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path(), vec![3, M, 0]);
+        for _ in 0..2 {
+            let e = remap(&mut engine, &job).unwrap_err();
+            assert_eq!(e.gpu_failure(), Some(GpuFailure::Internal), "{e}");
+        }
     }
 
     /// The same for a pipeline of the initialisation kernel compiled when a job first needs
@@ -1371,7 +1438,7 @@ mod tests {
             remap(&mut engine, &job(dir.path(), vec![1, 2])).unwrap(),
             [2., 3., 4., 5.]
         );
-        FAIL_NEXT_COMPILE.lock().unwrap().push(device);
+        fail_next_compile(&device, GpuFailure::OutOfMemory);
         let job = job(dir.path(), vec![M, 2]);
         let e = remap(&mut engine, &job).unwrap_err();
         assert_eq!(e.gpu_failure(), Some(GpuFailure::OutOfMemory), "{e}");
