@@ -94,6 +94,23 @@ fn select_adapter_named(wanted: Option<std::ffi::OsString>) -> Result<wgpu::Adap
         })
 }
 
+/// Test helper: a device of the adapter the engine would pick, requested as the engine
+/// requests it; `None`, with a notice, where there is none, unless `WARMSTART_REQUIRE_GPU=1`
+/// (CI), where that is a failure.
+#[cfg(test)]
+pub(crate) fn test_device() -> Option<(wgpu::Device, wgpu::Queue)> {
+    match select_adapter().and_then(|a| request_device(&a)) {
+        Ok((device, queue, _)) => Some((device, queue)),
+        Err(e) if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("WARMSTART_REQUIRE_GPU=1 but no device: {e}")
+        }
+        Err(e) => {
+            eprintln!("NOTICE: skipping GPU test, no device: {e}");
+            None
+        }
+    }
+}
+
 /// Whether the adapter the GPU engine would pick is hardware (not a software rasteriser
 /// such as lavapipe). `--backend auto` uses the GPU engine only then.
 ///

@@ -1319,23 +1319,6 @@ mod tests {
         assert_eq!(binding_limit(&limits(1 << 30, 1000), None), 992);
     }
 
-    /// A device of the adapter the engine would pick, or `None` (with a notice) where there is
-    /// none and CI does not require one.
-    fn open_device() -> Option<(wgpu::Device, wgpu::Queue)> {
-        match device::select_adapter() {
-            Ok(adapter) => {
-                Some(pollster::block_on(adapter.request_device(&Default::default())).unwrap())
-            }
-            Err(e) if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-                panic!("WARMSTART_REQUIRE_GPU=1 but no adapter: {e}")
-            }
-            Err(e) => {
-                eprintln!("NOTICE: no adapter, skipped: {e}");
-                None
-            }
-        }
-    }
-
     /// The f32 table [[0, 1], [2, 3], [4, 5], [6, 7]] in a file of `dir`, and the job whose
     /// output rows are old rows `map` (`MISSING`: the constant 0.5).
     fn job(dir: &std::path::Path, map: Vec<u32>) -> RemapJob {
@@ -1388,7 +1371,7 @@ mod tests {
     /// needed it, not the engine: the next job compiles the kernels again and runs.
     #[test]
     fn kernels_that_failed_to_compile_are_compiled_again() {
-        let Some((device, queue)) = open_device() else {
+        let Some((device, queue)) = device::test_device() else {
             return;
         };
         fail_next_compile(&device, GpuFailure::OutOfMemory);
@@ -1408,7 +1391,7 @@ mod tests {
     /// fails with it too, without compiling again (which would succeed, the hook being spent).
     #[test]
     fn kernels_that_failed_otherwise_stay_failed() {
-        let Some((device, queue)) = open_device() else {
+        let Some((device, queue)) = device::test_device() else {
             return;
         };
         fail_next_compile(&device, GpuFailure::Internal);
@@ -1426,7 +1409,7 @@ mod tests {
     /// it (here f32's, the engine having compiled f64's at its start).
     #[test]
     fn a_fill_pipeline_that_failed_to_compile_is_compiled_again() {
-        let Some((device, queue)) = open_device() else {
+        let Some((device, queue)) = device::test_device() else {
             return;
         };
         let options = GpuOptions::new().element_types(&[FloatType::F64]);

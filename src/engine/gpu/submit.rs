@@ -196,7 +196,7 @@ mod tests {
     use wgpu::BufferUsages as U;
 
     use super::*;
-    use crate::engine::gpu::device::{request_device, select_adapter};
+    use crate::engine::gpu::device::test_device;
 
     const WAIT: Duration = Duration::from_secs(60);
 
@@ -204,13 +204,8 @@ mod tests {
     /// comes back through its ticket and the next flush, and later work still runs.
     #[test]
     fn submissions_keep_their_order_and_report_their_errors() {
-        let opened = select_adapter().and_then(|a| request_device(&a));
-        let (device, queue) = match opened {
-            Ok((device, queue, _)) => (device, queue),
-            Err(e) if std::env::var("WARMSTART_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-                panic!("WARMSTART_REQUIRE_GPU=1 but no device: {e}")
-            }
-            Err(e) => return eprintln!("NOTICE: skipping GPU test, no device: {e}"),
+        let Some((device, queue)) = test_device() else {
+            return;
         };
         let words = |data: &[u32], usage| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
