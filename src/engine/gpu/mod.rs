@@ -204,6 +204,25 @@ struct KernelSource {
     wide: bool,
 }
 
+impl KernelSource {
+    /// Compiles the gathers of rows and of columns.
+    fn rows(&self) -> Result<(GatherRows, RemapCols)> {
+        let wide = self.wide;
+        compile_checked(&self.device, |d| {
+            (GatherRows::new(d, wide), RemapCols::new(d))
+        })
+        .map_err(Error::from)
+    }
+
+    /// Compiles the `fill_missing` pipelines of `variants`.
+    fn fill(&self) -> Result<FillMissing> {
+        FillMissing::new(&self.device, &self.variants)
+    }
+}
+
+/// What a compile thread that panicked reports.
+const COMPILE_PANICKED: &str = "compiling the kernels panicked";
+
 /// Test hook: each entry makes the next kernel compile on its device (see [`device_key`];
 /// the entry keeps the device alive, so that no other takes its handle) fail with its kind.
 #[cfg(test)]
@@ -250,26 +269,10 @@ fn compile_checked<T>(
 impl Kernels {
     /// Starts compiling every kernel of `source` on two background threads.
     fn compile(source: KernelSource) -> Kernels {
-        let (d, wide) = (source.device.clone(), source.wide);
-        let rows = std::thread::spawn(move || {
-            compile_checked(&d, |d| (GatherRows::new(d, wide), RemapCols::new(d)))
-                .map_err(Error::from)
-        });
-        let (d, variants) = (source.device.clone(), source.variants.clone());
-        let fill = std::thread::spawn(move || FillMissing::new(&d, &variants));
+        let (a, b) = (source.clone(), source.clone());
+        let rows = std::thread::spawn(move || a.rows());
+        let fill = std::thread::spawn(move || b.fill());
         Kernels::Compiling { rows, fill, source }
-    }
-
-    /// Compiles every kernel of `source` on this thread (again, after running out of memory).
-    fn compile_here(source: &KernelSource) -> Result<(GatherRows, RemapCols, FillMissing)> {
-        let (gather, remap) = compile_checked(&source.device, |d| {
-            (GatherRows::new(d, source.wide), RemapCols::new(d))
-        })?;
-        Ok((
-            gather,
-            remap,
-            FillMissing::new(&source.device, &source.variants)?,
-        ))
     }
 
     /// The kernels, once compiled.
@@ -285,22 +288,18 @@ impl Kernels {
             self,
             Kernels::Failed {
                 source: source.clone(),
-                fault: Fault::new(GpuFailure::Internal, "compiling the kernels panicked"),
+                fault: Fault::new(GpuFailure::Internal, COMPILE_PANICKED),
             },
         ) {
             Kernels::Compiling { rows, fill, .. } => {
                 fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
-                    r.unwrap_or_else(|_| {
-                        Err(Error::gpu(
-                            GpuFailure::Internal,
-                            "compiling the kernels panicked",
-                        ))
-                    })
+                    r.unwrap_or_else(|_| Err(Error::gpu(GpuFailure::Internal, COMPILE_PANICKED)))
                 }
                 let (rows, fill) = (joined(rows.join()), joined(fill.join()));
                 rows.and_then(|(g, r)| Ok((g, r, fill?)))
             }
-            _ => Kernels::compile_here(&source),
+            // after running out of memory: again, on this thread
+            _ => source.rows().and_then(|(g, r)| Ok((g, r, source.fill()?))),
         };
         match compiled {
             Ok(k) => {
@@ -1367,16 +1366,21 @@ mod tests {
             .push((key, device.clone(), kind));
     }
 
+    /// An f32 engine on its own device whose first kernel compile fails with `kind`.
+    fn engine_whose_first_compile_fails(kind: GpuFailure) -> Option<GpuEngine> {
+        let (device, queue) = device::test_device()?;
+        fail_next_compile(&device, kind);
+        let options = GpuOptions::new().element_types(&[FloatType::F32]);
+        Some(GpuEngine::from_device_with_options(device, queue, options).unwrap())
+    }
+
     /// A compile that fails for a reason that may pass (out of memory) fails the job that
     /// needed it, not the engine: the next job compiles the kernels again and runs.
     #[test]
     fn kernels_that_failed_to_compile_are_compiled_again() {
-        let Some((device, queue)) = device::test_device() else {
+        let Some(mut engine) = engine_whose_first_compile_fails(GpuFailure::OutOfMemory) else {
             return;
         };
-        fail_next_compile(&device, GpuFailure::OutOfMemory);
-        let options = GpuOptions::new().element_types(&[FloatType::F32]);
-        let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let job = job(dir.path(), vec![3, M, 0]);
         let e = remap(&mut engine, &job).unwrap_err();
@@ -1385,24 +1389,6 @@ mod tests {
             remap(&mut engine, &job).unwrap(),
             [6., 7., 0.5, 0.5, 0., 1.]
         );
-    }
-
-    /// Any other failure (here `Internal`, as a shader the driver refuses) is kept: the next job
-    /// fails with it too, without compiling again (which would succeed, the hook being spent).
-    #[test]
-    fn kernels_that_failed_otherwise_stay_failed() {
-        let Some((device, queue)) = device::test_device() else {
-            return;
-        };
-        fail_next_compile(&device, GpuFailure::Internal);
-        let options = GpuOptions::new().element_types(&[FloatType::F32]);
-        let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let job = job(dir.path(), vec![3, M, 0]);
-        for _ in 0..2 {
-            let e = remap(&mut engine, &job).unwrap_err();
-            assert_eq!(e.gpu_failure(), Some(GpuFailure::Internal), "{e}");
-        }
     }
 
     /// The same for a pipeline of the initialisation kernel compiled when a job first needs
@@ -1426,5 +1412,20 @@ mod tests {
         let e = remap(&mut engine, &job).unwrap_err();
         assert_eq!(e.gpu_failure(), Some(GpuFailure::OutOfMemory), "{e}");
         assert_eq!(remap(&mut engine, &job).unwrap(), [0.5, 0.5, 4., 5.]);
+    }
+
+    /// Any other failure (here `Internal`, as a shader the driver refuses) is kept: the next job
+    /// fails with it too, without compiling again (which would succeed, the hook being spent).
+    #[test]
+    fn kernels_that_failed_otherwise_stay_failed() {
+        let Some(mut engine) = engine_whose_first_compile_fails(GpuFailure::Internal) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path(), vec![3, M, 0]);
+        for _ in 0..2 {
+            let e = remap(&mut engine, &job).unwrap_err();
+            assert_eq!(e.gpu_failure(), Some(GpuFailure::Internal), "{e}");
+        }
     }
 }
