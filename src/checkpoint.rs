@@ -700,15 +700,17 @@ fn open_index(index_path: &Path) -> Result<Opened> {
 
 /// Resolves a shard named by an index, refusing any path that leaves the index's directory.
 fn shard_path(index_path: &Path, root: &Path, dir: &Path, shard: &str) -> Result<PathBuf> {
+    if shard.is_empty() {
+        return Err(Error::format(index_path, "a shard name is empty"));
+    }
     let rel = Path::new(shard);
     // Relative paths only; `..` may appear as long as the path resolves inside (below).
-    let plain = !shard.is_empty()
-        && rel.components().all(|c| {
-            matches!(
-                c,
-                Component::Normal(_) | Component::CurDir | Component::ParentDir
-            )
-        });
+    let plain = rel.components().all(|c| {
+        matches!(
+            c,
+            Component::Normal(_) | Component::CurDir | Component::ParentDir
+        )
+    });
     let escape = || {
         Error::format(
             index_path,

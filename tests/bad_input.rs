@@ -191,6 +191,16 @@ fn shard_hidden_parent_directory() {
 }
 
 #[test]
+fn shard_name_empty() {
+    let fx = Fixture::new();
+    fx.shard(r#"{"emb": "", "dense": "shard2.safetensors"}"#);
+    fx.refused(
+        &[],
+        &["model.safetensors.index.json", "a shard name is empty"],
+    );
+}
+
+#[test]
 fn shard_absolute_path() {
     let fx = Fixture::new();
     let abs = fx.path(CKPT).display().to_string();
