@@ -143,10 +143,11 @@ pub enum Error {
         message: String,
     },
 
-    /// Writing the output failed.
+    /// Writing the output failed (or, in the CLI, standard output: `--dry-run`'s table).
     #[error("cannot write {}: {source}", path.display())]
     Output {
-        /// The output file (the error may come from its temporary file, beside it).
+        /// The output file (the error may come from its temporary file, beside it), or
+        /// `standard output`.
         path: PathBuf,
         /// The operating system's error.
         source: io::Error,

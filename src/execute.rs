@@ -103,6 +103,11 @@ impl Plan {
     /// plan that cannot be written whole (a model declared in code has no initial values).
     pub fn check_output(&self, path: &Path) -> Result<()> {
         let bad = |what: &str| Error::setting("output", format!("{} {what}", path.display()));
+        if crate::writer::names_directory(path) {
+            return Err(bad(
+                "names a directory (it ends with '/', '.' or '..'): name a file",
+            ));
+        }
         let Some(target) = crate::writer::resolve_target(path) else {
             return Err(bad(
                 "cannot be written: its directory does not exist or is not a directory",
@@ -110,9 +115,6 @@ impl Plan {
         };
         if target.is_dir() {
             return Err(bad("is a directory"));
-        }
-        if path.as_os_str().as_encoded_bytes().last() == Some(&b'/') {
-            return Err(bad("ends with a '/': name a file"));
         }
         // A FIFO or a device would be replaced by a regular file. (A symbolic link is itself
         // replaced, whatever it points to: the new file is made beside the link, in the

@@ -12,6 +12,15 @@ use warmstart::{
     CpuEngine, Engine, Error, GpuEngine, GpuFailure, Initializer, Plan, PlanFile, Result,
 };
 
+/// A line on standard error. A stderr that cannot be written (closed, a full disk) loses the
+/// line but never changes the run's outcome or exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "warmstart",
@@ -91,7 +100,7 @@ fn run(args: RunArgs) -> ExitCode {
             0
         }
         Err(e) => {
-            eprintln!("warmstart: error: {e}");
+            say!("warmstart: error: {e}");
             report["outcome"] = serde_json::json!({
                 "status": if e.is_refusal() { "refused" } else { "failed" },
                 "error": e.to_string(),
@@ -111,7 +120,7 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(path) = report_path {
         let text = serde_json::to_string_pretty(&report).expect("report serializes");
         if let Err(e) = write_report(path, &(text + "\n")) {
-            eprintln!(
+            say!(
                 "warmstart: error: cannot write report {}: {e}",
                 path.display()
             );
@@ -170,8 +179,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["backend"] = serde_json::json!(engine.name());
     report["vram_budget"] = serde_json::json!(engine.vram_budget());
     if args.dry_run {
-        print_plan(&plan, &engine.name());
-        return Ok(());
+        return print(&plan_table(&plan, &engine.name()));
     }
 
     let total = plan.data_bytes();
@@ -187,7 +195,7 @@ fn execute(args: &RunArgs, report: &mut serde_json::Value) -> Result<()> {
     report["passes"] = serde_json::json!(engine.passes());
     report["read_ahead_bytes"] = serde_json::json!(engine.read_ahead_bytes());
     if !args.quiet {
-        eprintln!(
+        say!(
             "{}",
             summary(&plan, &output, total, seconds, engine.as_ref())
         );
@@ -221,7 +229,7 @@ fn write(
         _ => return Err(e),
     };
     if !args.quiet {
-        eprintln!("warmstart: {e}; --backend auto: writing again on the CPU engine");
+        say!("warmstart: {e}; --backend auto: writing again on the CPU engine");
     }
     report["gpu_fallback"] =
         serde_json::json!({ "gpu_failure": kind.name(), "error": e.to_string() });
@@ -240,10 +248,22 @@ fn write(
     Ok(engine)
 }
 
-/// Writes the report, failing rather than waiting when `path` is a FIFO that no process has
-/// open for reading (the run is over; nothing would ever read it). A pipe with a reader
-/// (`--report /dev/stdout | jq`, `--report >(jq .)`) is written as usual.
+/// Writes the report. A file is replaced as the output is: the report goes to a temporary
+/// file beside it, renamed into place, so that it is never seen half written and no other
+/// name of the file it replaces (a hard link to an input, a symbolic link's target) is
+/// written to. A pipe, socket or device (`--report /dev/stdout | jq`, `--report >(jq .)`) is
+/// written in place.
 fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => write_in_place(path, text),
+        _ => warmstart::writer::replace_file(path, text.as_bytes()),
+    }
+}
+
+/// Writes `text` to the pipe, socket or device at `path`, failing rather than waiting when it
+/// is a FIFO that no process has open for reading (the run is over; nothing would ever read
+/// it). A pipe with a reader is written as usual.
+fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -278,7 +298,9 @@ fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Refuses a report path that cannot be written: a directory, or in a missing directory.
+/// Refuses, before anything is written, a report path that cannot be written: a directory
+/// (or a path that can only name one), in a missing directory, or a file in a directory
+/// where this process cannot create the report's temporary file.
 fn check_report_dir(report: Option<&Path>) -> Result<()> {
     let Some(report) = report else {
         return Ok(());
@@ -287,10 +309,16 @@ fn check_report_dir(report: Option<&Path>) -> Result<()> {
         path: report.to_path_buf(),
         message: message.to_string(),
     };
+    if warmstart::writer::names_directory(report) {
+        return Err(bad("names a directory (it ends with '/', '.' or '..')"));
+    }
     match warmstart::writer::resolve_target(report) {
         None => Err(bad("its directory does not exist or is not a directory")),
         Some(p) if p.is_dir() => Err(bad("is a directory")),
-        Some(_) => Ok(()),
+        // a pipe, socket or device, written in place (`write_report`)
+        Some(p) if p.exists() && !p.is_file() => Ok(()),
+        Some(_) => warmstart::writer::check_creatable(report)
+            .map_err(|e| bad(&format!("cannot be written in its directory: {e}"))),
     }
 }
 
@@ -353,7 +381,7 @@ fn engine(args: &RunArgs, plan_file: &PlanFile) -> Result<Box<dyn Engine + Send>
                 match gpu() {
                     Ok(engine) => return Ok(Box::new(engine)),
                     Err(e) if !args.quiet => {
-                        eprintln!("warmstart: the GPU is unusable ({e}); using the CPU engine")
+                        say!("warmstart: the GPU is unusable ({e}); using the CPU engine")
                     }
                     Err(_) => {}
                 }
@@ -375,7 +403,7 @@ fn engine_for(
         Ok(()) => Ok(engine),
         Err(e) if args.backend == Backend::Auto => {
             if !args.quiet {
-                eprintln!("warmstart: {e} (--backend auto: using it)");
+                say!("warmstart: {e} (--backend auto: using it)");
             }
             Ok(cpu_engine(args))
         }
@@ -405,11 +433,29 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
-fn print_plan(plan: &Plan, backend: &str) {
-    println!("plan digest {}", plan.digest());
-    println!("checkpoint  {}", plan.checkpoint().display());
-    println!("backend     {backend}");
-    println!();
+/// Writes `text` to standard output. A reader that went away (`--dry-run | head`) is not an
+/// error; any other failure (a full disk) is.
+fn print(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output {
+            path: "standard output".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What `--dry-run` prints: the plan's digest, checkpoint and engine, then a table of what
+/// happens to each variable.
+fn plan_table(plan: &Plan, backend: &str) -> String {
+    use std::fmt::Write;
+    let mut text = format!(
+        "plan digest {}\ncheckpoint  {}\nbackend     {backend}\n\n",
+        plan.digest(),
+        plan.checkpoint().display()
+    );
     let rows: Vec<[String; 6]> = plan
         .variables()
         .iter()
@@ -474,8 +520,9 @@ fn print_plan(plan: &Plan, backend: &str) {
                 }
             })
             .collect();
-        println!("{}", cells.join("  ").trim_end());
+        let _ = writeln!(text, "{}", cells.join("  ").trim_end());
     }
+    text
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -1209,8 +1209,17 @@ fn output_in_a_directory_that_does_not_exist_yet_with_trailing_slash() {
     let fx = Fixture::new();
     fx.refused(
         &["--output", "new.safetensors/"],
-        &["new.safetensors/", "'/'"],
+        &["new.safetensors/", "names a directory"],
     );
+}
+
+/// `x/.` and `x/..` name directories, whatever `x` is; `Path` would read the first as `x`.
+#[test]
+fn output_ending_in_dot_or_dot_dot() {
+    let fx = Fixture::new();
+    for output in ["new.safetensors/.", "new.safetensors/..", ".", ".."] {
+        fx.refused(&["--output", output], &[output, "names a directory"]);
+    }
 }
 
 /// A FIFO (or a device) would be replaced by a regular file.
@@ -1548,4 +1557,115 @@ fn report_path_is_a_directory() {
     let fx = Fixture::new();
     fx.mkdir("reports");
     fx.refused(&["--report", "reports"], &["reports", "directory"]);
+}
+
+/// A path that can only name a directory is refused before anything is written, whether or
+/// not something is there.
+#[test]
+fn report_path_names_a_directory() {
+    let fx = Fixture::new();
+    fx.write("r.json", "an old report\n");
+    for report in ["r.json/", "r.json/.", "new.json/", "new.json/..", "."] {
+        fx.refused(&["--report", report], &[report, "names a directory"]);
+    }
+}
+
+/// A report in a directory where it cannot be created is refused before the output is
+/// written, as such an output is.
+#[cfg(target_os = "linux")]
+#[test]
+fn report_path_in_a_directory_that_cannot_be_written() {
+    let fx = Fixture::new();
+    fx.mkdir("locked");
+    let _locked = Locked::new(&fx.path("locked"));
+    fx.refused(
+        &["--report", "locked/r.json"],
+        &["locked/r.json", "cannot be written in its directory"],
+    );
+}
+
+/// A report path that is a symbolic link to where the output is about to be written (a link
+/// that dangles while the run is planned) is itself replaced by the report, as an output
+/// path that is a link is: the output is not overwritten by the report.
+#[cfg(unix)]
+#[test]
+fn report_path_is_a_link_to_the_output_to_be() {
+    let fx = Fixture::new();
+    fs::remove_file(fx.path(OUT)).unwrap();
+    std::os::unix::fs::symlink(OUT, fx.path("r.json")).unwrap();
+    fx.succeeds(&["--report", "r.json"]); // reads the output as safetensors
+    let report = fs::symlink_metadata(fx.path("r.json")).unwrap();
+    assert!(report.is_file(), "the link is replaced by the report");
+    assert_eq!(read_report(&fx, "r.json")["outcome"]["status"], "ok");
+}
+
+/// A report path that is another name of an input (a hard link): the report takes the name
+/// and the input keeps its bytes.
+#[cfg(unix)]
+#[test]
+fn report_path_is_a_hard_link_to_an_input() {
+    let fx = Fixture::new();
+    fs::hard_link(fx.path(MODEL), fx.path("r.json")).unwrap();
+    let model = fs::read(fx.path(MODEL)).unwrap();
+    fx.succeeds(&["--report", "r.json"]);
+    assert_eq!(fs::read(fx.path(MODEL)).unwrap(), model);
+    assert_eq!(read_report(&fx, "r.json")["outcome"]["status"], "ok");
+}
+
+/// `--dry-run | head`: a reader that leaves before the plan is printed whole is no failure;
+/// a standard output that cannot be written (a full disk) fails the run with exit code 1, and
+/// the report says so. Neither panics.
+#[cfg(target_os = "linux")]
+#[test]
+fn dry_run_to_a_closed_pipe_or_a_full_disk() {
+    let fx = Fixture::new();
+    let dry_run = |stdout: std::process::Stdio| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
+            .current_dir(fx.root())
+            .args([
+                "run",
+                PLAN,
+                "--backend",
+                "cpu",
+                "--dry-run",
+                "--report",
+                "r.json",
+            ])
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = dry_run(writer.into());
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert_eq!(closed.status.code(), Some(0), "{stderr}");
+    assert_eq!(read_report(&fx, "r.json")["outcome"]["status"], "ok");
+
+    let full = dry_run(fs::File::create("/dev/full").unwrap().into());
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write standard output"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(read_report(&fx, "r.json")["outcome"]["status"], "failed");
+}
+
+/// A standard error that cannot be written loses the messages, not the exit code: a refusal
+/// stays 2, and a run that succeeds still writes its report.
+#[cfg(target_os = "linux")]
+#[test]
+fn standard_error_that_cannot_be_written() {
+    let fx = Fixture::new();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
+            .current_dir(fx.root())
+            .args(["run", "--backend", "cpu"])
+            .args(args)
+            .stderr(fs::File::create("/dev/full").unwrap())
+            .status()
+            .unwrap()
+    };
+    assert_eq!(run(&["missing.toml"]).code(), Some(2));
+    assert_eq!(run(&[PLAN, "--report", "r.json"]).code(), Some(0));
+    assert_eq!(read_report(&fx, "r.json")["outcome"]["status"], "ok");
 }

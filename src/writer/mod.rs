@@ -90,6 +90,39 @@ pub fn check_creatable(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Whether `path` can only name a directory: it ends with a `/`, or its last component is
+/// `.` or `..` (which [`Path`]'s components, and so [`Path::file_name`], would drop or hide).
+pub fn names_directory(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let last = bytes.rsplit(|&b| b == b'/').next().unwrap_or(bytes);
+    bytes.last() == Some(&b'/') || last == b"." || last == b".."
+}
+
+/// Writes `bytes` to `path` the way the output is written: into a temporary file in `path`'s
+/// directory (unnamed where the system allows), flushed, then renamed into place. A reader
+/// never sees a partial file, a failure leaves `path` as it was, and whatever `path` named
+/// before (a file that other names also link to, the target of a symbolic link) is not
+/// written to: the name is given to the new file. For small files (the CLI's report).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = temp_file_for(path, true)?;
+    let mut file = tmp.file();
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    tmp.persist(path)
+}
+
+/// A temporary file in `path`'s directory, with the permissions of the file at `path` when
+/// it replaces one, else those a new file gets (0o666 less the umask); not a temporary
+/// file's usual owner-only 0o600.
+fn temp_file_for(path: &Path, unnamed: bool) -> std::io::Result<temp::TempFile> {
+    let tmp = temp::TempFile::create(parent_dir(path), unnamed)?;
+    if let Ok(existing) = std::fs::metadata(path) {
+        tmp.file().set_permissions(existing.permissions())?;
+    }
+    Ok(tmp)
+}
+
 /// The directory `path` is in (`.` for a bare file name, whose parent is "").
 pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -119,16 +152,8 @@ impl OutputFile {
     /// [`OutputFile::create`], with direct I/O (where available) or through the page cache,
     /// and with an unnamed temporary file (where available) or a named one.
     fn create_with(path: &Path, direct: bool, unnamed: bool) -> Result<Self> {
-        let dir = parent_dir(path);
         // Errors name the output, not its temporary file: that is the file the user asked for.
-        let tmp = temp::TempFile::create(dir, unnamed).map_err(|e| Error::output(path, e))?;
-        // The output gets the permissions a new file gets (0o666 less the umask) or, when it
-        // replaces a file, that file's; not a temporary file's usual owner-only 0o600.
-        if let Ok(existing) = std::fs::metadata(path) {
-            tmp.file()
-                .set_permissions(existing.permissions())
-                .map_err(|e| Error::output(path, e))?;
-        }
+        let tmp = temp_file_for(path, unnamed).map_err(|e| Error::output(path, e))?;
         let writer =
             staged::StagedWriter::start(tmp.file(), direct).map_err(|e| Error::output(path, e))?;
         Ok(OutputFile {
