@@ -111,8 +111,12 @@ fn python_tokens(pattern: &str) -> Vec<(usize, &str)> {
 /// - inside a character class, a `[` (here a nested class, or a POSIX class such as
 ///   `[[:digit:]]`; in Python a literal) and a doubled `--`, `&&` or `~~` (here a set
 ///   operation; in Python two literals, with a warning that their meaning may change);
-/// - in a verbose pattern, a form feed or vertical tab (ignored by Python, literal here), and
-///   a backslash that ends a comment line (Python's comment goes on to the next line);
+/// - `\<` and `\>` (here word boundaries; in Python literals), `\b{` (here `\b{start}` and
+///   its kin; in Python a word boundary, then a literal `{`) and `\N` (Python's named
+///   character, `\N{DIGIT ONE}`);
+/// - in a verbose pattern, a form feed or vertical tab (ignored by Python, literal here), a
+///   backslash that ends a comment line (Python's comment goes on to the next line), and a
+///   repetition with spaces, `{1, 2}` (here spaces are ignored; in Python it is literal text);
 /// - verbose mode turned on after the start, as in `(?x:...)`, whose comments this check
 ///   does not follow (Python takes a global `(?x)` only at the start).
 ///
@@ -124,11 +128,13 @@ fn not_read_otherwise_by_python(pattern: &str) -> std::result::Result<(), String
     let verbose = flags.contains('x');
     let tokens = python_tokens(pattern);
     let text = |i: usize| tokens.get(i).map(|&(_, t)| t);
-    let refuse = |at: usize, what: &str, why: &str| {
+    let refuse_with = |at: usize, what: &str, why: &str, advice: &str| {
         Err(format!(
-            "{what:?} at byte {at} of the pattern {why}; escape it with a backslash or \
-             rewrite it"
+            "{what:?} at byte {at} of the pattern {why}; {advice}"
         ))
+    };
+    let refuse = |at: usize, what: &str, why: &str| {
+        refuse_with(at, what, why, "escape it with a backslash or rewrite it")
     };
     let mut i = tokens.partition_point(|&(at, _)| at < body);
     while let Some((at, t)) = tokens.get(i).copied() {
@@ -200,6 +206,51 @@ fn not_read_otherwise_by_python(pattern: &str) -> std::result::Result<(), String
                         }
                         _ => {}
                     }
+                }
+            }
+            "\\<" | "\\>" => {
+                return refuse_with(
+                    at,
+                    t,
+                    &format!("is a word boundary here, a literal {:?} in Python", &t[1..]),
+                    "write it without the backslash",
+                )
+            }
+            "\\b" if text(i) == Some("{") => {
+                return refuse_with(
+                    at,
+                    "\\b{",
+                    "is a special word boundary here (`\\b{start}`, ...), a word boundary \
+                     followed by a literal `{` in Python",
+                    "write `\\b\\{` for the latter",
+                )
+            }
+            "\\N" => {
+                return refuse_with(
+                    at,
+                    t,
+                    "is Python's named character (`\\N{...}`), which this engine does not \
+                     read so",
+                    "write the character itself",
+                )
+            }
+            "{" if verbose => {
+                // `{1, 2}`: a repetition here (spaces ignored), literal text in Python, which
+                // reads a repetition without spaces only
+                let inside: Vec<&str> =
+                    (i..).map_while(|j| text(j).filter(|t| *t != "}")).collect();
+                let closed = text(i + inside.len()) == Some("}");
+                let counted = inside.iter().all(|t| {
+                    t.len() == 1 && (t.as_bytes()[0].is_ascii_digit() || ", \t\n\r".contains(*t))
+                });
+                if closed && counted && inside.iter().any(|t| t.trim().is_empty()) {
+                    return refuse_with(
+                        at,
+                        &format!("{{{}}}", inside.concat()),
+                        "is a repetition here (spaces ignored in a verbose pattern), literal \
+                         text in Python",
+                        "remove the spaces for a repetition, or escape the brace",
+                    );
                 }
             }
             "\u{b}" | "\u{c}" if verbose => {
@@ -396,6 +447,12 @@ mod tests {
             ("(?x)v1 # c:\\\n|w", "\"\\\\\" at byte 11"),
             ("v(?x: 1)", "\"(?x\" at byte 1"),
             ("v(?ix)1", "\"(?ix\""),
+            (r"v1\>", r#""\\>" at byte 2"#),
+            (r"\<v1", r#""\\<" at byte 0"#),
+            (r"\b{start}v1", r#""\\b{" at byte 0"#),
+            (r"v\N{DIGIT ONE}", r#""\\N" at byte 1"#),
+            ("(?x)v{1, 2}1", "\"{1, 2}\" at byte 5"),
+            ("(?x)v1{ 1 }", "\"{ 1 }\""),
         ] {
             match PyRegex::prefix_match(p, "vars_to_warm_start") {
                 Err(Error::Regex { message, .. }) => {
@@ -420,9 +477,22 @@ mod tests {
             ("(?x)v(?#[)1", "v1", "v2"),
             ("v(?-x:1)", "v1", "v2"),
             ("v(?i:X)", "vx", "vy"),
+            ("a<b>", "a<b>", "ab"),
+            (r"v\b\{", "v{", "v"),
+            (r"v[\<]", "v<", "v"),
+            ("(?x)v{1,2} 1", "vv1", "v 1"),
+            ("v{1, 2}", "v{1, 2}", "v"),
+            ("(?x)v1 # {1, 2}", "v1", "v2"),
         ] {
             let r = PyRegex::full_match(p, "t").unwrap_or_else(|e| panic!("{p}: {e}"));
             assert!(r.is_match(yes).unwrap() && !r.is_match(no).unwrap(), "{p}");
+        }
+        // Python syntax that fancy-regex does not know is refused (README, "Differences")
+        for p in ["(?a)v1", "(?L)v1", r"v\061", r"v1\0"] {
+            assert!(
+                matches!(PyRegex::full_match(p, "t"), Err(Error::Regex { .. })),
+                "{p}"
+            );
         }
         // fancy-regex syntax that Python refuses is accepted (README, "Differences")
         for p in [r"v1\z", "(?<n>v)1", r"\p{L}1"] {
