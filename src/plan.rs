@@ -443,8 +443,9 @@ struct Planner<'a> {
     checkpoint: &'a Checkpoint,
     /// Vocabulary files read so far, by (path, line limit).
     vocabs: HashMap<VocabKey, Arc<Vocab>>,
-    /// Index vectors built so far, by (new file, new size, old file, old limit, oov).
-    maps: HashMap<(VocabKey, usize, VocabKey, usize), Arc<[u32]>>,
+    /// Index vectors built so far, by (new file, (new size, lines read), old file, old limit,
+    /// oov).
+    maps: HashMap<(VocabKey, (usize, usize), VocabKey, usize), Arc<[u32]>>,
 }
 
 impl Planner<'_> {
@@ -615,13 +616,20 @@ impl Planner<'_> {
         Ok((va, vb))
     }
 
-    /// The index vector of a vocabulary axis: old line per new token, then `oov` MISSING.
-    fn index_vector(&mut self, info: &VocabInfo, old_limit: Option<usize>) -> Result<Arc<[u32]>> {
+    /// The index vector of a vocabulary axis: old line per new token of the first `lines`
+    /// lines of the new vocabulary, MISSING for the rest of `new_vocab_size`, then `oov`
+    /// MISSING.
+    fn index_vector(
+        &mut self,
+        info: &VocabInfo,
+        old_limit: Option<usize>,
+        lines: usize,
+    ) -> Result<Arc<[u32]>> {
         let new_size = info.new_vocab_size as usize;
         let oov = info.num_oov_buckets as usize;
         let key = (
             (info.new_vocab.clone(), None),
-            new_size,
+            (new_size, lines),
             (info.old_vocab.clone(), old_limit),
             oov,
         );
@@ -629,7 +637,7 @@ impl Planner<'_> {
             return Ok(m.clone());
         }
         let (new, old) = self.vocab_pair((&info.new_vocab, None), (&info.old_vocab, old_limit))?;
-        let mut map = vocab::remap(&new, new_size, &old)?;
+        let mut map = vocab::remap(&new, lines, &old)?;
         // (OOV buckets of a zero-width table cost no bytes of output, but an entry each here)
         map.try_reserve_exact((new_size + oov).saturating_sub(map.len()))
             .map_err(|_| {
@@ -756,12 +764,33 @@ impl Planner<'_> {
             (0, n) if n > 0 => Some(n as usize),
             _ => None,
         };
-        let map = self.index_vector(info, old_limit)?;
+        // The new-vocabulary lines read, and the rows whose source is checked: on axis 0,
+        // TensorFlow reads for each selected partition the lines of its rows (the lines up to
+        // its offset at least, none past new_vocab_size; nothing for a partition that starts
+        // past new_vocab_size), and reads only those rows of the old table.
+        let new_size = info.new_vocab_size as usize;
+        let selected = |i: usize| {
+            axis == 1
+                || s.partitions.iter().any(|&p| {
+                    let part = &var.partitions()[p];
+                    (part.offset()..part.offset() + part.rows()).contains(&i)
+                })
+        };
+        let lines = match axis {
+            0 => (s.partitions.iter())
+                .map(|&p| &var.partitions()[p])
+                .filter(|p| p.offset() <= new_size)
+                .map(|p| (p.offset() + p.rows()).min(new_size))
+                .max()
+                .unwrap_or(0),
+            _ => new_size,
+        };
+        let map = self.index_vector(info, old_limit, lines)?;
         let bound = if axis == 0 { old_rows } else { old_cols };
-        if let Some(i) = map
-            .iter()
-            .position(|&m| m != MISSING && m as usize >= bound)
-        {
+        if let Some(i) = (0..lines).find(|&i| {
+            let m = map[i];
+            m != MISSING && m as usize >= bound && selected(i)
+        }) {
             let new = self.vocab(&info.new_vocab, None)?;
             return Err(Error::vocab(
                 &info.old_vocab,
@@ -794,7 +823,6 @@ impl Planner<'_> {
             }
         }
 
-        let new_size = info.new_vocab_size as usize;
         let mut report = VariableReport {
             name: var.name().to_string(),
             action: "remap",

@@ -361,6 +361,37 @@ def cases():
         vars_to_warm_start=".*part_1.*",
         check={"emb": np.array([[-1], [-1], [1.], [.5], [-1], [-1]], F32)}))
 
+    add(Case(
+        "select_partial_partitions_short_new_vocab",
+        "vars_to_warm_start = \".*part_0.*\" over a 2-part vocab variable whose new vocabulary "
+        "file has 4 lines for a new_vocab_size of 5: TF reads only the lines of the selected "
+        "partition's rows (0..2), so the short file is no error.",
+        ["string_selection", "partition_name", "partial_partition", "vocab_rows",
+         "new_partitioned"],
+        old=[Var("emb", FRUIT_WEIGHTS)],
+        new=[Var("emb", full([6, 1], -1.), parts=2)],
+        files={"old_vocab.txt": vocab_bytes(FRUIT_OLD),
+               "new_vocab.txt": vocab_bytes(FRUIT_NEW[:4])},
+        vocab={"emb": Vocab("new_vocab.txt", 5, 1, "old_vocab.txt")},
+        vars_to_warm_start=".*part_0.*",
+        check={"emb": np.array([[2.], [1.5], [1.], [-1], [-1], [-1]], F32)}))
+
+    add(Case(
+        "select_partial_partitions_old_row_past_checkpoint",
+        "vars_to_warm_start = \".*part_0.*\" over a 2-part vocab variable: a token of the "
+        "unselected part_1 (orange) is on old line 4, past the 3-row checkpoint tensor. TF reads "
+        "only the selected partition's rows, so this is no error.",
+        ["string_selection", "partition_name", "partial_partition", "vocab_rows",
+         "new_partitioned"],
+        old=[Var("emb", FRUIT_WEIGHTS[:3])],
+        new=[Var("emb", full([6, 1], -1.), parts=2)],
+        files={"old_vocab.txt": vocab_bytes(FRUIT_OLD),
+               "new_vocab.txt": vocab_bytes(["guava", "banana", "apple", "orange",
+                                             "raspberry"])},
+        vocab={"emb": Vocab("new_vocab.txt", 5, 1, "old_vocab.txt")},
+        vars_to_warm_start=".*part_0.*",
+        check={"emb": np.array([[1.5], [1.], [.5], [-1], [-1], [-1]], F32)}))
+
     sc_old = [Var("linear/sc_keys_old", np.array([[.25], [.5], [.75], [1.]], F32)),
               Var("linear/sc_hash", pattern([15, 1], .5, 1.)),
               Var("linear/sc_vocab", np.array([[.5], [1.], [2.], [3.]], F32)),
