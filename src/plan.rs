@@ -443,10 +443,13 @@ struct Planner<'a> {
     checkpoint: &'a Checkpoint,
     /// Vocabulary files read so far, by (path, line limit).
     vocabs: HashMap<VocabKey, Arc<Vocab>>,
-    /// Index vectors built so far, by (new file, (new size, lines read), old file, old limit,
-    /// oov).
-    maps: HashMap<(VocabKey, (usize, usize), VocabKey, usize), Arc<[u32]>>,
+    /// Index vectors built so far.
+    maps: HashMap<MapKey, Arc<[u32]>>,
 }
+
+/// What an index vector is built from: the new vocabulary file, (`new_vocab_size`, the lines
+/// of it read), the old vocabulary file with its line limit, and the OOV buckets.
+type MapKey = (VocabKey, (usize, usize), VocabKey, usize);
 
 impl Planner<'_> {
     /// The checkpoint tensor `name` for `variable`, or a refusal naming similar tensors.
@@ -494,10 +497,11 @@ impl Planner<'_> {
     ) -> Result<(VariableReport, Vec<(usize, Job)>)> {
         let old = self.old_tensor(s, var)?;
         let partial = s.partitions.len() < var.partitions().len();
-        if let ([p], true) = (&s.partitions[..], partial) {
+        if let ([p], [1], true) = (&s.partitions[..], &s.times[..], partial) {
             // TensorFlow hands a lone selected partition to init_from_checkpoint as a whole
             // variable: it takes the checkpoint tensor whole if the shapes are equal, and
-            // refuses it otherwise.
+            // refuses it otherwise. (A partition matched by two patterns of a list is held
+            // twice, so not alone: it is restored as a slice, as any other selection.)
             let part = &var.partitions()[*p];
             let mut shape = var.shape().to_vec();
             shape[0] = part.rows();
@@ -729,13 +733,12 @@ impl Planner<'_> {
             ));
         }
         // The rows an axis-1 remap reads: row i of the old tensor for row i of the variable,
-        // over the selected partitions, which TensorFlow takes as the whole variable.
+        // over the selected partitions, whose rows TensorFlow takes as the whole variable's
+        // (a partition held twice counting twice); the old tensor needs those up to the last.
         let mut needed_rows = rows;
         if axis == 1 && s.partitions.len() < var.partitions().len() {
-            let selected: usize = s
-                .partitions
-                .iter()
-                .map(|&p| var.partitions()[p].rows())
+            let selected: usize = (s.partitions.iter().zip(&s.times))
+                .map(|(&p, &times)| var.partitions()[p].rows() * times)
                 .sum();
             if let Some(p) = s
                 .partitions
@@ -751,7 +754,10 @@ impl Planner<'_> {
                     p.offset() + p.rows()
                 ));
             }
-            needed_rows = selected;
+            needed_rows = (s.partitions.iter())
+                .map(|&p| var.partitions()[p].offset() + var.partitions()[p].rows())
+                .max()
+                .unwrap_or(0);
         }
         if axis == 1 && old_rows < needed_rows {
             return bad(format!(

@@ -285,6 +285,11 @@ pub(crate) struct Selected {
     pub(crate) variable: usize,
     /// Indices of the selected partitions (all of them unless a regex picked some).
     pub(crate) partitions: Vec<usize>,
+    /// For each selected partition, how many times TensorFlow holds it: the number of
+    /// patterns of a list that match its TensorFlow name (1 for a match on the plain name
+    /// only). A partition held twice is not a lone partition, and its rows count twice in an
+    /// axis-1 selection (see `plan.rs`).
+    pub(crate) times: Vec<usize>,
     /// The checkpoint tensor name.
     pub(crate) prev_name: String,
     pub(crate) action: Action,
@@ -311,17 +316,19 @@ pub(crate) fn select(settings: &WarmStartSettings, model: &Model) -> Result<Vec<
         if trainable_only && !var.trainable() {
             continue;
         }
-        let mut partitions = Vec::new();
+        let (mut partitions, mut times) = (Vec::new(), Vec::new());
         for (p, part) in var.partitions().iter().enumerate() {
-            let mut hit = false;
+            let (mut plain, mut tf) = (false, 0);
             for re in &patterns {
-                if re.is_match(var.name())? || re.is_match(&part.graph_name())? {
-                    hit = true;
-                    break;
+                if re.is_match(&part.graph_name())? {
+                    tf += 1;
+                } else if !plain {
+                    plain = re.is_match(var.name())?;
                 }
             }
-            if hit {
+            if tf > 0 || plain {
                 partitions.push(p);
+                times.push(tf.max(1));
             }
         }
         if partitions.is_empty() {
@@ -341,6 +348,7 @@ pub(crate) fn select(settings: &WarmStartSettings, model: &Model) -> Result<Vec<
         selected.push(Selected {
             variable: v,
             partitions,
+            times,
             prev_name: prev.cloned().unwrap_or_else(|| var.name().to_string()),
             action,
         });

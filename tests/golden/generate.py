@@ -277,6 +277,45 @@ def cases():
         check={"w": pattern([4, 1], 1., 1.), "v": full([2], -1.),
                "emb": np.array([[2], [1.5], [1], [.5], [0], [0]], F32)}))
 
+    add(Case(
+        "select_list_partition_twice_plain",
+        "vars_to_warm_start = [\"w/part_1\", \".*part_1\"]: the second of 2 partitions of a "
+        "plain variable is matched by both patterns. TF holds it twice, so it is not a lone "
+        "partition: it is restored as a slice of the checkpoint tensor (rows 3..5), not compared "
+        "with the whole tensor as error_select_single_partition_plain is.",
+        ["list_selection", "overlapping_regexes", "partition_name", "partial_partition",
+         "new_partitioned"],
+        old=[Var("w", pattern([6, 2], 1., 1.))],
+        new=[Var("w", full([6, 2], -1.), parts=2)],
+        vars_to_warm_start=["w/part_1", ".*part_1"],
+        check={"w": np.concatenate([full([3, 2], -1.), pattern([6, 2], 1., 1.)[3:]])}))
+
+    add(Case(
+        "error_list_partition_twice_plain_shape",
+        "As select_list_partition_twice_plain, with a checkpoint tensor of the partition's "
+        "shape [3,2]: a slice of the [6,2] variable cannot be read from it (a lone partition "
+        "would take it whole, select_single_partition_plain_equal_shape).",
+        ["error", "list_selection", "overlapping_regexes", "partial_partition",
+         "shape_mismatch"],
+        old=[Var("w", pattern([3, 2], 1., 1.))],
+        new=[Var("w", full([6, 2], -1.), parts=2)],
+        vars_to_warm_start=["w/part_1", "w/part_1"], expect="tf_error", match="w"))
+
+    add(Case(
+        "vocab_cols_partition_twice",
+        "vars_to_warm_start = [\"emb/part_[12]\", \"emb/part_2\"] over a 3-part axis-1 vocab "
+        "variable: part_2 is held twice, so the selected rows count 2 + 2 + 2 = 6 and the "
+        "trailing run part_1, part_2 passes TF's row-count check (as one partition held twice "
+        "would); each partition reads its own rows of the old tensor.",
+        ["list_selection", "overlapping_regexes", "partial_partition", "vocab_cols", "axis1",
+         "new_partitioned"],
+        old=[Var("emb", pattern([6, 2], 1., 0.))],
+        new=[Var("emb", full([6, 3], -1.), parts=3)],
+        files={"old_vocab.txt": vocab_bytes(["apple", "orange"]),
+               "new_vocab.txt": vocab_bytes(["orange", "apple", "banana"])},
+        vocab={"emb": Vocab("new_vocab.txt", 3, 0, "old_vocab.txt", axis=1)},
+        vars_to_warm_start=["emb/part_[12]", "emb/part_2"]))
+
     overlap_kw = dict(old=momentum_old, new=momentum_new(False),
                       non_trainable=[".*/Momentum", "global_step"])
     add(Case(
