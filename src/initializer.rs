@@ -180,6 +180,26 @@ pub enum Fill {
     },
 }
 
+impl Fill {
+    /// The smallest and largest values a random fill gives, as computed (in f32, before
+    /// rounding to the variable's dtype): each sample is monotonic in the 23 random bits it
+    /// uses, so they come from the extreme bits. `None` for a constant.
+    pub fn extremes(&self) -> Option<(f32, f32)> {
+        let at = |f: &dyn Fn(u32) -> f32| {
+            let (a, b) = (f(0), f(0x7F_FFFF));
+            (a.min(b), a.max(b))
+        };
+        match *self {
+            Fill::Constant(_) => None,
+            Fill::Uniform { minval, range } => Some(at(&|b| uniform(minval, range, b))),
+            Fill::Normal { mean, stddev } => Some(at(&|b| normal(mean, stddev, b))),
+            Fill::TruncatedNormal { mean, stddev } => {
+                Some(at(&|b| truncated_normal(mean, stddev, b)))
+            }
+        }
+    }
+}
+
 /// An initializer resolved for one variable: the fill and its Philox key and stream.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct InitSpec {

@@ -816,9 +816,12 @@ impl Planner<'_> {
             .clone()
             .unwrap_or_default()
             .resolve(var.name(), var.shape(), &context)?;
-        if let Fill::Constant(value) = init.fill {
+        let overflows = |value: f64| {
             let bits = dtype.bits_from_f64(value).to_le_bytes();
-            if value.is_finite() && dtype.decode(&bits).is_infinite() {
+            !value.is_finite() || dtype.decode(&bits).is_infinite()
+        };
+        match (init.fill, init.fill.extremes()) {
+            (Fill::Constant(value), _) if value.is_finite() && overflows(value) => {
                 return Err(Error::setting(
                     &context,
                     format!(
@@ -827,6 +830,16 @@ impl Planner<'_> {
                     ),
                 ));
             }
+            (_, Some((lo, hi))) if overflows(lo.into()) || overflows(hi.into()) => {
+                return Err(Error::setting(
+                    &context,
+                    format!(
+                        "its values reach {lo:e}..{hi:e}, which overflows the variable's dtype {:?}",
+                        var.dtype()
+                    ),
+                ));
+            }
+            _ => {}
         }
 
         let mut report = VariableReport {

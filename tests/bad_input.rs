@@ -500,6 +500,42 @@ fn constant_that_overflows_the_dtype() {
     fx.succeeds(&[]);
 }
 
+/// A random initializer whose values can leave the dtype's range is refused as such a
+/// constant is: the extremes of its samples are known (the uniform's bounds, the truncated
+/// normal's two standard deviations, the normal's most extreme inverse-CDF sample).
+#[test]
+fn random_initializer_that_overflows_the_dtype() {
+    let fx = Fixture::new();
+    for init in [
+        "{ type = \"random_normal\", stddev = 1e38 }",
+        "{ type = \"truncated_normal\", mean = 3.3e38, stddev = 1e37 }",
+    ] {
+        fx.plan("", &format!("backup_initializer = {init}"));
+        fx.refused(&[], &["backup_initializer", "overflows", "F32"]);
+    }
+    // within two standard deviations of 1.5e38: at most 3e38
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"truncated_normal\", stddev = 1.5e38 }",
+    );
+    fx.succeeds(&[]);
+
+    // f16 (largest finite value 65504): a uniform up to 1e5 overflows, one up to 6e4 not
+    let f16 = |name: &str, rows| zero_tensor(name, Dtype::F16, &[rows, 2]);
+    fx.write(CKPT, safetensors_bytes(&[f16("emb", 4), f16("dense", 2)]));
+    fx.write(MODEL, safetensors_bytes(&[f16("emb", 6), f16("dense", 2)]));
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"random_uniform\", minval = 0, maxval = 1e5 }",
+    );
+    fx.refused(&[], &["backup_initializer", "overflows", "F16"]);
+    fx.plan(
+        "",
+        "backup_initializer = { type = \"random_uniform\", minval = 0, maxval = 6e4 }",
+    );
+    fx.succeeds(&[]);
+}
+
 #[test]
 fn unknown_key_in_backup_initializer() {
     let fx = Fixture::new();
