@@ -20,6 +20,9 @@ pub struct Variable {
     shape: Vec<usize>,
     partitions: Vec<Partition>,
     trainable: bool,
+    /// Whether `partitions` are all of the variable's, one after the other (every constructor
+    /// but [`Variable::with_partitions`], whose worker slice may hold some only).
+    complete: bool,
 }
 
 /// A partition (or the whole) of a variable: one output tensor.
@@ -80,6 +83,7 @@ impl Variable {
             dtype,
             shape,
             trainable: true,
+            complete: true,
         }
     }
 
@@ -107,6 +111,7 @@ impl Variable {
             shape,
             partitions,
             trainable: true,
+            complete: true,
         }
     }
 
@@ -124,6 +129,7 @@ impl Variable {
             shape: full_shape,
             partitions,
             trainable: true,
+            complete: false,
         }
     }
 
@@ -165,7 +171,35 @@ impl Variable {
         if self.partitions.is_empty() {
             return bad("has no partitions".into());
         }
+        // Bytes of `rows` rows: a whole number that fits in memory's address range.
+        let bytes = |rows: usize| {
+            let rest = &self.shape[self.shape.len().min(1)..];
+            let elements = rest.iter().try_fold(rows, |n, &d| n.checked_mul(d))?;
+            crate::dtype::byte_len(self.dtype, elements)
+        };
+        if bytes(rows).is_none() {
+            return bad(format!(
+                "of shape {:?} and dtype {:?} does not take a whole number of bytes (or its size \
+                 overflows)",
+                self.shape, self.dtype
+            ));
+        }
+        if self.complete && !self.shape.is_empty() {
+            let sum = (self.partitions.iter()).try_fold(0usize, |n, p| n.checked_add(p.rows));
+            if sum != Some(rows) {
+                return bad(format!(
+                    "its partitions' rows {:?} do not add up to its {rows} rows",
+                    self.partitions.iter().map(|p| p.rows).collect::<Vec<_>>()
+                ));
+            }
+        }
         for p in &self.partitions {
+            if bytes(p.rows).is_none() {
+                return bad(format!(
+                    "partition {} ({} rows) does not take a whole number of bytes",
+                    p.tensor, p.rows
+                ));
+            }
             if p.offset.checked_add(p.rows).is_none_or(|end| end > rows) {
                 return bad(format!(
                     "partition {} (rows {}..{}) exceeds the full shape {:?}",
@@ -240,6 +274,7 @@ impl Model {
                         dtype: t.dtype(),
                         shape: t.shape().to_vec(),
                         trainable: true,
+                        complete: true,
                     });
                     continue;
                 }
@@ -270,6 +305,7 @@ impl Model {
                 shape,
                 partitions,
                 trainable: true,
+                complete: true,
             });
         }
         Ok(Model {
@@ -281,7 +317,10 @@ impl Model {
     }
 
     /// A model declared in code (no initial values: only warm-started tensors can be produced
-    /// from it). Checks that every partition lies inside its variable.
+    /// from it). Checks, as for a model file, that every partition lies inside its variable,
+    /// that the partitions of [`Variable::partitioned`] add up to its rows, that every tensor
+    /// takes a whole number of bytes, and that no two variables or output tensors share a
+    /// name.
     pub fn new(variables: Vec<Variable>) -> Result<Self> {
         for v in &variables {
             v.check()?;
@@ -290,6 +329,22 @@ impl Model {
         for v in &variables {
             if !names.insert(v.name.as_str()) {
                 return Err(Error::variable(&v.name, "is declared twice"));
+            }
+        }
+        // Every partition is an output tensor: no two may share a name.
+        let mut tensors = std::collections::HashMap::new();
+        for v in &variables {
+            for p in &v.partitions {
+                if let Some(other) = tensors.insert(p.tensor.as_str(), v.name.as_str()) {
+                    return Err(Error::variable(
+                        &v.name,
+                        format!(
+                            "has a partition named {:?}, a tensor name that variable {other:?} \
+                             already uses",
+                            p.tensor
+                        ),
+                    ));
+                }
             }
         }
         let order = variables
@@ -347,5 +402,65 @@ impl Model {
     /// Mutable access, e.g. to set trainability.
     pub fn variables_mut(&mut self) -> &mut [Variable] {
         &mut self.variables
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(variables: Vec<Variable>, what: &str) {
+        match Model::new(variables) {
+            Err(e @ Error::Variable { .. }) => assert!(e.to_string().contains(what), "{e}"),
+            other => panic!(
+                "expected a refusal naming {what:?}: {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+
+    /// A model declared in code is checked as a model file is, before anything is planned:
+    /// each of these used to be accepted, and then wrote a file no reader accepts, lost
+    /// rows, or panicked when its size was asked for.
+    #[test]
+    fn declared_models_are_checked() {
+        use Dtype::{F32, F4};
+        let part = |name: &str, offset, rows| Partition::new(name, offset, rows);
+        // two output tensors of one name
+        let twice = vec![part("emb/part_0", 0, 3), part("emb/part_0", 3, 2)];
+        refused(
+            vec![Variable::with_partitions("emb", F32, vec![5, 2], twice)],
+            "\"emb/part_0\"",
+        );
+        refused(
+            vec![
+                Variable::new("bias", F32, vec![4]),
+                Variable::with_partitions("w", F32, vec![4, 2], vec![part("bias", 0, 4)]),
+            ],
+            "variable \"bias\" already uses",
+        );
+        // all partitions, whose rows must add up
+        refused(
+            vec![Variable::partitioned("emb", F32, vec![5, 2], &[2, 2])],
+            "do not add up",
+        );
+        // sizes in bytes
+        refused(
+            vec![Variable::new("huge", F32, vec![usize::MAX / 2, 4])],
+            "overflows",
+        );
+        refused(vec![Variable::new("nibbles", F4, vec![3])], "whole number");
+        refused(
+            vec![Variable::partitioned("n", F4, vec![2, 1], &[1, 1])],
+            "partition n/part_0",
+        );
+        // a worker's slice, a scalar, an even number of nibbles
+        Model::new(vec![
+            Variable::partitioned("emb", F32, vec![5, 2], &[3, 2]),
+            Variable::with_partitions("w", F32, vec![6, 2], vec![part("w/part_1", 3, 3)]),
+            Variable::new("s", F32, vec![]),
+            Variable::new("nibbles", F4, vec![4]),
+        ])
+        .unwrap();
     }
 }
