@@ -202,7 +202,9 @@ pub(crate) struct Gpu {
     /// How long a wait for the device may take before the engine gives up.
     pub(crate) timeout: Duration,
     /// Set by the device-lost callback and the uncaptured-error handler (devices the engine
-    /// opened itself; a caller's device keeps the caller's handlers).
+    /// opened itself; a caller's device keeps the caller's handlers). A lost device is kept
+    /// for good; any other fault fails the job during which it was recorded, and is dropped
+    /// when the next job starts (`check_before_job`).
     pub(crate) fault: Arc<Mutex<Option<Fault>>>,
     /// Host-memory imports, on a device the engine opened with them.
     pub(crate) host: Option<HostMemory>,
@@ -238,6 +240,19 @@ impl Gpu {
             .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
                 record(&fault, Fault::of(&e))
             }));
+    }
+
+    /// Before a job: an error recorded since the last job ended came from work outside the
+    /// engine's (the caller's own, on a device the engine opened, whose handler took it in
+    /// place of wgpu's default panic). It is dropped rather than charged to this job; a lost
+    /// device stays lost.
+    pub(crate) fn check_before_job(&self) -> Result<()> {
+        if let Ok(mut f) = self.fault.lock() {
+            if f.as_ref().is_some_and(|f| f.kind != GpuFailure::DeviceLost) {
+                *f = None;
+            }
+        }
+        self.check()
     }
 
     /// The recorded fault, if any.

@@ -538,7 +538,10 @@ impl GpuEngine {
         })
     }
 
-    /// The device the engine runs on.
+    /// The device the engine runs on. On a device the engine opened ([`GpuEngine::new`]), an
+    /// error of your own work on it outside an error scope goes to the engine's handler, which
+    /// drops it (wgpu's default handler would panic) without failing the engine's next job:
+    /// push an error scope around your work to see its errors.
     pub fn device(&self) -> &wgpu::Device {
         &self.gpu.device
     }
@@ -635,9 +638,12 @@ impl GpuEngine {
 
     /// Computes `job` into `buffer` (of the engine's device, with `COPY_DST` usage) at byte
     /// `offset` (a multiple of 4). Writes the output's bytes rounded up to a multiple of 4:
-    /// an f16/bf16 output of odd element count is followed by two zero bytes. A buffer that
-    /// breaks these rules, or is too small, is refused before any work
-    /// ([`GpuFailure::Usage`]).
+    /// an f16/bf16 output of odd element count is followed by two zero bytes. An offset off
+    /// 4, a buffer without `COPY_DST` or one too small is refused before any work
+    /// ([`GpuFailure::Usage`]). A buffer of another device cannot be told apart reliably
+    /// (wgpu identifies buffers per device): passing one is a bug of the caller, which may
+    /// fail the job or, with a device of another `wgpu::Instance`, write to a buffer of the
+    /// engine's device.
     pub fn remap_into(&mut self, job: &RemapJob, buffer: &wgpu::Buffer, offset: u64) -> Result<()> {
         let bytes = (job.rows.len() as u64) * job.row_bytes() as u64;
         let padded = bytes.next_multiple_of(4);
@@ -716,7 +722,7 @@ impl GpuEngine {
     /// Runs `f` inside error scopes; device errors become `Error::Gpu`, and after any error
     /// the transfer buffers are brought back to a reusable state.
     fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.gpu.check()?;
+        self.gpu.check_before_job()?;
         let scopes = Scopes::push(&self.gpu.device);
         // (everything recorded is submitted before the scopes close or the caller goes on)
         let result = f(self).and_then(|value| self.stream.flush(&self.gpu).map(|()| value));
@@ -1412,6 +1418,44 @@ mod tests {
         let e = remap(&mut engine, &job).unwrap_err();
         assert_eq!(e.gpu_failure(), Some(GpuFailure::OutOfMemory), "{e}");
         assert_eq!(remap(&mut engine, &job).unwrap(), [0.5, 0.5, 4., 5.]);
+    }
+
+    /// An error of the caller's own work on the engine's device, outside any error scope (here
+    /// an invalid copy), which the engine's handler takes in place of wgpu's panic, is not
+    /// charged to the engine: its jobs before and after it run.
+    #[test]
+    fn the_callers_errors_on_the_device_do_not_fail_the_engine() {
+        let Some((device, queue)) = device::test_device() else {
+            return;
+        };
+        let mut engine = GpuEngine::from_device(device.clone(), queue.clone()).unwrap();
+        engine.gpu.install_handlers(); // as on a device of GpuEngine::new
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path(), vec![3, M, 0]);
+        let want = [6., 7., 0.5, 0.5, 0., 1.];
+        assert_eq!(remap(&mut engine, &job).unwrap(), want);
+        let buffer = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let (a, b) = (
+            buffer(wgpu::BufferUsages::COPY_SRC),
+            buffer(wgpu::BufferUsages::COPY_DST),
+        );
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&a, 0, &b, 0, 3); // not a multiple of 4
+        queue.submit([encoder.finish()]);
+        assert!(
+            engine.gpu.fault.lock().unwrap().is_some(),
+            "the error reached the handler"
+        );
+        for _ in 0..2 {
+            assert_eq!(remap(&mut engine, &job).unwrap(), want);
+        }
     }
 
     /// Any other failure (here `Internal`, as a shader the driver refuses) is kept: the next job
