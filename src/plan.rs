@@ -71,7 +71,10 @@ pub enum Job {
 /// of the variable (`rows` is this tensor's share) comes from old row `row_map[g]` (identity
 /// when `row_map` is `None`); column `c` from old column `col_map[c]` (identity when `None`).
 /// A cell whose row or column is [`MISSING`] receives `init` at global element `g * cols + c`.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` shows the index vectors' lengths, not their entries (millions, for a real
+/// vocabulary).
+#[derive(Clone)]
 pub struct RemapJob {
     /// The variable's full name.
     pub variable: String,
@@ -91,6 +94,23 @@ pub struct RemapJob {
     pub col_map: Option<Arc<[u32]>>,
     /// What missing cells receive.
     pub init: InitSpec,
+}
+
+impl std::fmt::Debug for RemapJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = |m: &Option<Arc<[u32]>>| m.as_ref().map(|m| format!("[{} entries]", m.len()));
+        f.debug_struct("RemapJob")
+            .field("variable", &self.variable)
+            .field("old", &self.old)
+            .field("dtype", &self.dtype)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("old_cols", &self.old_cols)
+            .field("row_map", &map(&self.row_map))
+            .field("col_map", &map(&self.col_map))
+            .field("init", &self.init)
+            .finish()
+    }
 }
 
 impl RemapJob {
@@ -893,5 +913,46 @@ impl Planner<'_> {
         }
         report.tensors = tensors;
         Ok((report, jobs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan's `Debug` (`tracing::debug!(?plan)`) stays short whatever the vocabulary:
+    /// index vectors are shown by their lengths.
+    #[test]
+    fn debug_shows_index_vectors_by_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = [0u8; 8];
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![1, 2], &data).unwrap();
+        let path = dir.path().join("old.safetensors");
+        std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
+        let old = Checkpoint::open(&path)
+            .unwrap()
+            .tensor("t")
+            .unwrap()
+            .unwrap();
+        let rows = 100_000;
+        let job = RemapJob {
+            variable: "v".into(),
+            old,
+            dtype: FloatType::F32,
+            rows: 0..rows,
+            cols: 2,
+            old_cols: 2,
+            row_map: Some(vec![0; rows].into()),
+            col_map: None,
+            init: crate::Initializer::Zeros {}
+                .resolve("v", &[rows, 2], "t")
+                .unwrap(),
+        };
+        let text = format!("{:?}", Job::Remap(job));
+        assert!(
+            text.contains("row_map: Some(\"[100000 entries]\")"),
+            "{text}"
+        );
+        assert!(text.len() < 2000, "{} bytes", text.len());
     }
 }

@@ -88,7 +88,8 @@ fn select_adapter_named(wanted: Option<std::ffi::OsString>) -> Result<wgpu::Adap
                 GpuFailure::NoDevice,
                 format!(
                     "no GPU adapter found (wgpu: Vulkan, Metal or DX12){backends}; install a \
-                     driver (on Debian: mesa-vulkan-drivers libvulkan1), or use --backend cpu"
+                     driver (on Debian: mesa-vulkan-drivers libvulkan1), or use the CPU engine \
+                     (`--backend cpu` on the command line)"
                 ),
             )
         })
