@@ -54,11 +54,25 @@ pub fn run(dir: &Path) -> Result<(Vec<usize>, Vec<f32>), Box<dyn Error>> {
     let settings = WarmStartSettings::new(dir.join("old.safetensors")).vocab_info("emb", vocab);
     let plan = Plan::new(&settings, &model)?;
 
-    // The trainer's own device.
+    // The trainer's own device. wgpu's default limits cap a buffer at 256 MiB and a storage
+    // binding at 128 MiB: a trainer with real embedding tables asks for the adapter's own
+    // (tables larger than one buffer are refused by `to_device`; `to_host` or `remap_into`
+    // slices of one table still work). On a software adapter (lavapipe) the engine is faster
+    // with SHADER_INT64 and MAPPABLE_PRIMARY_BUFFERS, where the device has them.
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
-    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
+    let wanted = match adapter.get_info().device_type {
+        wgpu::DeviceType::Cpu => {
+            wgpu::Features::SHADER_INT64 | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
+        }
+        _ => wgpu::Features::empty(),
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: adapter.limits(),
+        required_features: adapter.features() & wanted,
+        ..Default::default()
+    }))?;
 
     // Hand it in: every warm-started tensor comes back as a buffer on that device
     // (STORAGE | COPY_SRC | COPY_DST), ready to be bound by the trainer's own pipelines.

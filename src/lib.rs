@@ -120,6 +120,9 @@ pub mod tf;
 pub mod vocab;
 pub mod writer;
 
+/// The wgpu this crate is built on, for a caller's device and buffers of the same version.
+pub use wgpu;
+
 pub use checkpoint::{Checkpoint, TensorData};
 pub use engine::gpu::{DeviceTensor, GpuOptions};
 pub use engine::{CpuEngine, Engine, GpuEngine, Sink};

@@ -11,6 +11,56 @@ use bytemuck::{Pod, Zeroable};
 /// Threads per workgroup (`WORKGROUP` in `shaders/rows.wgsl`).
 pub(crate) const WORKGROUP: u32 = 256;
 
+/// Refuses a device whose limits cannot run the kernels (a caller's device opened with
+/// `wgpu::Limits::downlevel_webgl2_defaults()`, which has no compute): they need workgroups
+/// of [`WORKGROUP`] threads along x, up to four storage buffers and one uniform buffer.
+pub(crate) fn check_limits(l: &wgpu::Limits) -> crate::Result<()> {
+    let needs = [
+        (
+            "max_compute_workgroup_size_x",
+            l.max_compute_workgroup_size_x,
+            WORKGROUP,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            l.max_compute_invocations_per_workgroup,
+            WORKGROUP,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            l.max_compute_workgroups_per_dimension,
+            1,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            l.max_storage_buffers_per_shader_stage,
+            4,
+        ),
+        (
+            "max_uniform_buffers_per_shader_stage",
+            l.max_uniform_buffers_per_shader_stage,
+            1,
+        ),
+    ];
+    let short: Vec<String> = (needs.iter())
+        .filter(|(_, has, need)| has < need)
+        .map(|(name, has, need)| format!("{name} {has} (needs {need})"))
+        .collect();
+    if short.is_empty() && l.max_storage_buffer_binding_size >= 16 {
+        return Ok(());
+    }
+    Err(crate::Error::gpu(
+        crate::GpuFailure::Usage,
+        format!(
+            "the device's limits cannot run the engine's compute kernels: {}, \
+             max_storage_buffer_binding_size {}; request the adapter's limits \
+             (adapter.limits()) or wgpu's defaults",
+            short.join(", "),
+            l.max_storage_buffer_binding_size
+        ),
+    ))
+}
+
 /// `ROWS_LIST` in `shaders/rows.wgsl`: the rows are entries of the list binding.
 pub(crate) const ROWS_LIST: u32 = 0;
 /// `ROWS_RANGE` in `shaders/rows.wgsl`: the rows are an arithmetic progression.

@@ -131,7 +131,7 @@ use crate::plan::{Job, Plan, RemapJob};
 const MAX_GROUP: u64 = 256;
 
 /// A warm-started tensor in device memory ([`GpuEngine::to_device`]).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct DeviceTensor {
     /// Tensor name (a variable, or a partition `<var>/part_<k>`).
     pub name: String,
@@ -427,7 +427,12 @@ impl GpuEngine {
 
     /// Uses a device the caller already has (a wgpu-based trainer), with default options.
     /// The caller's error handlers stay in place: the engine captures its own errors with
-    /// error scopes.
+    /// error scopes. The device's limits bound the engine: its buffers (`max_buffer_size`,
+    /// wgpu's default 256 MiB caps a tensor of [`GpuEngine::to_device`]) and bindings;
+    /// request the adapter's own (`adapter.limits()`). A device whose limits cannot run
+    /// compute kernels is refused ([`GpuFailure::Usage`]). On a software adapter the engine
+    /// uses `SHADER_INT64` and `MAPPABLE_PRIMARY_BUFFERS` where the device was opened with
+    /// them (see `examples/embed_in_trainer.rs`).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         Self::from_device_with_options(device, queue, GpuOptions::default())
     }
@@ -444,6 +449,7 @@ impl GpuEngine {
     fn build(mut gpu: Gpu, options: GpuOptions) -> Result<Self> {
         let info = gpu.device.adapter_info();
         let device_limits = gpu.device.limits();
+        kernels::check_limits(&device_limits)?;
         let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
         let wide = options.wide_units
             && is_cpu
@@ -1456,6 +1462,37 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(remap(&mut engine, &job).unwrap(), want);
         }
+    }
+
+    /// A caller's device whose limits cannot run the kernels (no compute: WebGL2's) is refused
+    /// when the engine is made, not each job later for its rows.
+    #[test]
+    fn a_device_without_compute_is_refused() {
+        let Some((device, queue)) = device::test_device() else {
+            return;
+        };
+        let adapter_limits = device.limits();
+        assert!(kernels::check_limits(&adapter_limits).is_ok());
+        assert!(kernels::check_limits(&wgpu::Limits::default()).is_ok());
+        let e = kernels::check_limits(&wgpu::Limits::downlevel_webgl2_defaults()).unwrap_err();
+        assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
+        assert!(
+            e.to_string().contains("max_compute_workgroup_size_x 0"),
+            "{e}"
+        );
+        let Some(adapter) = device::select_adapter().ok() else {
+            return;
+        };
+        let desc = wgpu::DeviceDescriptor {
+            required_limits: wgpu::Limits::downlevel_webgl2_defaults(),
+            ..Default::default()
+        };
+        drop((device, queue));
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
+        let Err(e) = GpuEngine::from_device(device, queue) else {
+            panic!("a device without compute was taken");
+        };
+        assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
     }
 
     /// Any other failure (here `Internal`, as a shader the driver refuses) is kept: the next job
