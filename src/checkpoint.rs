@@ -728,6 +728,26 @@ fn shard_path(index_path: &Path, root: &Path, dir: &Path, shard: &str) -> Result
     Ok(path)
 }
 
+/// Test helper: `data` as tensor `t` (of `dtype` and `shape`), the only tensor of the
+/// checkpoint file `file` written in `dir`, opened.
+#[cfg(test)]
+pub(crate) fn test_tensor(
+    dir: &Path,
+    file: &str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: &[u8],
+) -> TensorData {
+    let view = safetensors::tensor::TensorView::new(dtype, shape, data).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
+    Checkpoint::open(&path)
+        .unwrap()
+        .tensor("t")
+        .unwrap()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -925,15 +925,13 @@ mod tests {
     #[test]
     fn debug_shows_index_vectors_by_length() {
         let dir = tempfile::tempdir().unwrap();
-        let data = [0u8; 8];
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![1, 2], &data).unwrap();
-        let path = dir.path().join("old.safetensors");
-        std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
-        let old = Checkpoint::open(&path)
-            .unwrap()
-            .tensor("t")
-            .unwrap()
-            .unwrap();
+        let old = crate::checkpoint::test_tensor(
+            dir.path(),
+            "old.safetensors",
+            Dtype::F32,
+            vec![1, 2],
+            &[0; 8],
+        );
         let rows = 100_000;
         let job = RemapJob {
             variable: "v".into(),

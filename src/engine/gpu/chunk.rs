@@ -740,7 +740,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::checkpoint::Checkpoint;
     use crate::dtype::FloatType;
     use crate::initializer::Initializer;
 
@@ -758,20 +757,13 @@ mod tests {
 
     /// A job over an old f16 table of `old_rows` x `cols`, written to a temporary file.
     fn job(dir: &std::path::Path, cols: usize, old_rows: usize, map: Option<Vec<u32>>) -> RemapJob {
-        let data = vec![0u8; old_rows * cols * 2];
-        let view = safetensors::tensor::TensorView::new(
+        let old = crate::checkpoint::test_tensor(
+            dir,
+            &format!("old{cols}x{old_rows}.safetensors"),
             safetensors::Dtype::F16,
             vec![old_rows, cols],
-            &data,
-        )
-        .unwrap();
-        let path = dir.join(format!("old{cols}x{old_rows}.safetensors"));
-        std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
-        let old = Checkpoint::open(&path)
-            .unwrap()
-            .tensor("t")
-            .unwrap()
-            .unwrap();
+            &vec![0; old_rows * cols * 2],
+        );
         let rows = map.as_ref().map_or(old_rows, |m| m.len());
         RemapJob {
             variable: "v".into(),

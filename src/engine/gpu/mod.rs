@@ -1334,14 +1334,8 @@ mod tests {
     /// output rows are old rows `map` (`MISSING`: the constant 0.5).
     fn job(dir: &std::path::Path, map: Vec<u32>) -> RemapJob {
         let data: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![4, 2], &data).unwrap();
-        let path = dir.join("old.safetensors");
-        std::fs::write(&path, safetensors::serialize([("t", view)], None).unwrap()).unwrap();
-        let old = crate::Checkpoint::open(&path)
-            .unwrap()
-            .tensor("t")
-            .unwrap()
-            .unwrap();
+        let old =
+            crate::checkpoint::test_tensor(dir, "old.safetensors", Dtype::F32, vec![4, 2], &data);
         let rows = map.len();
         RemapJob {
             variable: "v".into(),
