@@ -431,6 +431,23 @@ def cases():
         vars_to_warm_start=".*part_0.*",
         check={"emb": np.array([[1.5], [1.], [.5], [-1], [-1], [-1]], F32)}))
 
+    add(Case(
+        "select_partial_partitions_old_row_past_checkpoint_before",
+        "As select_partial_partitions_old_row_past_checkpoint, the other way round: part_1 is "
+        "selected and the token past the checkpoint tensor (orange, old line 4) is in part_0, "
+        "whose rows TF does not read.",
+        ["string_selection", "partition_name", "partial_partition", "vocab_rows",
+         "new_partitioned", "oov_rows"],
+        old=[Var("emb", FRUIT_WEIGHTS[:3])],
+        new=[Var("emb", full([6, 1], -1.), parts=2)],
+        files={"old_vocab.txt": vocab_bytes(FRUIT_OLD),
+               "new_vocab.txt": vocab_bytes(["orange", "banana", "apple", "guava",
+                                             "raspberry"])},
+        vocab={"emb": Vocab("new_vocab.txt", 5, 1, "old_vocab.txt",
+                            backup=constant(.25))},
+        vars_to_warm_start=".*part_1.*",
+        check={"emb": np.array([[-1], [-1], [-1], [1.5], [.25], [.25]], F32)}))
+
     sc_old = [Var("linear/sc_keys_old", np.array([[.25], [.5], [.75], [1.]], F32)),
               Var("linear/sc_hash", pattern([15, 1], .5, 1.)),
               Var("linear/sc_vocab", np.array([[.5], [1.], [2.], [3.]], F32)),
