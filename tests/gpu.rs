@@ -33,7 +33,7 @@ use warmstart::initializer::{Distribution, FanMode, Fill};
 use warmstart::vocab::MISSING;
 use warmstart::{
     Checkpoint, CpuEngine, Engine, GpuEngine, GpuFailure, Initializer, Job, Model, Plan, RemapJob,
-    TensorData, Variable, VocabInfo, WarmStartSettings,
+    TensorData, Variable, VarsToWarmStart, VocabInfo, WarmStartSettings,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -1410,6 +1410,95 @@ fn to_device_on_a_callers_device_matches_to_host() {
             _ => assert_eq!(&got[..e.data.len()], &e.data[..], "{}", t.name),
         }
     }
+}
+
+/// `tensor_into`: every tensor of a plan, whatever its job (a remap, a copy, a kept tensor's
+/// initial value), written into one arena buffer of the caller's at offsets of its choosing,
+/// equal to the CPU engine's bytes; nothing outside each tensor's padded bytes changes.
+#[test]
+fn tensor_into_one_arena_of_the_callers() {
+    let Some(mut engine) = tiny_engine() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f32s = |n: usize, k: f32| -> Vec<u8> {
+        (0..n).flat_map(|i| (i as f32 * k).to_le_bytes()).collect()
+    };
+    let f16s: Vec<u8> = [1.0f32, -2.0, 0.5]
+        .iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect();
+    let write = |name: &str, tensors: Vec<(&str, Dtype, Vec<usize>, &[u8])>| {
+        let views = tensors
+            .into_iter()
+            .map(|(n, dt, shape, data)| (n, TensorView::new(dt, shape, data).unwrap()));
+        std::fs::write(d.join(name), safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    let (old_emb, new_emb, step) = (f32s(12, 1.5), f32s(21, -1.0), 42i64.to_le_bytes());
+    write(
+        "old.safetensors",
+        vec![
+            ("emb", Dtype::F32, vec![4, 3], &old_emb),
+            ("bias", Dtype::F16, vec![3], &f16s),
+        ],
+    );
+    write(
+        "model.safetensors",
+        vec![
+            ("emb", Dtype::F32, vec![7, 3], &new_emb),
+            ("bias", Dtype::F16, vec![3], &[0; 6]),
+            ("step", Dtype::I64, vec![], &step),
+        ],
+    );
+    std::fs::write(d.join("old.txt"), "a\nb\nc\nd\n").unwrap();
+    std::fs::write(d.join("new.txt"), "d\nx\nb\na\ny\n").unwrap();
+    let mut model = Model::open(d.join("model.safetensors")).unwrap();
+    model.mark_non_trainable(&["step".into()]).unwrap();
+    let settings = WarmStartSettings::new(d.join("old.safetensors")).vocab_info(
+        "emb",
+        VocabInfo::new(d.join("new.txt"), 5, 2, d.join("old.txt"))
+            .backup_initializer(Initializer::Constant { value: 0.25 }),
+    );
+    let plan = Plan::new(&settings, &model).unwrap();
+    plan.write_file(&mut CpuEngine::new(), &d.join("cpu.safetensors"))
+        .unwrap();
+    let cpu = std::fs::read(d.join("cpu.safetensors")).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&cpu).unwrap();
+
+    let arena = engine.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("arena"),
+        size: 1024,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: true,
+    });
+    arena.get_mapped_range_mut(..).unwrap().slice(..).fill(0xAB);
+    arena.unmap();
+    let tensors = plan.tensors();
+    assert_eq!(tensors.len(), 3);
+    let offsets = [0u64, 256, 512];
+    for (t, &offset) in tensors.iter().zip(&offsets) {
+        engine.tensor_into(t, &arena, offset).unwrap();
+    }
+    let got = read_buffer(&engine, &arena);
+    for (t, &offset) in tensors.iter().zip(&offsets) {
+        let want = expected.tensor(&t.name).unwrap().data().to_vec();
+        let (at, padded) = (offset as usize, want.len().next_multiple_of(4));
+        assert_eq!(&got[at..at + want.len()], &want[..], "{}", t.name);
+        assert!(got[at + want.len()..at + padded].iter().all(|&b| b == 0));
+        assert!(got[at + padded..at + 256].iter().all(|&b| b == 0xAB));
+    }
+    // a kept tensor of a model declared in code has no value to write
+    let declared = Model::new(vec![Variable::new("step", Dtype::I64, vec![])]).unwrap();
+    let none = WarmStartSettings::new(d.join("old.safetensors"))
+        .vars_to_warm_start(VarsToWarmStart::Regexes(vec!["emb".into()]));
+    let plan = Plan::new(&none, &declared).unwrap();
+    let e = engine
+        .tensor_into(&plan.tensors()[0], &arena, 0)
+        .unwrap_err();
+    assert_eq!(e.gpu_failure(), Some(GpuFailure::Usage), "{e}");
 }
 
 // The embedding example, compiled into this test so that it is exercised by `cargo test`.

@@ -123,9 +123,10 @@ use self::remap_cols::RemapCols;
 use self::stream::{copy_tensor_parallel, Mappable, Stream};
 use self::windows::{TensorKey, Windows};
 use super::{memory, Engine, Sink};
+use crate::checkpoint::TensorData;
 use crate::dtype::Dtype;
 use crate::error::{Error, GpuFailure, Result};
-use crate::plan::{Job, Plan, RemapJob};
+use crate::plan::{Job, OutputTensor, Plan, RemapJob};
 
 /// Most chunks processed as one group (see `GpuEngine::group_size`).
 const MAX_GROUP: u64 = 256;
@@ -162,6 +163,37 @@ pub fn kernel_sources() -> [(&'static str, &'static str); 7] {
         ("remap_cols", remap_cols::SOURCE),
         ("fill_missing", fill_missing::SOURCE),
     ]
+}
+
+/// Refuses a destination that cannot take `bytes` (rounded up to a multiple of 4) at
+/// `offset`: an offset off 4, a buffer without `COPY_DST`, or one too small.
+fn check_destination(buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<()> {
+    let padded = bytes.next_multiple_of(4);
+    if !offset.is_multiple_of(4) {
+        return Err(Error::gpu(
+            GpuFailure::Usage,
+            format!("destination offset {offset} is not a multiple of 4"),
+        ));
+    }
+    if !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+        return Err(Error::gpu(
+            GpuFailure::Usage,
+            "destination buffer lacks COPY_DST usage",
+        ));
+    }
+    if offset
+        .checked_add(padded)
+        .is_none_or(|end| end > buffer.size())
+    {
+        return Err(Error::gpu(
+            GpuFailure::Usage,
+            format!(
+                "destination buffer of {} bytes cannot hold {padded} bytes at offset {offset}",
+                buffer.size()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The largest storage binding the engine uses: the device's, capped by the option, in whole
@@ -652,68 +684,74 @@ impl GpuEngine {
     /// engine's device.
     pub fn remap_into(&mut self, job: &RemapJob, buffer: &wgpu::Buffer, offset: u64) -> Result<()> {
         let bytes = (job.rows.len() as u64) * job.row_bytes() as u64;
-        let padded = bytes.next_multiple_of(4);
-        if !offset.is_multiple_of(4) {
-            return Err(Error::gpu(
-                GpuFailure::Usage,
-                format!("destination offset {offset} is not a multiple of 4"),
-            ));
-        }
-        if !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
-            return Err(Error::gpu(
-                GpuFailure::Usage,
-                "destination buffer lacks COPY_DST usage",
-            ));
-        }
-        if offset
-            .checked_add(padded)
-            .is_none_or(|end| end > buffer.size())
-        {
-            return Err(Error::gpu(
+        check_destination(buffer, offset, bytes)?;
+        self.guarded(|e| e.run(job, &mut Target::Buffer(buffer, offset)))
+    }
+
+    /// Writes output tensor `tensor` of a plan into `buffer` at byte `offset`, whatever its
+    /// job: remapped as [`GpuEngine::remap_into`] does, copied from the checkpoint, or a kept
+    /// tensor's initial value from the model file (a model declared in code has none: refused
+    /// with [`GpuFailure::Usage`]). The same rules for `buffer` and `offset`; the bytes are
+    /// rounded up to a multiple of 4 with zeros. With it a trainer can place a plan's tensors
+    /// in buffers of its own, one arena for all of them for instance.
+    pub fn tensor_into(
+        &mut self,
+        tensor: &OutputTensor,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        match &tensor.job {
+            Job::Remap(job) => {
+                self.check(job)?;
+                self.remap_into(job, buffer, offset)
+            }
+            Job::Copy { source, bytes } => self.upload_into(source, bytes.clone(), buffer, offset),
+            Job::Keep(Some(data)) => self.upload_into(data, 0..data.byte_len(), buffer, offset),
+            Job::Keep(None) => Err(Error::gpu(
                 GpuFailure::Usage,
                 format!(
-                    "destination buffer of {} bytes cannot hold {padded} bytes at offset {offset}",
-                    buffer.size()
+                    "tensor {:?} is kept, and a model declared in code has no value for it",
+                    tensor.name
                 ),
-            ));
+            )),
         }
-        self.guarded(|e| e.run(job, &mut Target::Buffer(buffer, offset)))
+    }
+
+    /// Uploads bytes `range` of `source` into `buffer` at `offset`.
+    fn upload_into(
+        &mut self,
+        source: &TensorData,
+        range: Range<usize>,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        let len = range.len() as u64;
+        check_destination(buffer, offset, len)?;
+        self.guarded(|e| {
+            e.stream
+                .upload(&e.gpu, buffer, offset, len, |start, view| {
+                    copy_tensor_parallel(source, range.start + start, view)
+                })?;
+            e.stream.submit(&e.gpu);
+            Ok(())
+        })
     }
 
     /// Every warm-started tensor of `plan` (copied or remapped; kept tensors are not
     /// returned) as a device buffer, in the plan's order.
     pub fn to_device(&mut self, plan: &Plan) -> Result<Vec<DeviceTensor>> {
         plan.check_engine(self)?;
-        for t in plan.tensors().iter().filter(|t| t.is_warm_started()) {
-            let bytes = match &t.job {
-                Job::Keep(_) => continue,
-                Job::Copy { bytes, .. } => bytes.len() as u64,
-                Job::Remap(job) => (job.rows.len() * job.row_bytes()) as u64,
-            };
-            self.check_buffer_size(&t.name, bytes)?;
+        let warm: Vec<&OutputTensor> = (plan.tensors().iter())
+            .filter(|t| t.is_warm_started())
+            .collect();
+        for t in &warm {
+            self.check_buffer_size(&t.name, t.byte_len() as u64)?;
         }
         let mut out = Vec::new();
-        for t in plan.tensors().iter().filter(|t| t.is_warm_started()) {
-            let (buffer, byte_len) = match &t.job {
-                Job::Keep(_) => continue,
-                Job::Copy { source, bytes } => {
-                    let len = bytes.len() as u64;
-                    let buffer = self.tensor_buffer(&t.name, len)?;
-                    let range = bytes.clone();
-                    self.guarded(|e| {
-                        e.stream.upload(&e.gpu, &buffer, 0, len, |start, view| {
-                            copy_tensor_parallel(source, range.start + start, view)
-                        })?;
-                        e.stream.submit(&e.gpu);
-                        Ok(())
-                    })?;
-                    (buffer, len)
-                }
-                Job::Remap(job) => (
-                    self.remap_to_buffer(job)?,
-                    (job.rows.len() * job.row_bytes()) as u64,
-                ),
-            };
+        for t in warm {
+            let byte_len = t.byte_len() as u64;
+            let buffer = self.tensor_buffer(&t.name, byte_len)?;
+            self.tensor_into(t, &buffer, 0)?;
             out.push(DeviceTensor {
                 name: t.name.clone(),
                 dtype: t.dtype,
