@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included, on a fresh Debian or Ubuntu machine with Rust:
 # installs the software Vulkan driver (Mesa's lavapipe) so that the GPU engine's tests run on
-# the CPU, then runs every test. GPU tests fail, not skip, when no adapter is found here.
+# the CPU (and a C toolchain, for linking, where there is none), then runs every test. GPU tests fail, not skip, when no adapter is found here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 icd() { ls /usr/share/vulkan/icd.d/lvp_icd.*.json 2>/dev/null | head -n 1; }
-if [ -z "$(icd)" ]; then
+packages=()
+[ -z "$(icd)" ] && packages+=(mesa-vulkan-drivers libvulkan1)
+command -v cc >/dev/null || packages+=(build-essential)   # the linker rustc calls
+if [ ${#packages[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers libvulkan1
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}"
 fi
 
 export WGPU_BACKEND=vulkan                  # lavapipe's Vulkan adapter, not llvmpipe's GL one

@@ -195,11 +195,15 @@ pub enum GpuFailure {
     Timeout,
     /// The caller handed the engine something it cannot use: a destination buffer too small,
     /// without `COPY_DST` usage, or an offset not a multiple of 4
-    /// ([`GpuEngine::remap_into`](crate::GpuEngine::remap_into)), or a device whose
+    /// ([`GpuEngine::remap_into`](crate::GpuEngine::remap_into),
+    /// [`GpuEngine::tensor_into`](crate::GpuEngine::tensor_into)); a kept tensor of a model
+    /// declared in code, which has no value (`tensor_into`); a device whose
     /// `max_buffer_size` cannot hold a warm-started tensor as one buffer
     /// ([`GpuEngine::to_device`](crate::GpuEngine::to_device),
-    /// [`GpuEngine::remap_to_buffer`](crate::GpuEngine::remap_to_buffer)). Found before any
-    /// work is done; a refusal ([`Error::is_refusal`]).
+    /// [`GpuEngine::remap_to_buffer`](crate::GpuEngine::remap_to_buffer)); a caller's device
+    /// whose limits cannot run compute kernels
+    /// ([`GpuEngine::from_device`](crate::GpuEngine::from_device)). Found before any work is
+    /// done; a refusal ([`Error::is_refusal`]).
     Usage,
     /// The driver reported a validation or internal error, or a kernel did not compile: a bug
     /// in the engine or the driver.

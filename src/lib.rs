@@ -70,7 +70,8 @@
 //! tensor, variable, token, line). [`Error::is_refusal`] tells bad configuration or input,
 //! found before anything is written, from failures while running. A GPU error also says what
 //! kind of failure it is ([`Error::gpu_failure`]), so that a caller can fall back: a failed
-//! write leaves nothing behind, and writing again on the CPU engine gives the same file.
+//! write leaves nothing behind, and writing again on the CPU engine gives the file it would
+//! have written.
 //!
 //! ```no_run
 //! use warmstart::{CpuEngine, Engine, GpuEngine, GpuFailure, Plan};
