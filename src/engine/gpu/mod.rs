@@ -1353,7 +1353,8 @@ mod tests {
     use crate::dtype::FloatType;
 
     /// Bindings are whole vec4s, so that a window rounded up to one still fits: a device
-    /// limit of u32::MAX (Vulkan GPUs report about that) or a cap off 16 are rounded down.
+    /// limit of u32::MAX (what a Vulkan driver may report; wgpu 30 clamps it to i32::MAX) or a
+    /// cap off 16 are rounded down.
     #[test]
     fn bindings_are_whole_vec4s() {
         let limits = |binding: u64, buffer: u64| wgpu::Limits {
