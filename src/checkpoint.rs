@@ -604,6 +604,12 @@ impl Checkpoint {
         TensorData::concat(name, parts).map(Some).map_err(bad)
     }
 
+    /// Whether `name` is one partition (`<base>/part_<k>`) of a partitioned tensor: TensorFlow
+    /// names a partitioned variable in a checkpoint by its full name only.
+    pub(crate) fn is_partition(&self, name: &str) -> bool {
+        split_part(name).is_some_and(|(base, _)| self.parts.group(base).is_some())
+    }
+
     /// Every logical name: literal tensors and partition groups (for "did you mean" hints).
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.index.keys().map(String::as_str).collect();

@@ -476,6 +476,18 @@ impl Planner<'_> {
     /// The checkpoint tensor `var` is warm-started from, which must have its dtype.
     fn old_tensor(&self, s: &Selected, var: &Variable) -> Result<TensorData> {
         let (name, variable) = (s.prev_name.as_str(), var.name());
+        if self.checkpoint.is_partition(name) {
+            let base = name.rsplit_once('/').map_or(name, |(b, _)| b);
+            return Err(Error::TensorNotFound {
+                tensor: name.to_string(),
+                variable: variable.to_string(),
+                checkpoint: self.checkpoint.path().to_path_buf(),
+                hint: format!(
+                    "; it is a partition of {base:?}, and as in TensorFlow a checkpoint tensor \
+                     is named by its full name"
+                ),
+            });
+        }
         if let Some(t) = self.checkpoint.tensor(name)? {
             if t.dtype() != var.dtype() {
                 return Err(Error::variable(

@@ -316,6 +316,17 @@ def cases():
         vocab={"emb": Vocab("new_vocab.txt", 3, 0, "old_vocab.txt", axis=1)},
         vars_to_warm_start=["emb/part_[12]", "emb/part_2"]))
 
+    add(Case(
+        "error_rename_to_partition_name",
+        "prev_var_name b = \"a/part_0\", the old a being saved in 2 partitions: a checkpoint "
+        "names a partitioned variable by its full name only, so TF raises ValueError \"Tensor "
+        "a/part_0 is not found\" (the tool stores partitions as a/part_<k>, and must not take "
+        "one for a tensor of its own).",
+        ["error", "rename", "old_partitioned", "partition_name"],
+        old=[Var("a", pattern([6, 2], 1., 1.), parts=2)],
+        new=[Var("b", full([3, 2], -1.))],
+        prev={"b": "a/part_0"}, expect="tf_error", match="a/part_0"))
+
     overlap_kw = dict(old=momentum_old, new=momentum_new(False),
                       non_trainable=[".*/Momentum", "global_step"])
     add(Case(
