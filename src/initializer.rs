@@ -19,6 +19,25 @@ use crate::dtype::FloatType;
 use crate::error::{Error, Result};
 use crate::philox;
 
+/// A seed as a plan gives it: any 64-bit integer, as TensorFlow takes; a negative one is its
+/// two's complement (`-1` is `u64::MAX`).
+fn seed<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    struct Seed;
+    impl serde::de::Visitor<'_> for Seed {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer seed")
+        }
+        fn visit_u64<E>(self, v: u64) -> std::result::Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E>(self, v: i64) -> std::result::Result<u64, E> {
+            Ok(v as u64)
+        }
+    }
+    d.deserialize_i64(Seed)
+}
+
 /// A backup initializer, as in TensorFlow (`backup_initializer` of `VocabInfo`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -43,7 +62,7 @@ pub enum Initializer {
         #[serde(default = "one")]
         maxval: f64,
         /// Philox key (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "seed")]
         seed: u64,
     },
     /// Normal with the given mean and standard deviation.
@@ -55,7 +74,7 @@ pub enum Initializer {
         #[serde(default = "one")]
         stddev: f64,
         /// Philox key (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "seed")]
         seed: u64,
     },
     /// Normal truncated to within two standard deviations of the mean.
@@ -67,7 +86,7 @@ pub enum Initializer {
         #[serde(default = "one")]
         stddev: f64,
         /// Philox key (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "seed")]
         seed: u64,
     },
     /// TensorFlow's `VarianceScaling`, fans taken from the variable's full shape.
@@ -82,19 +101,19 @@ pub enum Initializer {
         #[serde(default)]
         distribution: Distribution,
         /// Philox key (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "seed")]
         seed: u64,
     },
     /// `VarianceScaling(1, fan_avg, uniform)`.
     GlorotUniform {
         /// Philox key (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "seed")]
         seed: u64,
     },
     /// `VarianceScaling(1, fan_avg, truncated_normal)`.
     GlorotNormal {
         /// Philox key (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "seed")]
         seed: u64,
     },
 }
@@ -679,6 +698,39 @@ impl Simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seed is any 64-bit integer, as in TensorFlow: a negative one is its two's
+    /// complement. A seed that is not an integer is refused, naming what was expected.
+    #[test]
+    fn seeds_are_any_64_bit_integer() {
+        #[derive(Deserialize)]
+        struct Plan {
+            init: Initializer,
+        }
+        let parse = |text: &str| toml::from_str::<Plan>(&format!("init = {text}"));
+        assert_eq!(
+            parse(r#"{ type = "random_normal", seed = -1 }"#)
+                .unwrap()
+                .init,
+            Initializer::RandomNormal {
+                mean: 0.0,
+                stddev: 1.0,
+                seed: u64::MAX
+            }
+        );
+        assert_eq!(
+            parse(r#"{ type = "glorot_uniform", seed = 9223372036854775807 }"#)
+                .unwrap()
+                .init,
+            Initializer::GlorotUniform {
+                seed: i64::MAX as u64
+            }
+        );
+        let e = parse(r#"{ type = "glorot_uniform", seed = 1.5 }"#)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("integer seed"), "{e}");
+    }
 
     fn spec(init: Initializer, shape: &[usize]) -> InitSpec {
         init.resolve("emb", shape, "test").unwrap()
