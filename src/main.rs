@@ -251,13 +251,42 @@ fn write(
 /// Writes the report. A file is replaced as the output is: the report goes to a temporary
 /// file beside it, renamed into place, so that it is never seen half written and no other
 /// name of the file it replaces (a hard link to an input, a symbolic link's target) is
-/// written to. A pipe, socket or device (`--report /dev/stdout | jq`, `--report >(jq .)`) is
-/// written in place.
+/// written to. What [`written_in_place`] says is written in place.
 fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() && !m.is_dir() => write_in_place(path, text),
-        _ => warmstart::writer::replace_file(path, text.as_bytes()),
+    if written_in_place(path) {
+        write_in_place(path, text)
+    } else {
+        warmstart::writer::replace_file(path, text.as_bytes())
     }
+}
+
+/// Whether the report at `path` is written in place rather than replaced: a pipe, socket or
+/// device (`--report >(jq .)`), or a path that leads through `/dev` or `/proc`, a process's
+/// descriptor (`/dev/stdout`, `/proc/self/fd/1`), whatever it is open on (`> report.json`
+/// included: renaming a file over `/dev/stdout` would replace the link, not fill the file).
+fn written_in_place(path: &Path) -> bool {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return true;
+    }
+    let mut at = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for _ in 0..40 {
+        // the directory as it really is (it may be a link into /proc itself)
+        if let (Some(dir), Some(name)) = (at.parent(), at.file_name()) {
+            if let Ok(dir) = dir.canonicalize() {
+                at = dir.join(name);
+            }
+        }
+        if at.starts_with("/dev") || at.starts_with("/proc") {
+            return true;
+        }
+        match std::fs::read_link(&at) {
+            // (a relative target is relative to the link's directory; an absolute one
+            // replaces the whole path in `join`)
+            Ok(target) => at = at.parent().unwrap_or(Path::new("/")).join(target),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Writes `text` to the pipe, socket or device at `path`, failing rather than waiting when it
@@ -315,8 +344,7 @@ fn check_report_dir(report: Option<&Path>) -> Result<()> {
     match warmstart::writer::resolve_target(report) {
         None => Err(bad("its directory does not exist or is not a directory")),
         Some(p) if p.is_dir() => Err(bad("is a directory")),
-        // a pipe, socket or device, written in place (`write_report`)
-        Some(p) if p.exists() && !p.is_file() => Ok(()),
+        Some(_) if written_in_place(report) => Ok(()),
         Some(_) => warmstart::writer::check_creatable(report)
             .map_err(|e| bad(&format!("cannot be written in its directory: {e}"))),
     }

@@ -1648,6 +1648,41 @@ fn report_path_is_a_hard_link_to_an_input() {
     assert_eq!(read_report(&fx, "r.json")["outcome"]["status"], "ok");
 }
 
+/// A report path that leads to a process's descriptor (`/dev/stdout`, here a link of the
+/// fixture's own to `/proc/self/fd/1`, so as not to touch `/dev`) is written in place: with
+/// standard output redirected to a file, the report lands in that file and the link stays.
+#[cfg(target_os = "linux")]
+#[test]
+fn report_to_standard_output_redirected_to_a_file() {
+    let fx = Fixture::new();
+    std::os::unix::fs::symlink("/proc/self/fd/1", fx.path("stdout")).unwrap();
+    let captured = fs::File::create(fx.path("captured.json")).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .current_dir(fx.root())
+        .args([
+            "run",
+            PLAN,
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--report",
+            "stdout",
+        ])
+        .stdout(captured)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(fs::symlink_metadata(fx.path("stdout"))
+        .unwrap()
+        .is_symlink());
+    assert_eq!(read_report(&fx, "captured.json")["outcome"]["status"], "ok");
+}
+
 /// `--dry-run | head`: a reader that leaves before the plan is printed whole is no failure;
 /// a standard output that cannot be written (a full disk) fails the run with exit code 1, and
 /// the report says so. Neither panics.
