@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included, on a fresh Debian or Ubuntu machine with Rust:
 # installs the software Vulkan driver (Mesa's lavapipe) so that the GPU engine's tests run on
-# the CPU (and a C toolchain, for linking, where there is none), then runs every test. GPU tests fail, not skip, when no adapter is found here.
+# the CPU, and a C toolchain (for linking) where there is none; then runs every test. GPU
+# tests fail, not skip, when no adapter is found here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1047,7 +1047,7 @@ mod tests {
             r#"i = { type = "truncated_normal", std = 0.01 }"#,
             r#"i = { type = "zeros", value = 1 }"#,
             r#"i = { type = "variance_scaling", mode = "fan_sideways" }"#,
-            r#"i = { type = "random_uniform", seed = -1 }"#,
+            r#"i = { type = "random_uniform", seed = 1.5 }"#,
             r#"i = { type = "variance_scaling", distribution = "gaussian" }"#,
             r#"i = { type = "variance_scaling", mode = "FAN_IN" }"#,
         ] {

@@ -165,18 +165,21 @@ impl Variable {
         self.trainable
     }
 
+    /// Bytes of `rows` rows: `None` unless a whole number that fits in memory's address
+    /// range.
+    fn bytes(&self, rows: usize) -> Option<usize> {
+        let rest = &self.shape[self.shape.len().min(1)..];
+        let elements = rest.iter().try_fold(rows, |n, &d| n.checked_mul(d))?;
+        crate::dtype::byte_len(self.dtype, elements)
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::variable(&self.name, m));
         let rows = self.shape.first().copied().unwrap_or(1);
         if self.partitions.is_empty() {
             return bad("has no partitions".into());
         }
-        // Bytes of `rows` rows: a whole number that fits in memory's address range.
-        let bytes = |rows: usize| {
-            let rest = &self.shape[self.shape.len().min(1)..];
-            let elements = rest.iter().try_fold(rows, |n, &d| n.checked_mul(d))?;
-            crate::dtype::byte_len(self.dtype, elements)
-        };
+        let bytes = |rows| self.bytes(rows);
         if bytes(rows).is_none() {
             return bad(format!(
                 "of shape {:?} and dtype {:?} does not take a whole number of bytes (or its size \
@@ -331,6 +334,20 @@ impl Model {
                 return Err(Error::variable(&v.name, "is declared twice"));
             }
         }
+        // ... and all of them together, the data of one output file.
+        let mut total = 0usize;
+        for v in &variables {
+            for p in &v.partitions {
+                let sum = v.bytes(p.rows).and_then(|b| total.checked_add(b));
+                let Some(sum) = sum else {
+                    return Err(Error::variable(
+                        &v.name,
+                        "brings the model's tensors past 2^64 bytes",
+                    ));
+                };
+                total = sum;
+            }
+        }
         // Every partition is an output tensor: no two may share a name.
         let mut tensors = std::collections::HashMap::new();
         for v in &variables {
@@ -450,6 +467,9 @@ mod tests {
             "overflows",
         );
         refused(vec![Variable::new("nibbles", F4, vec![3])], "whole number");
+        // (each within the 2^64 bits of a byte count's computation, nine of them past 2^64 bytes)
+        let big = |k: usize| Variable::new(format!("v{k}"), Dtype::U8, vec![(1 << 61) - 1]);
+        refused((0..9).map(big).collect(), "past 2^64 bytes");
         refused(
             vec![Variable::partitioned("n", F4, vec![2, 1], &[1, 1])],
             "partition n/part_0",

@@ -235,20 +235,30 @@ fn not_read_otherwise_by_python(pattern: &str) -> std::result::Result<(), String
                 )
             }
             "{" if verbose => {
-                // `{1, 2}`: a repetition here (spaces ignored), literal text in Python, which
-                // reads a repetition without spaces only
+                // `{1, 2}` or `{1,#c\n2}`: a repetition here (spaces and comments ignored),
+                // literal text in Python, which reads a repetition without them only
                 let inside: Vec<&str> =
                     (i..).map_while(|j| text(j).filter(|t| *t != "}")).collect();
                 let closed = text(i + inside.len()) == Some("}");
-                let counted = inside.iter().all(|t| {
-                    t.len() == 1 && (t.as_bytes()[0].is_ascii_digit() || ", \t\n\r".contains(*t))
-                });
-                if closed && counted && inside.iter().any(|t| t.trim().is_empty()) {
+                let (mut core, mut ignored, mut comment) = (String::new(), false, false);
+                for t in &inside {
+                    match *t {
+                        "\n" if comment => comment = false,
+                        _ if comment => {}
+                        "#" => (comment, ignored) = (true, true),
+                        " " | "\t" | "\n" | "\r" => ignored = true,
+                        _ => core.push_str(t),
+                    }
+                }
+                let counted = !core.is_empty()
+                    && core.bytes().all(|b| b.is_ascii_digit() || b == b',')
+                    && core.matches(',').count() <= 1;
+                if closed && counted && ignored {
                     return refuse_with(
                         at,
                         &format!("{{{}}}", inside.concat()),
-                        "is a repetition here (spaces ignored in a verbose pattern), literal \
-                         text in Python",
+                        "is a repetition here (spaces and comments ignored in a verbose \
+                         pattern), literal text in Python",
                         "remove the spaces for a repetition, or escape the brace",
                     );
                 }
@@ -318,12 +328,19 @@ pub(crate) fn select(settings: &WarmStartSettings, model: &Model) -> Result<Vec<
         }
         let (mut partitions, mut times) = (Vec::new(), Vec::new());
         for (p, part) in var.partitions().iter().enumerate() {
-            let (mut plain, mut tf) = (false, 0);
+            // TensorFlow's matches: on the partition's graph name, once per pattern
+            let mut tf = 0;
             for re in &patterns {
-                if re.is_match(&part.graph_name())? {
-                    tf += 1;
-                } else if !plain {
-                    plain = re.is_match(var.name())?;
+                tf += usize::from(re.is_match(&part.graph_name())?);
+            }
+            // else warmstart's own: on the plain name
+            let mut plain = false;
+            if tf == 0 {
+                for re in &patterns {
+                    if re.is_match(var.name())? {
+                        plain = true;
+                        break;
+                    }
                 }
             }
             if tf > 0 || plain {
@@ -461,6 +478,7 @@ mod tests {
             (r"v\N{DIGIT ONE}", r#""\\N" at byte 1"#),
             ("(?x)v{1, 2}1", "\"{1, 2}\" at byte 5"),
             ("(?x)v1{ 1 }", "\"{ 1 }\""),
+            ("(?x)v{1,#c\n2}1", "\"{1,#c\\n2}\""),
         ] {
             match PyRegex::prefix_match(p, "vars_to_warm_start") {
                 Err(Error::Regex { message, .. }) => {

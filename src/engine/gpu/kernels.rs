@@ -42,21 +42,25 @@ pub(crate) fn check_limits(l: &wgpu::Limits) -> crate::Result<()> {
             1,
         ),
     ];
-    let short: Vec<String> = (needs.iter())
+    let mut short: Vec<String> = (needs.iter())
         .filter(|(_, has, need)| has < need)
         .map(|(name, has, need)| format!("{name} {has} (needs {need})"))
         .collect();
-    if short.is_empty() && l.max_storage_buffer_binding_size >= 16 {
+    let binding = l.max_storage_buffer_binding_size;
+    if binding < 16 {
+        short.push(format!(
+            "max_storage_buffer_binding_size {binding} (needs 16)"
+        ));
+    }
+    if short.is_empty() {
         return Ok(());
     }
     Err(crate::Error::gpu(
         crate::GpuFailure::Usage,
         format!(
-            "the device's limits cannot run the engine's compute kernels: {}, \
-             max_storage_buffer_binding_size {}; request the adapter's limits \
-             (adapter.limits()) or wgpu's defaults",
-            short.join(", "),
-            l.max_storage_buffer_binding_size
+            "the device's limits cannot run the engine's compute kernels: {}; request the \
+             adapter's limits (adapter.limits()) or wgpu's defaults",
+            short.join(", ")
         ),
     ))
 }
