@@ -1249,6 +1249,17 @@ fn output_in_a_directory_that_does_not_exist_yet_with_trailing_slash() {
     );
 }
 
+/// Kernel filesystems take no new files, though `access` lets root write there: refused while
+/// planning, not after the output is computed.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_on_a_kernel_filesystem() {
+    let fx = Fixture::new();
+    for output in ["/proc/x.safetensors", "/sys/x.safetensors"] {
+        fx.refused(&["--output", output], &[output, "cannot be written"]);
+    }
+}
+
 /// `x/.` and `x/..` name directories, whatever `x` is; `Path` would read the first as `x`.
 #[test]
 fn output_ending_in_dot_or_dot_dot() {

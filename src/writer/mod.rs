@@ -68,7 +68,8 @@ pub fn resolve_target(path: &Path) -> Option<PathBuf> {
 /// `path`'s own directory, that of a symbolic link too): the directory is writable by this
 /// process, so that a read-only one is refused while planning rather than after it. On Linux
 /// `access(2)`, which also sees read-only mounts and immutable directories (that even root
-/// cannot write); elsewhere not checked (a directory's read-only flag means other things on
+/// cannot write), and `statfs(2)`, for kernel filesystems that take no files (`/proc`,
+/// `/sys`); elsewhere not checked (a directory's read-only flag means other things on
 /// other systems), and found out when writing begins.
 pub fn check_creatable(path: &Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -78,10 +79,27 @@ pub fn check_creatable(path: &Path) -> std::io::Result<()> {
         let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte"))?;
         // SAFETY: `c` is a NUL-terminated path that `access` only reads.
-        match unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
+        // Kernel filesystems pass `access` but take no new files.
+        // SAFETY: `statfs` is plain data, for which all zeros is a value.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a NUL-terminated path; `statfs` writes one struct through `fs`.
+        if unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0 {
+            const PSEUDO: [(i64, &str); 4] = [
+                (0x9fa0, "proc"),
+                (0x6265_6572, "sysfs"),
+                (0x6367_7270, "cgroup2"),
+                (0x6462_6720, "debugfs"),
+            ];
+            if let Some((_, name)) = PSEUDO.iter().find(|(magic, _)| *magic == fs.f_type as i64) {
+                return Err(std::io::Error::other(format!(
+                    "a {name} filesystem, which takes no new files"
+                )));
+            }
+        }
+        Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {
