@@ -337,6 +337,15 @@ fn host_cpu() -> String {
 fn device_copy_bandwidth() -> Option<(String, f64)> {
     let engine = warmstart::GpuEngine::new(Default::default()).ok()?;
     let (device, queue) = (engine.device(), engine.queue());
+    let limits = device.limits();
+    println!(
+        "device limits: max_buffer_size {}, max_storage_buffer_binding_size {}, \
+         min_storage_buffer_offset_alignment {}; the engine's VRAM budget {:?}",
+        limits.max_buffer_size,
+        limits.max_storage_buffer_binding_size,
+        limits.min_storage_buffer_offset_alignment,
+        warmstart::Engine::vram_budget(&engine),
+    );
     let size = (1u64 << 30).min(device.limits().max_buffer_size) & !3;
     let buffer = |usage| {
         device.create_buffer(&wgpu::BufferDescriptor {

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU device check, in one run on a machine with a GPU (prepared for the H200 lent through
-# the device tool; not yet run): the GPU tests on the hardware adapter, then the end-to-end
-# remap of multi-GB tables on the GPU engine and on the CPU engine, as GB/s and next to the
-# copy baselines, then the same tables into GPU memory (the crate's `to_device`). Expects
-# target/device from scripts/device_check_build.sh; writes a log to $OUT (or /tmp) and
-# prints the tables. With the device tool: command
-# `bash scripts/device_check_run.sh`, carrying `target/device` and `.gl` (the Vulkan loader's
-# packages, fetched as the tool's README says), timeout 600 s. Each step has a time limit of
-# its own (an estimated 5-6 minutes in all on an H200 host; the limits add up to 12), so that
-# one that hangs does not cost the others.
+# the device tool; not yet run): the GPU tests on the hardware adapter; the device's limits;
+# the GPU engine's output compared byte for byte with the CPU engine's on the 1 GB table (a
+# uniform backup initializer, bit-exact on both); the end-to-end remap on the GPU and CPU
+# engines next to the copy baselines (the 1 GB and LM tables, then once the 8.6 GB table);
+# the same tables into GPU memory (the crate's `to_device`). Expects target/device from
+# scripts/device_check_build.sh; writes a log to $OUT (or /tmp) and prints the tables.
+# With the device tool: command `bash scripts/device_check_run.sh`, carrying `target/device`
+# and `.gl` (the Vulkan loader's packages, fetched as the tool's README says), timeout_s 540.
+# Every step has a time limit of its own, 465 s in all (an estimated 3-4 minutes on an H200
+# host), so that one that hangs does not cost the others and the worst case leaves device
+# time for a second try.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="${OUT:-/tmp}/device_check.log"
@@ -23,6 +25,7 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
 fi
 export WGPU_BACKEND=vulkan WARMSTART_REQUIRE_GPU=1 RUST_BACKTRACE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+df -h /tmp || true
 bin=target/device
 # The test binaries find the fixtures, the CLI (target/release/warmstart) and a scratch
 # directory (target/tmp) under the crate root they were built in: make that path lead here.
@@ -34,19 +37,35 @@ elif [ "$(cd "$built" && pwd -P)" != "$(pwd -P)" ]; then
 fi
 mkdir -p target/release target/tmp
 cp "$bin/warmstart" target/release/warmstart
+ws="$PWD/$bin/warmstart"
 for t in gpu backend golden; do
     echo "== tests: $t"
-    timeout 90 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
+    timeout 45 "$bin/test-$t" --test-threads 4 || echo "!! $t failed"
 done
-echo "== end to end, CPU engine and GPU engine (its default VRAM budget), interleaved"
 dir=/tmp/warmstart-device-bench
-timeout 300 "$bin/bench-end_to_end" --workloads 2m,lm,8g --reps 3 --backend cpu,gpu \
-    --warmstart "$bin/warmstart" --dir "$dir" --keep || echo "!! bench failed"
+echo "== end to end (prints the device's limits first): 1 GB f32 and 1 GB bf16 LM tables"
+timeout 120 "$bin/bench-end_to_end" --workloads 2m,lm --reps 3 --backend cpu,gpu \
+    --warmstart "$ws" --dir "$dir" --keep || echo "!! bench failed"
+echo "== the GPU engine's bytes against the CPU engine's (2m, uniform backup initializer)"
+if [ -f "$dir/2m/plan.toml" ]; then
+    (
+        cd "$dir/2m" &&
+            sed 's/^backup_initializer = .*/backup_initializer = { type = "random_uniform", minval = -0.05, maxval = 0.05, seed = 42 }/' \
+                plan.toml >uniform.toml &&
+            timeout 20 "$ws" run uniform.toml --quiet --backend cpu --output cpu.safetensors &&
+            timeout 20 "$ws" run uniform.toml --quiet --backend gpu --output gpu.safetensors \
+                --report gpu.json &&
+            cmp cpu.safetensors gpu.safetensors && echo "identical" &&
+            grep -oE '"(vram_budget|passes|backend)": ("[^"]*"|[0-9]+)' gpu.json
+    ) || echo "!! the GPU engine's output differs, or a run failed"
+    rm -f "$dir/2m/cpu.safetensors" "$dir/2m/gpu.safetensors"
+fi
 echo "== into GPU memory, in process: the CPU engine into mapped buffers against the GPU engine"
-timeout 75 "$bin/bench-end_to_end" --to-device --workloads 2m,lm --reps 3 --dir "$dir" ||
+timeout 60 "$bin/bench-end_to_end" --to-device --workloads 2m,lm --reps 3 --dir "$dir" ||
     echo "!! to-device bench failed"
-echo "== the GPU engine's default VRAM budget and passes on the 8 GB table"
-(cd "$dir/8g" && timeout 60 "$OLDPWD/$bin/warmstart" run plan.toml --quiet --backend gpu \
-    --output /tmp/warmstart-device-out.safetensors --report /tmp/warmstart-device-report.json &&
-    grep -oE '"(vram_budget|passes|backend)": ("[^"]*"|[0-9]+)' /tmp/warmstart-device-report.json)
-rm -f /tmp/warmstart-device-out.safetensors
+echo "== end to end, once: the 8.6 GB f32 table"
+timeout 120 "$bin/bench-end_to_end" --workloads 8g --reps 1 --backend cpu,gpu \
+    --warmstart "$ws" --dir "$dir" || echo "!! 8g bench failed"
+rm -rf "$dir"
+# (the log's tee ends with this shell; give it a moment to flush)
+sleep 1
