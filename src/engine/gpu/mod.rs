@@ -196,13 +196,16 @@ fn check_destination(buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<(
     Ok(())
 }
 
-/// The largest storage binding the engine uses: the device's, capped by the option, in whole
-/// `vec4<u32>`s (window buffers are rounded up to one, `windows.rs`, and must still fit).
+/// The largest storage binding the engine uses: the device's, capped by the option and by
+/// 4 GiB (the kernels index a binding's words and elements with `u32`s, and wgpu's Metal
+/// backend reports bindings as large as a buffer), in whole `vec4<u32>`s (window buffers are
+/// rounded up to one, `windows.rs`, and must still fit).
 fn binding_limit(device: &wgpu::Limits, cap: Option<u64>) -> u64 {
     device
         .max_storage_buffer_binding_size
         .min(device.max_buffer_size)
         .min(cap.unwrap_or(u64::MAX))
+        .min((1 << 32) - 16)
         & !15
 }
 
@@ -1352,7 +1355,8 @@ mod tests {
     use super::*;
     use crate::dtype::FloatType;
 
-    /// Bindings are whole vec4s, so that a window rounded up to one still fits: a device
+    /// Bindings are whole vec4s of at most 4 GiB, so that a window rounded up to one still fits
+    /// and the kernels' u32 indices do not overflow: a device
     /// limit of u32::MAX (what a Vulkan driver may report; wgpu 30 clamps it to i32::MAX) or a
     /// cap off 16 are rounded down.
     #[test]
@@ -1367,6 +1371,9 @@ mod tests {
         assert_eq!(binding_limit(&vulkan, Some(4100)), 4096);
         assert_eq!(binding_limit(&limits(128 << 20, 1 << 30), None), 128 << 20);
         assert_eq!(binding_limit(&limits(1 << 30, 1000), None), 992);
+        // Metal: bindings as large as a buffer, here 64 GiB
+        let metal = limits(1 << 36, 1 << 36);
+        assert_eq!(binding_limit(&metal, None), (1 << 32) - 16);
     }
 
     /// The f32 table [[0, 1], [2, 3], [4, 5], [6, 7]] in a file of `dir`, and the job whose
