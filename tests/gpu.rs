@@ -480,7 +480,7 @@ fn describe(job: &RemapJob) -> String {
 // ------------------------------------------------------------------------------------------
 
 /// Random remaps (axis 0 and 1, all dtypes and initializers, odd widths, partitions,
-/// multi-segment old tables) on five engine configurations, against the CPU engine.
+/// multi-segment old tables) on six engine configurations, against the CPU engine.
 #[test]
 fn random_jobs_match_the_cpu_engine() {
     let Some(tiny) = tiny_engine() else { return };
@@ -496,7 +496,12 @@ fn random_jobs_match_the_cpu_engine() {
         return;
     };
     assert!(!narrow.gathers_wide_units());
-    let mut engines = [tiny, small, default, grouped, narrow];
+    // what a GPU runs: one word per thread item, its chunks and windows, transfer buffers
+    let Some(hardware) = gpu(GpuOptions::new().hardware_layout(true)) else {
+        return;
+    };
+    assert!(!hardware.gathers_wide_units() && !hardware.imports_host_memory());
+    let mut engines = [tiny, small, default, grouped, narrow, hardware];
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x5EED_0001);
     let cases: usize = std::env::var("GPU_TEST_CASES")
@@ -512,7 +517,7 @@ fn random_jobs_match_the_cpu_engine() {
         for job in &jobs {
             let expected = run(&mut cpu, job);
             // the tiny engine on every job; the others in turn
-            for e in [0, 1 + case % 4] {
+            for e in [0, 1 + case % 5] {
                 let got = run(&mut engines[e], job);
                 if std::env::var("GPU_DEBUG").is_ok() && got != expected {
                     let rb = job.row_bytes();

@@ -485,7 +485,8 @@ impl GpuEngine {
         let info = gpu.device.adapter_info();
         let device_limits = gpu.device.limits();
         kernels::check_limits(&device_limits)?;
-        let is_cpu = info.device_type == wgpu::DeviceType::Cpu;
+        // (`hardware_layout`: a software adapter run as a GPU, for tests)
+        let is_cpu = info.device_type == wgpu::DeviceType::Cpu && !options.hardware_layout;
         let wide = options.wide_units
             && is_cpu
             && gpu.device.features().contains(wgpu::Features::SHADER_INT64);

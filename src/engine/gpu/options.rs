@@ -74,6 +74,7 @@ pub struct GpuOptions {
     pub(super) import: bool,
     pub(super) copies: bool,
     pub(super) wide_units: bool,
+    pub(super) hardware_layout: bool,
     pub(super) element_types: Option<Vec<FloatType>>,
     pub(super) initializers: Option<Vec<Initializer>>,
 }
@@ -93,6 +94,7 @@ impl Default for GpuOptions {
             import: true,
             copies: true,
             wide_units: true,
+            hardware_layout: false,
             element_types: None,
             initializers: None,
         }
@@ -196,6 +198,15 @@ impl GpuOptions {
     /// `vec4<u32>` gathers that GPUs use.
     pub fn wide_units(mut self, wide: bool) -> Self {
         self.wide_units = wide;
+        self
+    }
+
+    /// Run a software adapter as a hardware GPU (default false): one word of a row per thread
+    /// item, a GPU's default chunk, window and VRAM budget, and none of the software driver's
+    /// paths (unified memory, imports, row copies, wide units). Tests and benchmarks turn it on
+    /// to run, on the software driver, what a GPU runs.
+    pub fn hardware_layout(mut self, hardware: bool) -> Self {
+        self.hardware_layout = hardware;
         self
     }
 
