@@ -714,6 +714,33 @@ fn scattered_maps_over_tables_larger_than_the_budget_with(import: bool) {
     }
 }
 
+/// On a GPU (the software driver run as one) whose window cache holds fewer windows than a
+/// shuffled map's chunks read (here one of three), the table is streamed in passes, each
+/// window once per group of chunks, instead of every chunk loading its windows again.
+#[test]
+fn a_shuffled_table_over_more_windows_than_the_cache_holds_goes_in_passes() {
+    // windows of 128 KiB; chunks of 16 KiB in a ring of 9 buffers (144 KiB), which leaves
+    // the cache one window of the 300 KiB budget
+    let Some(mut engine) = gpu(GpuOptions::new()
+        .hardware_layout(true)
+        .max_binding_bytes(128 << 10)
+        .chunk_bytes(16 << 10)
+        .vram_budget(300 << 10))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(21);
+    let (rows, cols) = (3000, 32); // 384 KB: three windows
+    let bytes = rng.bytes(rows * cols * 4);
+    let old = old_table(dir.path(), "w", FloatType::F32, cols, &[rows], &bytes, true);
+    let map = scattered_map(&mut rng, rows, rows);
+    let job = row_job(&old, 0..rows, Some(map), Initializer::Zeros {});
+    let expected = run(&mut CpuEngine::new(), &job);
+    assert_matches(&job, &expected, &run(&mut engine, &job), &describe(&job));
+    assert!(engine.passes() >= 1, "{} passes", engine.passes());
+}
+
 /// On the software driver, where the kernels read old tables in the mapped files, a table not
 /// in the page cache is first read ahead whole, as the CPU engine does (else a shuffled map
 /// faults it in from disk a few pages at a time); the output is the same. Not on a GPU,

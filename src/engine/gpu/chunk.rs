@@ -194,7 +194,12 @@ impl Layout {
             0 => old_rows.max(1),
             b => {
                 let rows = (limits.window.min(binding) as usize / b).max(1);
-                scattered = spread(job, chunk_rows, rows) > SPREAD_LIMIT;
+                // Scattered: a chunk reads more windows than are worth a dispatch each, or
+                // more than the cache holds (with half a window to spare, for a chunk of
+                // consecutive rows that straddles two), which every chunk would load again.
+                let held = budget / (rows as u64 * b as u64).max(1);
+                let limit = SPREAD_LIMIT.min(held.max(1) as f64 + 0.5);
+                scattered = spread(job, chunk_rows, rows) > limit;
                 // A row map that reads all over the old table makes every chunk touch every
                 // window: when the whole table fits the cache anyway, use windows as large as
                 // a binding, so that a chunk needs few dispatches.
