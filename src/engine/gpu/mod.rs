@@ -742,7 +742,11 @@ impl GpuEngine {
     }
 
     /// Every warm-started tensor of `plan` (copied or remapped; kept tensors are not
-    /// returned) as a device buffer, in the plan's order.
+    /// returned) as a device buffer, in the plan's order. A tensor larger than the device's
+    /// `max_buffer_size` is refused ([`GpuFailure::Usage`]); on NVIDIA's Vulkan driver, whose
+    /// largest allocation is about 4 GiB, that is any larger table. Such a table goes to
+    /// several buffers of the caller's: a [`RemapJob`]'s `rows` split into ranges that fit,
+    /// each computed with [`GpuEngine::remap_into`].
     pub fn to_device(&mut self, plan: &Plan) -> Result<Vec<DeviceTensor>> {
         plan.check_engine(self)?;
         let warm: Vec<&OutputTensor> = (plan.tensors().iter())
