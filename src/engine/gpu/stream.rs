@@ -199,10 +199,16 @@ impl Stream {
             if self.used + ALIGN <= self.slot_bytes {
                 return Ok((i, self.used));
             }
+            // The slot is full: the work recorded so far goes to the device now, so that it
+            // copies this slot while the next is filled (a window's upload spans many slots;
+            // submitted only when the ring wrapped, the copies of all of them and the
+            // filling of the next waited for each other).
+            self.submit(gpu);
         }
         let i = self.next;
         if self.open.contains(&i) {
-            // the ring wrapped within the pending submission: send it off first
+            // (not reached while every full slot is submitted, but a slot still open must
+            // never be filled again before it was)
             self.submit(gpu);
         }
         self.next = (i + 1) % self.count;
