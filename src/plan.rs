@@ -120,6 +120,31 @@ impl std::fmt::Debug for RemapJob {
     }
 }
 
+#[cfg(test)]
+impl RemapJob {
+    /// Test helper: the axis-0 remap of variable `v` from `old` (a table) through `map` (the
+    /// identity for `None`), the rows without a source from `init`.
+    pub(crate) fn test_rows(
+        old: TensorData,
+        map: Option<Vec<u32>>,
+        init: crate::Initializer,
+    ) -> RemapJob {
+        let (old_rows, cols) = (old.shape()[0], old.shape()[1]);
+        let rows = map.as_ref().map_or(old_rows, |m| m.len());
+        RemapJob {
+            variable: "v".into(),
+            dtype: FloatType::from_dtype(old.dtype()).expect("a float table"),
+            old,
+            rows: 0..rows,
+            cols,
+            old_cols: cols,
+            row_map: map.map(Arc::from),
+            col_map: None,
+            init: init.resolve("v", &[rows, cols], "t").unwrap(),
+        }
+    }
+}
+
 impl RemapJob {
     /// Bytes of one output row.
     pub fn row_bytes(&self) -> usize {
@@ -951,20 +976,7 @@ mod tests {
             vec![1, 2],
             &[0; 8],
         );
-        let rows = 100_000;
-        let job = RemapJob {
-            variable: "v".into(),
-            old,
-            dtype: FloatType::F32,
-            rows: 0..rows,
-            cols: 2,
-            old_cols: 2,
-            row_map: Some(vec![0; rows].into()),
-            col_map: None,
-            init: crate::Initializer::Zeros {}
-                .resolve("v", &[rows, 2], "t")
-                .unwrap(),
-        };
+        let job = RemapJob::test_rows(old, Some(vec![0; 100_000]), crate::Initializer::Zeros {});
         let text = format!("{:?}", Job::Remap(job));
         assert!(text.contains("row_map: Some([100000 entries])"), "{text}");
         assert!(text.len() < 2000, "{} bytes", text.len());

@@ -742,10 +742,7 @@ pub(crate) fn plan(job: &RemapJob, layout: &Layout, rows: Range<usize>) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::dtype::FloatType;
     use crate::initializer::Initializer;
 
     const LIMITS: Limits = Limits {
@@ -769,20 +766,7 @@ mod tests {
             vec![old_rows, cols],
             &vec![0; old_rows * cols * 2],
         );
-        let rows = map.as_ref().map_or(old_rows, |m| m.len());
-        RemapJob {
-            variable: "v".into(),
-            old,
-            dtype: FloatType::F16,
-            rows: 0..rows,
-            cols,
-            old_cols: cols,
-            row_map: map.map(Arc::from),
-            col_map: None,
-            init: Initializer::Zeros {}
-                .resolve("v", &[rows, cols], "t")
-                .unwrap(),
-        }
+        RemapJob::test_rows(old, map, Initializer::Zeros {})
     }
 
     #[test]

@@ -1387,20 +1387,7 @@ mod tests {
         let data: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
         let old =
             crate::checkpoint::test_tensor(dir, "old.safetensors", Dtype::F32, vec![4, 2], &data);
-        let rows = map.len();
-        RemapJob {
-            variable: "v".into(),
-            old,
-            dtype: FloatType::F32,
-            rows: 0..rows,
-            cols: 2,
-            old_cols: 2,
-            row_map: Some(map.into()),
-            col_map: None,
-            init: crate::Initializer::Constant { value: 0.5 }
-                .resolve("v", &[rows, 2], "t")
-                .unwrap(),
-        }
+        RemapJob::test_rows(old, Some(map), crate::Initializer::Constant { value: 0.5 })
     }
 
     fn remap(engine: &mut GpuEngine, job: &RemapJob) -> Result<Vec<f32>> {
