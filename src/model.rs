@@ -334,24 +334,19 @@ impl Model {
                 return Err(Error::variable(&v.name, "is declared twice"));
             }
         }
-        // ... and all of them together, the data of one output file.
+        // Every partition is an output tensor: no two may share a name, and all of them
+        // together, the data of one output file, must have a size.
+        let mut tensors = std::collections::HashMap::new();
         let mut total = 0usize;
         for v in &variables {
             for p in &v.partitions {
-                let sum = v.bytes(p.rows).and_then(|b| total.checked_add(b));
-                let Some(sum) = sum else {
+                let Some(sum) = v.bytes(p.rows).and_then(|b| total.checked_add(b)) else {
                     return Err(Error::variable(
                         &v.name,
                         "brings the model's tensors past 2^64 bytes",
                     ));
                 };
                 total = sum;
-            }
-        }
-        // Every partition is an output tensor: no two may share a name.
-        let mut tensors = std::collections::HashMap::new();
-        for v in &variables {
-            for p in &v.partitions {
                 if let Some(other) = tensors.insert(p.tensor.as_str(), v.name.as_str()) {
                     return Err(Error::variable(
                         &v.name,

@@ -116,7 +116,8 @@ fn python_tokens(pattern: &str) -> Vec<(usize, &str)> {
 ///   character, `\N{DIGIT ONE}`);
 /// - in a verbose pattern, a form feed or vertical tab (ignored by Python, literal here), a
 ///   backslash that ends a comment line (Python's comment goes on to the next line), and a
-///   repetition with spaces, `{1, 2}` (here spaces are ignored; in Python it is literal text);
+///   repetition with spaces or a comment, `{1, 2}` (here they are ignored; in Python it is
+///   literal text);
 /// - verbose mode turned on after the start, as in `(?x:...)`, whose comments this check
 ///   does not follow (Python takes a global `(?x)` only at the start).
 ///
