@@ -741,6 +741,56 @@ fn a_shuffled_table_over_more_windows_than_the_cache_holds_goes_in_passes() {
     assert!(engine.passes() >= 1, "{} passes", engine.passes());
 }
 
+/// A shuffled table larger than the VRAM budget, on a GPU (the software driver run as one):
+/// each pass over the table serves output chunks that take most of the budget (the windows
+/// stream through the rest), so the passes number about the output over the budget, not
+/// eight times that, and each is streamed to the device once. To the host and into a device
+/// buffer alike.
+#[test]
+fn passes_over_a_table_larger_than_the_budget_serve_most_of_the_budget() {
+    // a 2 MiB budget, windows of 128 KiB, a 3 MiB table and output
+    let budget = 2u64 << 20;
+    let Some(mut engine) = gpu(GpuOptions::new()
+        .hardware_layout(true)
+        .max_binding_bytes(128 << 10)
+        .chunk_bytes(16 << 10)
+        .vram_budget(budget))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(77);
+    let (rows, cols) = (24_576, 32);
+    let bytes = rng.bytes(rows * cols * 4);
+    let old = old_table(dir.path(), "w", FloatType::F32, cols, &[rows], &bytes, true);
+    let map = scattered_map(&mut rng, rows, rows);
+    let job = row_job(&old, 0..rows, Some(map), Initializer::Zeros {});
+    let expected = run(&mut CpuEngine::new(), &job);
+    // at least half the budget of output per pass
+    let bound = (expected.len() as u64).div_ceil(budget / 2);
+
+    assert_matches(&job, &expected, &run(&mut engine, &job), &describe(&job));
+    let passes = engine.passes();
+    assert!(
+        (1..=bound).contains(&passes),
+        "{passes} passes, at most {bound} wanted"
+    );
+
+    let buffer = engine.remap_to_buffer(&job).unwrap();
+    let on_device = read_buffer(&engine, &buffer);
+    assert_matches(
+        &job,
+        &expected,
+        &on_device[..expected.len()],
+        "into a device buffer",
+    );
+    let passes = engine.passes() - passes;
+    assert!(
+        (1..=bound).contains(&passes),
+        "{passes} passes, at most {bound} wanted"
+    );
+}
+
 /// On the software driver, where the kernels read old tables in the mapped files, a table not
 /// in the page cache is first read ahead whole, as the CPU engine does (else a shuffled map
 /// faults it in from disk a few pages at a time); the output is the same. Not on a GPU,

@@ -33,6 +33,9 @@ pub(crate) const LIST_BYTES_PER_ROW: usize = 12;
 /// Rows a gather dispatch should move at least, in bytes, where chunks may grow for it.
 const DISPATCH_BYTES: u64 = 512 << 10;
 
+/// Most chunks in a group (see [`Layout::group`]): chunks grow rather than be more.
+pub(crate) const MAX_GROUP: u64 = 256;
+
 /// Device sizes a job is laid out with (see the module docs of `gpu` for their origin).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -40,8 +43,8 @@ pub(crate) struct Limits {
     pub binding: u64,
     /// Target bytes of an output chunk.
     pub chunk: u64,
-    /// Bytes an output chunk may grow to, for a scattered map over imported windows (see
-    /// `Layout::new`); at most one binding.
+    /// Bytes an output chunk may grow to (see `Layout::new`): at most one binding, and
+    /// `chunk` when the caller set the chunk size.
     pub chunk_max: u64,
     /// Target bytes of an old-table window.
     pub window: u64,
@@ -100,6 +103,9 @@ pub(crate) struct Layout {
     pub scattered: bool,
     /// The old table fits the window cache.
     pub fits: bool,
+    /// Chunks that share each pass over the old table: 1, unless the map is scattered and
+    /// the table does not fit the cache (see `Layout::new`).
+    pub group: usize,
     pub init: InitUniform,
     pub params_stride: u64,
     /// See [`Limits::span`].
@@ -206,6 +212,10 @@ impl Layout {
                 let widest = (binding.min(budget) as usize / b).max(1);
                 if scattered && fits && widest > rows {
                     widest
+                } else if scattered && !fits {
+                    // windows stream through a quarter of the cache, two at a time (see the
+                    // groups below)
+                    rows.min((budget / 8) as usize / b).max(1)
                 } else {
                     rows
                 }
@@ -216,11 +226,31 @@ impl Layout {
         // map over many imported windows would make them tiny: chunks then grow, up to
         // `limits.chunk_max`, until each window's dispatch has about DISPATCH_BYTES of rows.
         // (Not for odd-width f16/bf16 outputs, whose chunks hold pairs of rows.)
+        let per_row = (row_bytes + LIST_BYTES_PER_ROW) as u64;
         if scattered && imported && !parity && old_row_bytes > 0 {
             let windows = old_rows.div_ceil(window_rows) as u64;
-            let wanted = (windows * DISPATCH_BYTES).min(limits.chunk_max);
-            let rows = wanted as usize / (row_bytes + LIST_BYTES_PER_ROW);
-            chunk_rows = chunk_rows.max(rows);
+            let wanted = (windows * DISPATCH_BYTES)
+                .min(8 * limits.chunk)
+                .min(limits.chunk_max);
+            chunk_rows = chunk_rows.max((wanted / per_row) as usize);
+        }
+        // A scattered map over a table that does not fit the cache makes every chunk read the
+        // whole table: chunks then go in groups that share each pass over it, their outputs
+        // held on the device until the pass ends. They take what the cache can spare, three
+        // quarters of it (but one window), and the windows stream through the rest, so that a
+        // table of T bytes over a budget of B makes about T / (0.75 B) passes. Chunks grow
+        // (up to a binding) where MAX_GROUP of them would not fill that share.
+        let mut group = 1;
+        if scattered && !fits {
+            let window = (window_rows * old_row_bytes) as u64 + lead_align;
+            let outputs = budget.saturating_sub((budget / 4).max(window));
+            let wanted = (outputs / MAX_GROUP).min(limits.chunk_max);
+            let mut rows = chunk_rows.max((wanted / per_row) as usize);
+            if parity {
+                rows = (rows & !1).max(2);
+            }
+            chunk_rows = rows;
+            group = (outputs / (rows as u64 * per_row)).clamp(1, MAX_GROUP) as usize;
         }
         let leads = leads(job, old_row_bytes, window_rows, lead_align);
         Ok(Layout {
@@ -239,6 +269,7 @@ impl Layout {
             col_sources,
             scattered,
             fits,
+            group,
             init: init_uniform(job),
             params_stride: limits.params_stride,
             span: limits.span,
@@ -323,6 +354,11 @@ impl Layout {
             }
         }
         last
+    }
+
+    /// Device bytes a group's chunks hold: output and control blobs.
+    pub(crate) fn group_bytes(&self) -> u64 {
+        (self.group * self.chunk_rows * (self.row_bytes + LIST_BYTES_PER_ROW)) as u64
     }
 
     /// Bytes of an output chunk buffer.
@@ -813,6 +849,56 @@ mod tests {
         assert_eq!(imported.window_rows, ((1 << 20) - 64) / 16);
         let first = j.old.pieces(0..1).next().unwrap().as_ptr() as u64;
         assert_eq!(imported.lead(0), first % 64);
+    }
+
+    /// A scattered map over a table larger than the cache: chunks go in groups whose outputs
+    /// take three quarters of the cache, at most MAX_GROUP chunks, which grow (up to
+    /// `chunk_max`) where that many would not fill the share. Not over a table that fits.
+    #[test]
+    fn groups_take_three_quarters_of_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        // 16-byte rows, 200,000 of them reversed: 3.2 MB of table
+        let j = job(dir.path(), 8, 200_000, Some((0..200_000).rev().collect()));
+        let per_row = (16 + LIST_BYTES_PER_ROW) as u64;
+        let share = |budget: u64| budget - budget / 4;
+        // chunks of 4096 bytes (146 rows), fixed: 18 of them fill 75,000 bytes
+        let small = Limits {
+            window_budget: 100_000,
+            ..LIMITS
+        };
+        let l = Layout::new(&j, &small).unwrap();
+        assert!(l.scattered && !l.fits);
+        assert_eq!((l.chunk_rows, l.group), (4096 / per_row as usize, 18));
+        assert!(l.group_bytes() <= share(100_000));
+        // a larger cache: 256 chunks that grow to 209 rows
+        let large = Limits {
+            window_budget: 2_000_000,
+            chunk_max: 1 << 20,
+            ..LIMITS
+        };
+        let l = Layout::new(&j, &large).unwrap();
+        assert_eq!((l.chunk_rows, l.group), (209, MAX_GROUP as usize));
+        assert!(l.group_bytes() <= share(2_000_000));
+        assert!(l.group_bytes() + MAX_GROUP * per_row > share(2_000_000));
+        // windows of a binding shrink to an eighth of the cache (under a shuffled map: a
+        // reversed one reads one such window per chunk)
+        let wide = Limits {
+            window_budget: 100_000,
+            window: 1 << 20,
+            ..LIMITS
+        };
+        let shuffled = (0..200_000u32).map(|r| (r * 7919) % 200_000).collect();
+        let l = Layout::new(&job(dir.path(), 8, 200_000, Some(shuffled)), &wide).unwrap();
+        assert_eq!((l.window_rows, l.group), (100_000 / 8 / 16, 18));
+        // a table that fits: one chunk at a time, not grown
+        let fits = Limits {
+            window_budget: 4_000_000,
+            chunk_max: 1 << 20,
+            ..LIMITS
+        };
+        let l = Layout::new(&j, &fits).unwrap();
+        assert!(l.fits);
+        assert_eq!((l.chunk_rows, l.group), (4096 / per_row as usize, 1));
     }
 
     /// A table whose windows cannot be imported (rows of 6 bytes, not whole words) is

@@ -38,27 +38,33 @@
 //!   touch every window. If the table fits the cache (always, when its windows are imported
 //!   from the mapped files, which takes no device memory; see below), its windows are then
 //!   made as large as a binding (fewer dispatches); if it does not, chunks are processed in
-//!   *groups* that share each pass over the table (half the cache holds the group's
-//!   outputs), so the table is streamed once per group instead of once per chunk
-//!   (`GpuEngine::group_size`).
+//!   *groups* that share each pass over the table, so the table is streamed once per group
+//!   instead of once per chunk. The group's outputs stay on the device until the pass ends
+//!   and take three quarters of the cache (chunks grow, up to a binding, so that at most
+//!   256 of them fill it); the windows, at most an eighth of the cache each, stream through
+//!   the rest. A table of T bytes over a cache of B thus makes about T / 0.75 B passes
+//!   (`Layout::group`).
 //!
 //! The budget ([`GpuOptions::vram_budget`]) defaults to half of a discrete GPU's own memory,
 //! which the engine asks the Vulkan driver for (wgpu has no query for it): with a fixed
 //! default of a few GiB, a shuffled table of tens of GB would be streamed to a large GPU
-//! dozens of times, once per group. Budget arithmetic: `output_slots` chunk buffers and as
+//! several times, once per group. Budget arithmetic: `output_slots` chunk buffers and as
 //! many readback buffers, plus `staging_slots` upload buffers of one chunk each, form the
 //! *ring*; the ring is shrunk to at most half the budget; the window cache gets the rest (at
-//! least one window is held, whatever the budget). Every dispatch uses at most the device's
+//! least one window is held, whatever the budget), less a group's outputs. Every dispatch uses at most the device's
 //! workgroup limit per dimension and loops with a grid stride over the rest, so dispatches of
 //! any size work.
 //!
 //! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
 //! buffers and recorded, with the chunk's dispatches and its readback copy, in one command
 //! buffer per chunk, which a submitter thread submits (`submit.rs`: the software driver runs
-//! the work inside `Queue::submit`). Chunk `k` uses output slot `k % output_slots`, whose
-//! `MAP_READ` readback buffer is mapped with `map_buffer_on_submit` and drained into the sink
-//! just before the slot is reused, so the device computes chunk `k` while the host writes
-//! chunk `k - 1` and prepares chunk `k + 1`. Every wait is bounded by [`GpuOptions::timeout`].
+//! the work inside `Queue::submit`). Chunk `k` uses output slot `k % output_slots` (or one of a
+//! group's slots), and is copied into a ring of `output_slots` `MAP_READ` readback buffers
+//! of a chunk's size each, mapped with `map_buffer_on_submit`; a ring buffer is drained into
+//! the sink just before it is used again, so the device computes chunk `k` while the host
+//! writes chunk `k - 1` and prepares chunk `k + 1`. (With unified memory the chunk buffer is
+//! mapped itself, and drained before its slot is reused.) Every wait is bounded by
+//! [`GpuOptions::timeout`].
 //!
 //! **Software adapters** (Mesa's lavapipe, whose device memory is host memory and whose
 //! "device" shares the host's cores): windows of the old table are not copied at all where the
@@ -127,9 +133,6 @@ use crate::checkpoint::TensorData;
 use crate::dtype::Dtype;
 use crate::error::{Error, GpuFailure, Result};
 use crate::plan::{Job, OutputTensor, Plan, RemapJob};
-
-/// Most chunks processed as one group (see `GpuEngine::group_size`).
-const MAX_GROUP: u64 = 256;
 
 /// A warm-started tensor in device memory ([`GpuEngine::to_device`]).
 #[derive(Clone, Debug)]
@@ -381,15 +384,70 @@ fn import_window(
     }
 }
 
-/// One output slot: the chunk buffer the kernels write, its readback buffer and the control
-/// blob (dispatch parameters and row lists).
+/// One output slot: the chunk buffer the kernels write and the control blob (dispatch
+/// parameters and row lists); with unified memory the chunk buffer is also the one mapped
+/// and read (`readback`).
 #[derive(Default)]
 struct Slot {
     out: Option<wgpu::Buffer>,
     ctrl: Option<wgpu::Buffer>,
-    readback: Option<Mappable>,
-    /// Bytes of the chunk whose readback is requested and not yet drained.
+    readback: Readback,
+}
+
+/// A buffer the host reads output from, and the bytes of output in it not yet handed to the
+/// sink (requested: mapped, or to be mapped, after its submission).
+#[derive(Default)]
+struct Readback {
+    buffer: Option<Mappable>,
     pending: Option<usize>,
+}
+
+impl Readback {
+    /// Hands the pending output to `sink`, waiting (bounded) for its mapping. After a failed
+    /// wait the buffer is dropped (its map request may still complete): a new one is made on
+    /// next use.
+    fn drain(&mut self, gpu: &Gpu, sink: &mut dyn Sink) -> Result<()> {
+        let Some(bytes) = self.pending.take() else {
+            return Ok(());
+        };
+        let Some(rb) = &self.buffer else {
+            return Err(Error::gpu(GpuFailure::Internal, "readback buffer missing"));
+        };
+        if let Err(e) = rb.wait_mapped(gpu) {
+            self.buffer = None;
+            return Err(e);
+        }
+        let result = match rb
+            .buffer
+            .get_mapped_range(..(bytes as u64).next_multiple_of(4))
+        {
+            Ok(view) => sink.write(&view[..bytes]),
+            Err(e) => Err(Error::gpu(
+                GpuFailure::Internal,
+                format!("reading back: {e}"),
+            )),
+        };
+        rb.buffer.unmap();
+        result
+    }
+
+    /// After a failure: a pending buffer that came back is unmapped; one that did not (or
+    /// never will) is dropped. Returns whether it was dropped.
+    fn recover(&mut self, gpu: &Gpu) -> bool {
+        if self.pending.take().is_none() {
+            return false;
+        }
+        match &self.buffer {
+            Some(rb) if rb.settled(gpu) => {
+                rb.buffer.unmap();
+                false
+            }
+            _ => {
+                self.buffer = None;
+                true
+            }
+        }
+    }
 }
 
 /// Where chunks go.
@@ -408,7 +466,13 @@ pub struct GpuEngine {
     max_groups: u32,
     kernels: Kernels,
     stream: Stream,
+    /// Output slots: at least `output_slots`, as many as a group of chunks has.
     slots: Vec<Slot>,
+    output_slots: usize,
+    /// Without unified memory: the ring of readback buffers, of one chunk each, that output
+    /// goes through to the sink, and the next one to use (the oldest pending).
+    readbacks: Vec<Readback>,
+    next_readback: usize,
     windows: Windows,
     col_map: Option<(Arc<[u32]>, wgpu::Buffer)>,
     placeholder: wgpu::Buffer,
@@ -546,7 +610,7 @@ impl GpuEngine {
             // grown chunks are output buffers only where windows take no device memory
             chunk_max: match options.chunk_bytes {
                 Some(_) => chunk,
-                None => (8 * chunk).min(binding) & !3,
+                None => binding & !3,
             },
             window,
             window_budget,
@@ -566,6 +630,11 @@ impl GpuEngine {
             kernels,
             stream: Stream::new(options.staging_slots, chunk),
             slots: (0..options.output_slots).map(|_| Slot::default()).collect(),
+            output_slots: options.output_slots,
+            readbacks: (0..options.output_slots)
+                .map(|_| Readback::default())
+                .collect(),
+            next_readback: 0,
             windows: Windows::new(window_budget, unified),
             budget,
             window_budget,
@@ -807,18 +876,15 @@ impl GpuEngine {
         self.windows.clear();
         self.col_map = None;
         for slot in &mut self.slots {
-            if slot.pending.take().is_some() {
-                match &slot.readback {
-                    Some(rb) if rb.settled(&self.gpu) => rb.buffer.unmap(),
-                    // not back yet (or never): new ones are made on next use (the chunk
-                    // buffer too, which may be the mapped one)
-                    _ => {
-                        slot.readback = None;
-                        slot.out = None;
-                    }
-                }
+            if slot.readback.recover(&self.gpu) {
+                // the chunk buffer was the mapped one
+                slot.out = None;
             }
         }
+        for rb in &mut self.readbacks {
+            rb.recover(&self.gpu);
+        }
+        self.next_readback = 0;
         self.stream.recover(&self.gpu);
     }
 
@@ -845,7 +911,7 @@ impl GpuEngine {
     }
 
     /// Streams `job` to `target`, a group of chunks at a time (usually one; see
-    /// [`GpuEngine::group_size`]).
+    /// [`GpuEngine::run_chunks`]).
     fn run(&mut self, job: &RemapJob, target: &mut Target<'_, '_>) -> Result<()> {
         if job.rows.is_empty() || job.row_bytes() == 0 {
             return Ok(());
@@ -863,19 +929,54 @@ impl GpuEngine {
         }
         let tensor = self.windows.key(&job.old, layout.window_rows);
         let col_map = self.col_map_buffer(job)?;
+        let result = self.run_chunks(job, &layout, &tensor, &col_map, target);
+        if layout.group > 1 {
+            // the group's buffers go back to the budget
+            self.slots.truncate(self.output_slots);
+            for slot in &mut self.slots {
+                if slot
+                    .out
+                    .as_ref()
+                    .is_some_and(|b| b.size() > self.limits.chunk)
+                {
+                    slot.out = None;
+                    slot.readback = Readback::default();
+                }
+            }
+        }
+        result
+    }
+
+    /// Streams the chunks of `job` (see [`GpuEngine::run`]), a group at a time: one chunk,
+    /// unless the row map reads all over an old table that does not fit the cache, where
+    /// every chunk would stream the whole table again. Then a group of chunks shares each
+    /// pass over the table ([`Layout::group`]): their outputs take most of the window
+    /// cache's budget while the windows stream through the rest.
+    fn run_chunks(
+        &mut self,
+        job: &RemapJob,
+        layout: &Layout,
+        tensor: &Arc<TensorKey>,
+        col_map: &wgpu::Buffer,
+        target: &mut Target<'_, '_>,
+    ) -> Result<()> {
         let chunks: Vec<Range<usize>> = layout.chunks(job.rows.clone()).collect();
         let last_use = layout.last_use(job, job.rows.clone());
-        let group = self.group_size(&layout);
-        if self.slots.len() < 2 * group {
-            self.slots.resize_with(2 * group, Slot::default);
+        let group = layout.group;
+        let outputs = if group > 1 { layout.group_bytes() } else { 0 };
+        self.windows
+            .set_budget(self.window_budget.saturating_sub(outputs));
+        if self.slots.len() < group {
+            self.slots.resize_with(group, Slot::default);
         }
         let n = self.slots.len();
         for first in (0..chunks.len()).step_by(group) {
             let ks = first..(first + group).min(chunks.len());
-            if let Target::Sink(sink) = target {
-                // the chunks that used these slots before, in order
+            if let (Target::Sink(sink), true) = (&mut *target, self.unified) {
+                // the chunks that used these slots before, in order: their buffers are the
+                // mapped ones (else the readback ring holds their output)
                 for k in ks.clone() {
-                    self.drain(k % n, &mut **sink)?;
+                    self.drain_slot(k % n, &mut **sink)?;
                 }
             }
             let mut members = Vec::with_capacity(ks.len());
@@ -884,15 +985,15 @@ impl GpuEngine {
                 members.push(Member {
                     slot: k % n,
                     offset: ((rows.start - job.rows.start) * layout.row_bytes) as u64,
-                    plan: chunk::plan(job, &layout, rows)?,
+                    plan: chunk::plan(job, layout, rows)?,
                 });
             }
             let dead = |w: usize| last_use[w].is_none_or(|last| (last as usize) < first);
             let g = Group {
                 job,
-                layout: &layout,
-                tensor: &tensor,
-                col_map: &col_map,
+                layout,
+                tensor,
+                col_map,
                 members: &members,
                 dead: &dead,
             };
@@ -902,63 +1003,29 @@ impl GpuEngine {
             }
         }
         if let Target::Sink(sink) = target {
-            for k in chunks.len().saturating_sub(n)..chunks.len() {
-                self.drain(k % n, &mut **sink)?;
+            if self.unified {
+                for k in chunks.len().saturating_sub(n)..chunks.len() {
+                    self.drain_slot(k % n, &mut **sink)?;
+                }
+            } else {
+                let ring = self.readbacks.len();
+                for i in 0..ring {
+                    let r = (self.next_readback + i) % ring;
+                    self.readbacks[r].drain(&self.gpu, &mut **sink)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Chunks processed together, and sets the window cache's share of the budget.
-    ///
-    /// Usually one chunk: the windows a chunk needs are loaded (or already resident), its
-    /// dispatches run, the next chunk follows. But when the row map reads all over an old
-    /// table that does not fit the cache, every chunk would stream the whole table again.
-    /// Then a group of chunks shares each pass over the table: half the cache's budget holds
-    /// the group's output chunks (twice: one group is read back while the next is computed),
-    /// the other half the windows, and the table is streamed once per group.
-    fn group_size(&mut self, layout: &Layout) -> usize {
-        let budget = self.window_budget;
-        let per_chunk = layout.chunk_bytes() * if self.unified { 1 } else { 2 };
-        let group = if layout.scattered && !layout.fits {
-            ((budget / 2) / (2 * per_chunk)).clamp(1, MAX_GROUP) as usize
-        } else {
-            1
-        };
-        let outputs = (2 * group as u64 * per_chunk).min(budget / 2);
-        self.windows
-            .set_budget(if group > 1 { budget - outputs } else { budget });
-        group
-    }
-
-    /// Hands the pending chunk of slot `s` to the sink.
-    fn drain(&mut self, s: usize, sink: &mut dyn Sink) -> Result<()> {
+    /// Hands the output of slot `s` (unified memory: its chunk buffer is the one mapped) to
+    /// the sink. After a failed wait the chunk buffer is dropped with its mapping.
+    fn drain_slot(&mut self, s: usize, sink: &mut dyn Sink) -> Result<()> {
         let slot = &mut self.slots[s];
-        let Some(bytes) = slot.pending.take() else {
-            return Ok(());
-        };
-        let Some(rb) = &slot.readback else {
-            return Err(Error::gpu(GpuFailure::Internal, "readback buffer missing"));
-        };
-        if let Err(e) = rb.wait_mapped(&self.gpu) {
-            // Its map request may still complete: new buffers are made on next use (the
-            // chunk buffer too, which is the mapped one with unified memory), as `recover`
-            // does for slots still pending, which this one no longer is.
-            slot.readback = None;
+        let result = slot.readback.drain(&self.gpu, sink);
+        if slot.readback.buffer.is_none() {
             slot.out = None;
-            return Err(e);
         }
-        let result = match rb
-            .buffer
-            .get_mapped_range(..(bytes as u64).next_multiple_of(4))
-        {
-            Ok(view) => sink.write(&view[..bytes]),
-            Err(e) => Err(Error::gpu(
-                GpuFailure::Internal,
-                format!("reading back: {e}"),
-            )),
-        };
-        rb.buffer.unmap();
         result
     }
 
@@ -1177,8 +1244,10 @@ impl GpuEngine {
         }
     }
 
-    /// Records each chunk's way to the target (a copy into the caller's buffer, or its
-    /// readback mapped for the sink), and submits the group.
+    /// Records each chunk's way to the target, and submits the group: a copy into the
+    /// caller's buffer; or for the sink, with unified memory the chunk buffer itself mapped,
+    /// else copies into the readback ring, a chunk's worth of bytes at a time, each ring
+    /// buffer drained to the sink before it is used again.
     fn hand_over(
         &mut self,
         g: &Group<'_>,
@@ -1190,10 +1259,31 @@ impl GpuEngine {
             gpu,
             stream,
             slots,
+            readbacks,
+            next_readback,
+            limits,
             unified,
             ..
         } = self;
-        let mut mapped = Vec::new();
+        let ring = readbacks.len();
+        // readbacks of this group's pending submission: (slot or ring buffer, which)
+        let mut mapped: Vec<(usize, bool)> = Vec::new();
+        let submit = |stream: &mut Stream,
+                      slots: &mut [Slot],
+                      readbacks: &mut [Readback],
+                      mapped: &mut Vec<(usize, bool)>| {
+            let ticket = stream.submit(gpu);
+            for (i, in_slot) in mapped.drain(..) {
+                let rb = if in_slot {
+                    &mut slots[i].readback
+                } else {
+                    &mut readbacks[i]
+                };
+                if let (Some(rb), Some(t)) = (rb.buffer.as_mut(), &ticket) {
+                    rb.submitted(t.clone());
+                }
+            }
+        };
         for (m, b) in g.members.iter().zip(buffers) {
             match target {
                 Target::Buffer(dst, at) => {
@@ -1205,42 +1295,51 @@ impl GpuEngine {
                         b.padded,
                     );
                 }
-                Target::Sink(_) => {
-                    let slot = &mut slots[m.slot];
-                    if *unified {
-                        // the chunk buffer itself is mapped and read
-                        if slot.readback.as_ref().is_none_or(|r| r.buffer != b.out) {
-                            slot.readback = Some(Mappable::new(b.out.clone(), false));
+                Target::Sink(_) if *unified => {
+                    let readback = &mut slots[m.slot].readback;
+                    if readback.buffer.as_ref().is_none_or(|r| r.buffer != b.out) {
+                        readback.buffer = Some(Mappable::new(b.out.clone(), false));
+                    }
+                    if let Some(rb) = readback.buffer.as_mut() {
+                        rb.map_on_submit(stream.encoder(gpu), wgpu::MapMode::Read);
+                    }
+                    readback.pending = Some(b.bytes);
+                    mapped.push((m.slot, true));
+                }
+                Target::Sink(sink) => {
+                    let piece = limits.chunk;
+                    for at in (0..b.padded).step_by(piece as usize) {
+                        let r = *next_readback;
+                        *next_readback = (r + 1) % ring;
+                        if readbacks[r].pending.is_some() {
+                            if mapped.contains(&(r, false)) {
+                                submit(stream, slots, readbacks, &mut mapped);
+                            }
+                            readbacks[r].drain(gpu, &mut **sink)?;
                         }
-                    } else if slot
-                        .readback
-                        .as_ref()
-                        .is_none_or(|r| r.buffer.size() < b.padded)
-                    {
-                        let size = g.layout.chunk_bytes().max(b.padded);
-                        let rb = gpu.buffer("readback", size, U::MAP_READ | U::COPY_DST, false)?;
-                        slot.readback = Some(Mappable::new(rb, false));
+                        let readback = &mut readbacks[r];
+                        if readback.buffer.is_none() {
+                            let rb =
+                                gpu.buffer("readback", piece, U::MAP_READ | U::COPY_DST, false)?;
+                            readback.buffer = Some(Mappable::new(rb, false));
+                        }
+                        let Some(rb) = readback.buffer.as_mut() else {
+                            return Err(Error::gpu(
+                                GpuFailure::Internal,
+                                "readback buffer missing",
+                            ));
+                        };
+                        let len = (b.padded - at).min(piece);
+                        let encoder = stream.encoder(gpu);
+                        encoder.copy_buffer_to_buffer(&b.out, at, &rb.buffer, 0, len);
+                        rb.map_on_submit(encoder, wgpu::MapMode::Read);
+                        readback.pending = Some((len as usize).min(b.bytes - at as usize));
+                        mapped.push((r, false));
                     }
-                    let Some(rb) = slot.readback.as_mut() else {
-                        return Err(Error::gpu(GpuFailure::Internal, "readback buffer missing"));
-                    };
-                    let encoder = stream.encoder(gpu);
-                    if !*unified {
-                        encoder.copy_buffer_to_buffer(&b.out, 0, &rb.buffer, 0, b.padded);
-                    }
-                    rb.map_on_submit(encoder, wgpu::MapMode::Read);
-                    slot.pending = Some(b.bytes);
-                    mapped.push(m.slot);
                 }
             }
         }
-        if let Some(ticket) = stream.submit(gpu) {
-            for s in mapped {
-                if let Some(rb) = slots[s].readback.as_mut() {
-                    rb.submitted(ticket.clone());
-                }
-            }
-        }
+        submit(stream, slots, readbacks, &mut mapped);
         Ok(())
     }
 }
@@ -1408,6 +1507,49 @@ mod tests {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((key, device.clone(), kind));
+    }
+
+    /// Grouped chunks grown past the size of a readback buffer (chunks may grow where no chunk
+    /// size was set, which the test arranges on a small budget) reach the sink through the
+    /// readback ring a piece at a time, in order, as the CPU engine writes them; the table
+    /// (10 MB over a cache of about 8 MB) is streamed twice.
+    #[test]
+    fn grouped_chunks_larger_than_a_readback_buffer_are_read_back_in_pieces() {
+        let Some((device, queue)) = device::test_device() else {
+            return;
+        };
+        let options = GpuOptions::new()
+            .hardware_layout(true)
+            .element_types(&[FloatType::F32])
+            .max_binding_bytes(256 << 10)
+            .chunk_bytes(16 << 10)
+            .vram_budget(8 << 20);
+        let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
+        engine.limits.chunk_max = engine.limits.binding; // as if no chunk size were set
+        let (rows, cols) = (80_000u32, 32);
+        let data: Vec<u8> = (0..rows * cols)
+            .flat_map(|v| (v as f32).to_le_bytes())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let shape = vec![rows as usize, cols as usize];
+        let old =
+            crate::checkpoint::test_tensor(dir.path(), "t.safetensors", Dtype::F32, shape, &data);
+        // every seventh row new, the others from all over the table
+        let map = (0..rows)
+            .map(|r| if r % 7 == 0 { M } else { (r * 7919) % rows })
+            .collect();
+        let job = RemapJob::test_rows(old, Some(map), crate::Initializer::Constant { value: 0.5 });
+        let layout = Layout::new(&job, &engine.limits).unwrap();
+        assert!(layout.group > 1 && layout.chunk_bytes() > engine.limits.chunk);
+
+        let mut want = Vec::new();
+        crate::engine::cpu::CpuEngine::new()
+            .remap(&job, &mut want)
+            .unwrap();
+        let mut got = Vec::new();
+        engine.remap(&job, &mut got).unwrap();
+        assert!(got == want, "the output differs from the CPU engine's");
+        assert_eq!(engine.passes(), 2);
     }
 
     /// An f32 engine on its own device whose first kernel compile fails with `kind`.

@@ -117,8 +117,10 @@ impl GpuOptions {
     /// [`DEFAULT_CPU_ADAPTER_BUDGET`]), the caller's own software device included; otherwise,
     /// and on a caller's hardware device ([`GpuEngine::from_device`](super::GpuEngine::from_device),
     /// whose memory the caller's own work shares), [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
-    /// not fit the budget is streamed to the device once per group of output chunks
-    /// (counted by [`Engine::passes`](crate::engine::Engine::passes)): a budget that holds the table streams it once.
+    /// not fit the budget is streamed to the device once per group of output chunks, which
+    /// take about three quarters of the budget: about `T / 0.75 B` passes for a table of
+    /// `T` bytes (counted by [`Engine::passes`](crate::engine::Engine::passes)); a budget
+    /// that holds the table streams it once.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
         self
@@ -128,7 +130,9 @@ impl GpuOptions {
     /// [`DEFAULT_CPU_ADAPTER_CHUNK`] on a software adapter; at most one storage binding, at
     /// least one row). By default, chunks over a scattered map of a table read in many
     /// imported windows grow, up to 8 times this, so that each window's dispatch moves about
-    /// 512 KiB (see [`GpuEngine::dispatches`](super::GpuEngine::dispatches)); a size set here is kept as it is.
+    /// 512 KiB (see [`GpuEngine::dispatches`](super::GpuEngine::dispatches)), and chunks
+    /// grouped over a table larger than the budget grow, up to a binding, so that 256 of them
+    /// fill their share of it; a size set here is kept as it is.
     pub fn chunk_bytes(mut self, bytes: u64) -> Self {
         self.chunk_bytes = Some(bytes.max(4));
         self
