@@ -748,19 +748,19 @@ fn a_shuffled_table_over_more_windows_than_the_cache_holds_goes_in_passes() {
 /// buffer alike.
 #[test]
 fn passes_over_a_table_larger_than_the_budget_serve_most_of_the_budget() {
-    // a 2 MiB budget, windows of 128 KiB, a 3 MiB table and output
-    let budget = 2u64 << 20;
+    // an 8 MiB budget, chunks of 64 KiB, windows of about 1 MiB, a 12 MiB table and output
+    let budget = 8u64 << 20;
     let Some(mut engine) = gpu(GpuOptions::new()
         .hardware_layout(true)
-        .max_binding_bytes(128 << 10)
-        .chunk_bytes(16 << 10)
+        .max_binding_bytes(1 << 20)
+        .chunk_bytes(64 << 10)
         .vram_budget(budget))
     else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(77);
-    let (rows, cols) = (24_576, 32);
+    let (rows, cols) = (98_304, 32);
     let bytes = rng.bytes(rows * cols * 4);
     let old = old_table(dir.path(), "w", FloatType::F32, cols, &[rows], &bytes, true);
     let map = scattered_map(&mut rng, rows, rows);

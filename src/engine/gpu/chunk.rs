@@ -236,21 +236,28 @@ impl Layout {
         }
         // A scattered map over a table that does not fit the cache makes every chunk read the
         // whole table: chunks then go in groups that share each pass over it, their outputs
-        // held on the device until the pass ends. They take what the cache can spare, three
-        // quarters of it (but one window), and the windows stream through the rest, so that a
-        // table of T bytes over a budget of B makes about T / (0.75 B) passes. Chunks grow
-        // (up to a binding) where MAX_GROUP of them would not fill that share.
+        // (and control blobs) held on the device until the pass ends. They take what the cache
+        // can spare, three quarters of it (but one window), and the windows stream through
+        // the rest, so that a table of T bytes over a cache of C makes about T / (0.75 C)
+        // passes. Chunks grow (up to a binding) where MAX_GROUP of them would not fill that
+        // share.
         let mut group = 1;
         if scattered && !fits {
             let window = (window_rows * old_row_bytes) as u64 + lead_align;
             let outputs = budget.saturating_sub((budget / 4).max(window));
-            let wanted = (outputs / MAX_GROUP).min(limits.chunk_max);
+            let windows = old_rows.div_ceil(window_rows);
+            let params = params_bound(usize::MAX, windows, parity, limits.params_stride);
+            let wanted = (outputs / MAX_GROUP)
+                .saturating_sub(params)
+                .min(limits.chunk_max);
             let mut rows = chunk_rows.max((wanted / per_row) as usize);
             if parity {
                 rows = (rows & !1).max(2);
             }
             chunk_rows = rows;
-            group = (outputs / (rows as u64 * per_row)).clamp(1, MAX_GROUP) as usize;
+            let ctrl = ctrl_bound(rows, windows, parity, limits.params_stride);
+            let chunk = (rows * row_bytes) as u64 + ctrl;
+            group = (outputs / chunk).clamp(1, MAX_GROUP) as usize;
         }
         let leads = leads(job, old_row_bytes, window_rows, lead_align);
         Ok(Layout {
@@ -356,9 +363,20 @@ impl Layout {
         last
     }
 
-    /// Device bytes a group's chunks hold: output and control blobs.
-    pub(crate) fn group_bytes(&self) -> u64 {
-        (self.group * self.chunk_rows * (self.row_bytes + LIST_BYTES_PER_ROW)) as u64
+    /// Device bytes that `chunks` chunks of a group hold (at most [`Layout::group`] of them):
+    /// output buffers and control blobs.
+    pub(crate) fn group_bytes(&self, chunks: usize) -> u64 {
+        (self.group.min(chunks) as u64) * (self.chunk_bytes() + self.ctrl_bytes())
+    }
+
+    /// Bytes a chunk's control blob may take (see `ctrl_bound`).
+    pub(crate) fn ctrl_bytes(&self) -> u64 {
+        ctrl_bound(
+            self.chunk_rows,
+            self.windows(),
+            self.parity,
+            self.params_stride,
+        )
     }
 
     /// Bytes of an output chunk buffer.
@@ -367,6 +385,20 @@ impl Layout {
             .next_multiple_of(4)
             .max(4) as u64
     }
+}
+
+/// Bytes of the control blob of a chunk of `rows` rows over an old table of `windows`
+/// windows, at most (see `plan`): its parameter entries, then the lists, at most
+/// LIST_BYTES_PER_ROW per row (a gather pair and a fill entry), or one word.
+fn ctrl_bound(rows: usize, windows: usize, parity: bool, params_stride: u64) -> u64 {
+    params_bound(rows, windows, parity, params_stride) + (rows * LIST_BYTES_PER_ROW).max(4) as u64
+}
+
+/// Bytes of the parameter entries of such a chunk, at most: one per dispatch, which is at
+/// most two per window the chunk reads (one per parity) and four fills.
+fn params_bound(rows: usize, windows: usize, parity: bool, params_stride: u64) -> u64 {
+    let dispatches = rows.min(windows) * (1 + parity as usize) + 4;
+    dispatches as u64 * params_stride
 }
 
 /// The lead of each window of `job`'s old table: the address of its first byte modulo
@@ -852,53 +884,60 @@ mod tests {
     }
 
     /// A scattered map over a table larger than the cache: chunks go in groups whose outputs
-    /// take three quarters of the cache, at most MAX_GROUP chunks, which grow (up to
-    /// `chunk_max`) where that many would not fill the share. Not over a table that fits.
+    /// and control blobs fill three quarters of the cache, at most MAX_GROUP chunks, which
+    /// grow (up to `chunk_max`) where that many would not fill the share; windows shrink to
+    /// an eighth of the cache. Not over a table that fits.
     #[test]
     fn groups_take_three_quarters_of_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        // 16-byte rows, 200,000 of them reversed: 3.2 MB of table
-        let j = job(dir.path(), 8, 200_000, Some((0..200_000).rev().collect()));
-        let per_row = (16 + LIST_BYTES_PER_ROW) as u64;
+        // 16-byte rows, 200,000 of them shuffled: 3.2 MB of table
+        let map = (0..200_000u32).map(|r| (r * 7919) % 200_000).collect();
+        let j = job(dir.path(), 8, 200_000, Some(map));
+        let per_row = 16 + LIST_BYTES_PER_ROW;
         let share = |budget: u64| budget - budget / 4;
-        // chunks of 4096 bytes (146 rows), fixed: 18 of them fill 75,000 bytes
-        let small = Limits {
-            window_budget: 100_000,
+        let footprint = |l: &Layout| l.chunk_bytes() + l.ctrl_bytes();
+        // fixed chunks of 16 KiB (585 rows), 64 windows of 3125 rows
+        let fixed = Limits {
+            window_budget: 1_000_000,
+            chunk: 16 << 10,
+            chunk_max: 16 << 10,
+            window: 50_000,
             ..LIMITS
         };
-        let l = Layout::new(&j, &small).unwrap();
+        let l = Layout::new(&j, &fixed).unwrap();
         assert!(l.scattered && !l.fits);
-        assert_eq!((l.chunk_rows, l.group), (4096 / per_row as usize, 18));
-        assert!(l.group_bytes() <= share(100_000));
-        // a larger cache: 256 chunks that grow to 209 rows
-        let large = Limits {
-            window_budget: 2_000_000,
+        assert_eq!((l.chunk_rows, l.window_rows), ((16 << 10) / per_row, 3125));
+        assert!(l.group > 1);
+        assert!(l.group_bytes(usize::MAX) <= share(1_000_000));
+        assert!(l.group_bytes(usize::MAX) + footprint(&l) > share(1_000_000));
+        // a job of fewer chunks than a group holds only those
+        assert_eq!(l.group_bytes(3), 3 * footprint(&l));
+
+        // chunks of 4 KiB that may grow: MAX_GROUP of them grow to fill the share, and
+        // windows of a binding shrink to an eighth of the cache (9 windows)
+        let growing = Limits {
+            window_budget: 3_000_000,
+            chunk: 4096,
             chunk_max: 1 << 20,
-            ..LIMITS
-        };
-        let l = Layout::new(&j, &large).unwrap();
-        assert_eq!((l.chunk_rows, l.group), (209, MAX_GROUP as usize));
-        assert!(l.group_bytes() <= share(2_000_000));
-        assert!(l.group_bytes() + MAX_GROUP * per_row > share(2_000_000));
-        // windows of a binding shrink to an eighth of the cache (under a shuffled map: a
-        // reversed one reads one such window per chunk)
-        let wide = Limits {
-            window_budget: 100_000,
             window: 1 << 20,
             ..LIMITS
         };
-        let shuffled = (0..200_000u32).map(|r| (r * 7919) % 200_000).collect();
-        let l = Layout::new(&job(dir.path(), 8, 200_000, Some(shuffled)), &wide).unwrap();
-        assert_eq!((l.window_rows, l.group), (100_000 / 8 / 16, 18));
+        let l = Layout::new(&j, &growing).unwrap();
+        assert!(l.scattered && !l.fits);
+        assert_eq!(l.window_rows, 3_000_000 / 8 / 16);
+        assert!(l.chunk_rows > 4096 / per_row, "{} rows", l.chunk_rows);
+        assert_eq!(l.group, MAX_GROUP as usize);
+        assert!(l.group_bytes(usize::MAX) <= share(3_000_000));
+        assert!(l.group_bytes(usize::MAX) + MAX_GROUP * per_row as u64 > share(3_000_000));
+
         // a table that fits: one chunk at a time, not grown
         let fits = Limits {
             window_budget: 4_000_000,
-            chunk_max: 1 << 20,
-            ..LIMITS
+            ..growing
         };
         let l = Layout::new(&j, &fits).unwrap();
         assert!(l.fits);
-        assert_eq!((l.chunk_rows, l.group), (4096 / per_row as usize, 1));
+        assert_eq!((l.chunk_rows, l.group), (4096 / per_row, 1));
     }
 
     /// A table whose windows cannot be imported (rows of 6 bytes, not whole words) is

@@ -39,11 +39,13 @@
 //!   from the mapped files, which takes no device memory; see below), its windows are then
 //!   made as large as a binding (fewer dispatches); if it does not, chunks are processed in
 //!   *groups* that share each pass over the table, so the table is streamed once per group
-//!   instead of once per chunk. The group's outputs stay on the device until the pass ends
-//!   and take three quarters of the cache (chunks grow, up to a binding, so that at most
-//!   256 of them fill it); the windows, at most an eighth of the cache each, stream through
-//!   the rest. A table of T bytes over a cache of B thus makes about T / 0.75 B passes
-//!   (`Layout::group`).
+//!   instead of once per chunk. The group's outputs (and their control blobs) stay on the
+//!   device until the pass ends and take three quarters of the cache (chunks grow, up to a
+//!   binding, so that at most 256 of them fill it); the windows, at most an eighth of the
+//!   cache each, stream through the rest. A table of T bytes over a cache of C thus makes
+//!   about T / 0.75 C passes (`Layout::group`). The next group reuses the same output
+//!   buffers, so it is computed once the last one is read back (two sets would halve what a
+//!   pass serves).
 //!
 //! The budget ([`GpuOptions::vram_budget`]) defaults to half of a discrete GPU's own memory,
 //! which the engine asks the Vulkan driver for (wgpu has no query for it): with a fixed
@@ -60,11 +62,12 @@
 //! buffer per chunk, which a submitter thread submits (`submit.rs`: the software driver runs
 //! the work inside `Queue::submit`). Chunk `k` uses output slot `k % output_slots` (or one of a
 //! group's slots), and is copied into a ring of `output_slots` `MAP_READ` readback buffers
-//! of a chunk's size each, mapped with `map_buffer_on_submit`; a ring buffer is drained into
-//! the sink just before it is used again, so the device computes chunk `k` while the host
-//! writes chunk `k - 1` and prepares chunk `k + 1`. (With unified memory the chunk buffer is
-//! mapped itself, and drained before its slot is reused.) Every wait is bounded by
-//! [`GpuOptions::timeout`].
+//! of a chunk's size each (a grown chunk in pieces, each submitted at once), mapped with
+//! `map_buffer_on_submit`; a ring buffer is drained into the sink just before it is used
+//! again, so the device computes chunk `k` while the host writes chunk `k - 1` and prepares
+//! chunk `k + 1` (in a group, copies piece `k` while the host writes piece `k - 1`). With
+//! unified memory the chunk buffer is mapped itself, and drained before its slot is reused.
+//! Every wait is bounded by [`GpuOptions::timeout`].
 //!
 //! **Software adapters** (Mesa's lavapipe, whose device memory is host memory and whose
 //! "device" shares the host's cores): windows of the old table are not copied at all where the
@@ -931,18 +934,10 @@ impl GpuEngine {
         let col_map = self.col_map_buffer(job)?;
         let result = self.run_chunks(job, &layout, &tensor, &col_map, target);
         if layout.group > 1 {
-            // the group's buffers go back to the budget
-            self.slots.truncate(self.output_slots);
-            for slot in &mut self.slots {
-                if slot
-                    .out
-                    .as_ref()
-                    .is_some_and(|b| b.size() > self.limits.chunk)
-                {
-                    slot.out = None;
-                    slot.readback = Readback::default();
-                }
-            }
+            // the group's buffers go back to the budget (all drained, or dropped after a
+            // failure)
+            self.slots.clear();
+            self.slots.resize_with(self.output_slots, Slot::default);
         }
         result
     }
@@ -963,7 +958,11 @@ impl GpuEngine {
         let chunks: Vec<Range<usize>> = layout.chunks(job.rows.clone()).collect();
         let last_use = layout.last_use(job, job.rows.clone());
         let group = layout.group;
-        let outputs = if group > 1 { layout.group_bytes() } else { 0 };
+        let outputs = if group > 1 {
+            layout.group_bytes(chunks.len())
+        } else {
+            0
+        };
         self.windows
             .set_budget(self.window_budget.saturating_sub(outputs));
         if self.slots.len() < group {
@@ -1023,7 +1022,7 @@ impl GpuEngine {
     fn drain_slot(&mut self, s: usize, sink: &mut dyn Sink) -> Result<()> {
         let slot = &mut self.slots[s];
         let result = slot.readback.drain(&self.gpu, sink);
-        if slot.readback.buffer.is_none() {
+        if result.is_err() && slot.readback.buffer.is_none() {
             slot.out = None;
         }
         result
@@ -1071,7 +1070,8 @@ impl GpuEngine {
             let ctrl = match &slot.ctrl {
                 Some(b) if b.size() >= m.plan.ctrl.len() as u64 => b.clone(),
                 _ => {
-                    let size = (m.plan.ctrl.len() as u64).next_power_of_two().max(1024);
+                    // (what the group's share of the budget counts)
+                    let size = layout.ctrl_bytes().max(m.plan.ctrl.len() as u64);
                     let usage = U::UNIFORM | U::STORAGE | U::COPY_DST;
                     let b = gpu.buffer("dispatch control", size, usage, false)?;
                     slot.ctrl = Some(b.clone());
@@ -1311,12 +1311,7 @@ impl GpuEngine {
                     for at in (0..b.padded).step_by(piece as usize) {
                         let r = *next_readback;
                         *next_readback = (r + 1) % ring;
-                        if readbacks[r].pending.is_some() {
-                            if mapped.contains(&(r, false)) {
-                                submit(stream, slots, readbacks, &mut mapped);
-                            }
-                            readbacks[r].drain(gpu, &mut **sink)?;
-                        }
+                        readbacks[r].drain(gpu, &mut **sink)?;
                         let readback = &mut readbacks[r];
                         if readback.buffer.is_none() {
                             let rb =
@@ -1335,6 +1330,9 @@ impl GpuEngine {
                         rb.map_on_submit(encoder, wgpu::MapMode::Read);
                         readback.pending = Some((len as usize).min(b.bytes - at as usize));
                         mapped.push((r, false));
+                        // submitted at once, so that the device copies this piece while the
+                        // host writes the ones before it
+                        submit(stream, slots, readbacks, &mut mapped);
                     }
                 }
             }
@@ -1512,7 +1510,7 @@ mod tests {
     /// Grouped chunks grown past the size of a readback buffer (chunks may grow where no chunk
     /// size was set, which the test arranges on a small budget) reach the sink through the
     /// readback ring a piece at a time, in order, as the CPU engine writes them; the table
-    /// (10 MB over a cache of about 8 MB) is streamed twice.
+    /// (20 MB over a cache of about 16 MB) is streamed in passes.
     #[test]
     fn grouped_chunks_larger_than_a_readback_buffer_are_read_back_in_pieces() {
         let Some((device, queue)) = device::test_device() else {
@@ -1521,12 +1519,12 @@ mod tests {
         let options = GpuOptions::new()
             .hardware_layout(true)
             .element_types(&[FloatType::F32])
-            .max_binding_bytes(256 << 10)
+            .max_binding_bytes(1 << 20)
             .chunk_bytes(16 << 10)
-            .vram_budget(8 << 20);
+            .vram_budget(16 << 20);
         let mut engine = GpuEngine::from_device_with_options(device, queue, options).unwrap();
         engine.limits.chunk_max = engine.limits.binding; // as if no chunk size were set
-        let (rows, cols) = (80_000u32, 32);
+        let (rows, cols) = (160_000u32, 32);
         let data: Vec<u8> = (0..rows * cols)
             .flat_map(|v| (v as f32).to_le_bytes())
             .collect();
@@ -1549,7 +1547,7 @@ mod tests {
         let mut got = Vec::new();
         engine.remap(&job, &mut got).unwrap();
         assert!(got == want, "the output differs from the CPU engine's");
-        assert_eq!(engine.passes(), 2);
+        assert!(engine.passes() >= 2, "{} passes", engine.passes());
     }
 
     /// An f32 engine on its own device whose first kernel compile fails with `kind`.

@@ -118,9 +118,10 @@ impl GpuOptions {
     /// and on a caller's hardware device ([`GpuEngine::from_device`](super::GpuEngine::from_device),
     /// whose memory the caller's own work shares), [`DEFAULT_VRAM_BUDGET`]. An old table read all over (a shuffled vocabulary) that does
     /// not fit the budget is streamed to the device once per group of output chunks, which
-    /// take about three quarters of the budget: about `T / 0.75 B` passes for a table of
-    /// `T` bytes (counted by [`Engine::passes`](crate::engine::Engine::passes)); a budget
-    /// that holds the table streams it once.
+    /// take about three quarters of the window cache (the budget less the transfer buffers,
+    /// a few chunks): about `T / 0.75 C` passes for a table of `T` bytes and a cache of `C`
+    /// (counted by [`Engine::passes`](crate::engine::Engine::passes)); a budget that holds
+    /// the table streams it once.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
         self
