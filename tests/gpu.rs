@@ -791,6 +791,87 @@ fn passes_over_a_table_larger_than_the_budget_serve_most_of_the_budget() {
     );
 }
 
+/// Groups of chunks on both ways to the host (chunk buffers mapped where the kernels wrote
+/// them, or copied into the readback ring), for whole-word rows and odd-width bf16 rows
+/// (pairs of rows share a word): the output to the sink and into a device buffer is the
+/// CPU engine's; a sink that fails mid-group has received a prefix of it, and the engine
+/// then runs the job again correctly.
+#[test]
+fn groups_of_chunks_survive_a_failing_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(515);
+    let mut jobs = Vec::new();
+    for (dtype, cols, rows) in [(FloatType::F32, 32, 49_152), (FloatType::BF16, 63, 50_000)] {
+        let bytes = rng.bytes(rows * cols * dtype.size());
+        let name = format!("g{dtype:?}");
+        let old = old_table(dir.path(), &name, dtype, cols, &[rows], &bytes, true);
+        let job = row_job(
+            &old,
+            0..rows,
+            Some(scattered_map(&mut rng, rows, rows)),
+            Initializer::Zeros {},
+        );
+        jobs.push(job);
+    }
+    for unified in [true, false] {
+        // a 4 MiB budget: tables of 6 MiB go in passes
+        let Some(mut engine) = gpu(GpuOptions::new()
+            .unified_memory(unified)
+            .import_host_memory(false)
+            .max_binding_bytes(1 << 20)
+            .chunk_bytes(64 << 10)
+            .vram_budget(4 << 20))
+        else {
+            return;
+        };
+        for job in &jobs {
+            let what = format!("unified {unified}: {}", describe(job));
+            let expected = run(&mut CpuEngine::new(), job);
+            let before = engine.passes();
+            assert_matches(job, &expected, &run(&mut engine, job), &what);
+            assert!(engine.passes() - before >= 2, "{what}: not in passes");
+            let mut failing = PrefixSink {
+                fail_at: 3,
+                calls: 0,
+                got: Vec::new(),
+            };
+            assert!(engine.remap(job, &mut failing).is_err(), "{what}");
+            assert!(expected.starts_with(&failing.got), "{what}: not a prefix");
+            assert_matches(job, &expected, &run(&mut engine, job), &what);
+            let buffer = engine.remap_to_buffer(job).unwrap();
+            let on_device = read_buffer(&engine, &buffer);
+            assert_matches(job, &expected, &on_device[..expected.len()], &what);
+        }
+    }
+}
+
+/// A sink that keeps what it receives and refuses its `fail_at`-th piece.
+struct PrefixSink {
+    fail_at: usize,
+    calls: usize,
+    got: Vec<u8>,
+}
+
+impl Sink for PrefixSink {
+    fn append(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]),
+    ) -> warmstart::Result<()> {
+        self.calls += 1;
+        if self.calls == self.fail_at {
+            return Err(warmstart::Error::Gpu {
+                kind: GpuFailure::Internal,
+                message: "sink refuses".into(),
+            });
+        }
+        let at = self.got.len();
+        self.got.resize(at + len, 0);
+        fill(0, &mut self.got[at..]);
+        Ok(())
+    }
+}
+
 /// On the software driver, where the kernels read old tables in the mapped files, a table not
 /// in the page cache is first read ahead whole, as the CPU engine does (else a shuffled map
 /// faults it in from disk a few pages at a time); the output is the same. Not on a GPU,
