@@ -53,9 +53,9 @@
 //! several times, once per group. Budget arithmetic: `output_slots` chunk buffers and as
 //! many readback buffers, plus `staging_slots` upload buffers of one chunk each, form the
 //! *ring*; the ring is shrunk to at most half the budget; the window cache gets the rest (at
-//! least one window is held, whatever the budget), less a group's outputs. Every dispatch uses at most the device's
-//! workgroup limit per dimension and loops with a grid stride over the rest, so dispatches of
-//! any size work.
+//! least one window is held, whatever the budget), less a group's outputs. Every dispatch
+//! uses at most the device's workgroup limit per dimension and loops with a grid stride
+//! over the rest, so dispatches of any size work.
 //!
 //! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
 //! buffers and recorded, with the chunk's dispatches and its readback copy, in one command
@@ -1070,8 +1070,13 @@ impl GpuEngine {
             let ctrl = match &slot.ctrl {
                 Some(b) if b.size() >= m.plan.ctrl.len() as u64 => b.clone(),
                 _ => {
-                    // (what the group's share of the budget counts)
-                    let size = layout.ctrl_bytes().max(m.plan.ctrl.len() as u64);
+                    let len = m.plan.ctrl.len() as u64;
+                    let size = if layout.group > 1 {
+                        // what the group's share of the budget counts
+                        layout.ctrl_bytes().max(len)
+                    } else {
+                        len.next_power_of_two().max(1024)
+                    };
                     let usage = U::UNIFORM | U::STORAGE | U::COPY_DST;
                     let b = gpu.buffer("dispatch control", size, usage, false)?;
                     slot.ctrl = Some(b.clone());
