@@ -43,7 +43,8 @@
 //!   device until the pass ends and take three quarters of the cache (chunks grow, up to a
 //!   binding, so that at most 256 of them fill it); the windows, at most an eighth of the
 //!   cache each, stream through the rest. A table of T bytes over a cache of C thus makes
-//!   about T / 0.75 C passes (`Layout::group`). The next group reuses the same output
+//!   about T / 0.75 C passes (a little more for narrow rows, whose row lists, 12 bytes a
+//!   row, share the outputs' part; `Layout::group`). The next group reuses the same output
 //!   buffers, so it is computed once the last one is read back (two sets would halve what a
 //!   pass serves).
 //!
@@ -59,7 +60,8 @@
 //!
 //! **Streaming** (`stream.rs`): uploads are packed into a ring of reusable mapped `MAP_WRITE`
 //! buffers and recorded, with the chunk's dispatches and its readback copy, in one command
-//! buffer per chunk, which a submitter thread submits (`submit.rs`: the software driver runs
+//! buffer per chunk (a chunk larger than a readback buffer submits each further piece of its
+//! readback on its own), which a submitter thread submits (`submit.rs`: the software driver runs
 //! the work inside `Queue::submit`). Chunk `k` uses output slot `k % output_slots` (or one of a
 //! group's slots), and is copied into a ring of `output_slots` `MAP_READ` readback buffers
 //! of a chunk's size each (a grown chunk in pieces, each submitted at once), mapped with
@@ -610,7 +612,8 @@ impl GpuEngine {
         let limits = Limits {
             binding,
             chunk,
-            // grown chunks are output buffers only where windows take no device memory
+            // chunks grow (up to a binding) over imported windows, which take no device
+            // memory, and in groups, whose share of the budget counts them
             chunk_max: match options.chunk_bytes {
                 Some(_) => chunk,
                 None => binding & !3,
@@ -932,14 +935,23 @@ impl GpuEngine {
         }
         let tensor = self.windows.key(&job.old, layout.window_rows);
         let col_map = self.col_map_buffer(job)?;
+        // A group's buffers are all counted in its share of the budget: none larger are
+        // carried in from earlier jobs, and they go back to the budget at its end (all
+        // drained, or dropped after a failure).
+        if layout.group > 1 {
+            self.reset_slots();
+        }
         let result = self.run_chunks(job, &layout, &tensor, &col_map, target);
         if layout.group > 1 {
-            // the group's buffers go back to the budget (all drained, or dropped after a
-            // failure)
-            self.slots.clear();
-            self.slots.resize_with(self.output_slots, Slot::default);
+            self.reset_slots();
         }
         result
+    }
+
+    /// Drops every output slot's buffers (none is pending: each job drains its own).
+    fn reset_slots(&mut self) {
+        self.slots.clear();
+        self.slots.resize_with(self.output_slots, Slot::default);
     }
 
     /// Streams the chunks of `job` (see [`GpuEngine::run`]), a group at a time: one chunk,
@@ -968,7 +980,8 @@ impl GpuEngine {
         if self.slots.len() < group {
             self.slots.resize_with(group, Slot::default);
         }
-        let n = self.slots.len();
+        // (a group uses its own number of slots, all counted)
+        let n = if group > 1 { group } else { self.slots.len() };
         for first in (0..chunks.len()).step_by(group) {
             let ks = first..(first + group).min(chunks.len());
             if let (Target::Sink(sink), true) = (&mut *target, self.unified) {

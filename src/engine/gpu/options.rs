@@ -120,7 +120,7 @@ impl GpuOptions {
     /// not fit the budget is streamed to the device once per group of output chunks, which
     /// take about three quarters of the window cache (the budget less the transfer buffers,
     /// a few chunks): about `T / 0.75 C` passes for a table of `T` bytes and a cache of `C`
-    /// (counted by [`Engine::passes`](crate::engine::Engine::passes)); a budget that holds
+    /// (more for narrow rows, whose row lists, 12 bytes a row, share that part; counted by [`Engine::passes`](crate::engine::Engine::passes)); a budget that holds
     /// the table streams it once.
     pub fn vram_budget(mut self, bytes: u64) -> Self {
         self.vram_budget = Some(bytes);
