@@ -1128,4 +1128,96 @@ mod tests {
         };
         assert!(Layout::new(&job(dir.path(), 2, 5, None), &narrow).is_err());
     }
+
+    /// A chunk's control blob never outgrows `Layout::ctrl_bytes` (the size a group's share of
+    /// the budget counts and its control buffers are made with), and a group's chunks fit
+    /// their share: random jobs over every mover (rows, elements through a column map with and
+    /// without gaps, copies), identity and listed rows, odd-width f16/bf16 rows, sub-ranges of
+    /// rows, fixed and grown chunks, tiny windows and budgets.
+    #[test]
+    fn control_blobs_stay_within_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut below = move |n: usize| {
+            // SplitMix64
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+        };
+        let (mut grouped, mut chunks) = (0, 0);
+        for case in 0..2000 {
+            let (dtype, esize) = match below(3) {
+                0 => (safetensors::Dtype::F32, 4),
+                1 => (safetensors::Dtype::F16, 2),
+                _ => (safetensors::Dtype::BF16, 2),
+            };
+            let (old_cols, old_rows) = (1 + below(9), 1 + below(4000));
+            let old = crate::checkpoint::test_tensor(
+                dir.path(),
+                &format!("t{case}.safetensors"),
+                dtype,
+                vec![old_rows, old_cols],
+                &vec![0; old_rows * old_cols * esize],
+            );
+            let rows = 1 + below(3000);
+            let map = match below(4) {
+                0 => None,
+                1 => Some(
+                    (0..rows)
+                        .map(|r| ((r + below(2)) % old_rows) as u32)
+                        .collect(),
+                ),
+                k => Some(
+                    (0..rows)
+                        .map(|_| match below(10) < 3 * (k - 1) {
+                            true => MISSING,
+                            false => below(old_rows) as u32,
+                        })
+                        .collect(),
+                ),
+            };
+            let mut j = RemapJob::test_rows(old, map, Initializer::Zeros {});
+            j.rows = below(rows / 2 + 1)..rows;
+            if below(3) == 0 {
+                j.cols = 1 + below(9);
+                let cols = (0..j.cols).map(|_| match below(4) {
+                    0 => MISSING,
+                    _ => below(old_cols) as u32,
+                });
+                j.col_map = Some(cols.collect::<Vec<u32>>().into());
+            }
+            let binding = 1024u64 << below(8);
+            let chunk = ((16 + below(8192) as u64) & !3).min(binding);
+            let limits = Limits {
+                binding,
+                chunk,
+                chunk_max: [chunk, binding & !3][below(2)],
+                window: 4 + below(4096) as u64,
+                window_budget: below(2 * old_rows * old_cols * esize) as u64,
+                params_stride: 256,
+                span: 1 + below(4) as u32,
+                lead_align: [1, 64][below(2)],
+                copy_runs: [None, Some(8 + below(128) as u64)][below(2)],
+            };
+            let Ok(l) = Layout::new(&j, &limits) else {
+                continue;
+            };
+            if l.group > 1 {
+                grouped += 1;
+                let share = limits.window_budget - limits.window_budget / 4;
+                assert!(l.group_bytes(usize::MAX) <= share, "case {case}: {l:?}");
+            }
+            for rows in l.chunks(j.rows.clone()) {
+                let blob = plan(&j, &l, rows.clone()).unwrap().ctrl.len() as u64;
+                assert!(blob <= l.ctrl_bytes(), "case {case}, chunk {rows:?}: {l:?}");
+                chunks += 1;
+            }
+        }
+        assert!(
+            grouped > 20 && chunks > 10_000,
+            "{grouped} grouped, {chunks} chunks"
+        );
+    }
 }
