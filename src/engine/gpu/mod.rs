@@ -1283,16 +1283,16 @@ impl GpuEngine {
             unified,
             ..
         } = self;
-        let ring = readbacks.len();
-        // readbacks of this group's pending submission: (slot or ring buffer, which)
-        let mut mapped: Vec<(usize, bool)> = Vec::new();
+        let (ring, unified) = (readbacks.len(), *unified);
+        // readbacks in the pending submission: slots with unified memory, else ring buffers
+        let mut mapped: Vec<usize> = Vec::new();
         let submit = |stream: &mut Stream,
                       slots: &mut [Slot],
                       readbacks: &mut [Readback],
-                      mapped: &mut Vec<(usize, bool)>| {
+                      mapped: &mut Vec<usize>| {
             let ticket = stream.submit(gpu);
-            for (i, in_slot) in mapped.drain(..) {
-                let rb = if in_slot {
+            for i in mapped.drain(..) {
+                let rb = if unified {
                     &mut slots[i].readback
                 } else {
                     &mut readbacks[i]
@@ -1313,7 +1313,7 @@ impl GpuEngine {
                         b.padded,
                     );
                 }
-                Target::Sink(_) if *unified => {
+                Target::Sink(_) if unified => {
                     let readback = &mut slots[m.slot].readback;
                     if readback.buffer.as_ref().is_none_or(|r| r.buffer != b.out) {
                         readback.buffer = Some(Mappable::new(b.out.clone(), false));
@@ -1322,7 +1322,7 @@ impl GpuEngine {
                         rb.map_on_submit(stream.encoder(gpu), wgpu::MapMode::Read);
                     }
                     readback.pending = Some(b.bytes);
-                    mapped.push((m.slot, true));
+                    mapped.push(m.slot);
                 }
                 Target::Sink(sink) => {
                     let piece = limits.chunk;
@@ -1347,7 +1347,7 @@ impl GpuEngine {
                         encoder.copy_buffer_to_buffer(&b.out, at, &rb.buffer, 0, len);
                         rb.map_on_submit(encoder, wgpu::MapMode::Read);
                         readback.pending = Some((len as usize).min(b.bytes - at as usize));
-                        mapped.push((r, false));
+                        mapped.push(r);
                         // submitted at once, so that the device copies this piece while the
                         // host writes the ones before it
                         submit(stream, slots, readbacks, &mut mapped);
