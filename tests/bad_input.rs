@@ -1436,8 +1436,8 @@ fn paths_that_are_not_utf8() {
         fs::copy(fx.path(f), sub.join(f)).unwrap();
     }
     let out = sub.join(std::ffi::OsStr::from_bytes(b"o\xfe.safetensors"));
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
-        .current_dir(fx.root())
+    let run = fx
+        .command()
         .arg("run")
         .arg(sub.join(PLAN))
         .args([
@@ -1668,8 +1668,8 @@ fn report_to_standard_output_redirected_to_a_file() {
     let fx = Fixture::new();
     std::os::unix::fs::symlink("/proc/self/fd/1", fx.path("stdout")).unwrap();
     let captured = fs::File::create(fx.path("captured.json")).unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
-        .current_dir(fx.root())
+    let run = fx
+        .command()
         .args([
             "run",
             PLAN,
@@ -1702,8 +1702,7 @@ fn report_to_standard_output_redirected_to_a_file() {
 fn dry_run_to_a_closed_pipe_or_a_full_disk() {
     let fx = Fixture::new();
     let dry_run = |stdout: std::process::Stdio| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
-            .current_dir(fx.root())
+        fx.command()
             .args([
                 "run",
                 PLAN,
@@ -1739,8 +1738,7 @@ fn dry_run_to_a_closed_pipe_or_a_full_disk() {
 fn standard_error_that_cannot_be_written() {
     let fx = Fixture::new();
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_warmstart"))
-            .current_dir(fx.root())
+        fx.command()
             .args(["run", "--backend", "cpu"])
             .args(args)
             .stderr(fs::File::create("/dev/full").unwrap())

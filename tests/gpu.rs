@@ -107,29 +107,6 @@ fn run(engine: &mut dyn Engine, job: &RemapJob) -> Vec<u8> {
     out
 }
 
-/// A sink that refuses its second piece.
-struct FailingSink {
-    calls: usize,
-}
-
-impl Sink for FailingSink {
-    fn append(
-        &mut self,
-        len: usize,
-        fill: &mut dyn FnMut(usize, &mut [u8]),
-    ) -> warmstart::Result<()> {
-        self.calls += 1;
-        if self.calls == 2 {
-            return Err(warmstart::Error::Gpu {
-                kind: GpuFailure::Internal,
-                message: "sink refuses".into(),
-            });
-        }
-        fill(0, &mut vec![0; len]);
-        Ok(())
-    }
-}
-
 /// Deterministic pseudo-random numbers (SplitMix64).
 struct Rng(u64);
 
@@ -247,6 +224,16 @@ fn row_job(
         row_map: map.map(Into::into),
         col_map: None,
     }
+}
+
+/// A shuffled table: `rows` x `cols` random values of `dtype` in one file of `dir`, and the
+/// job that remaps all of them through a scattered map (new rows zeros).
+fn shuffled_job(dir: &Path, rng: &mut Rng, dtype: FloatType, rows: usize, cols: usize) -> RemapJob {
+    let bytes = rng.bytes(rows * cols * dtype.size());
+    let name = format!("s{dtype:?}_{rows}x{cols}");
+    let old = old_table(dir, &name, dtype, cols, &[rows], &bytes, true);
+    let map = scattered_map(rng, rows, rows);
+    row_job(&old, 0..rows, Some(map), Initializer::Zeros {})
 }
 
 /// A one-file f32 table `name` of `rows x cols` random values in `dir`, and the job that
@@ -730,12 +717,8 @@ fn a_shuffled_table_over_more_windows_than_the_cache_holds_goes_in_passes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(21);
-    let (rows, cols) = (3000, 32); // 384 KB: three windows
-    let bytes = rng.bytes(rows * cols * 4);
-    let old = old_table(dir.path(), "w", FloatType::F32, cols, &[rows], &bytes, true);
-    let map = scattered_map(&mut rng, rows, rows);
-    let job = row_job(&old, 0..rows, Some(map), Initializer::Zeros {});
+    // 384 KB: three windows
+    let job = shuffled_job(dir.path(), &mut Rng(21), FloatType::F32, 3000, 32);
     let expected = run(&mut CpuEngine::new(), &job);
     assert_matches(&job, &expected, &run(&mut engine, &job), &describe(&job));
     assert!(engine.passes() >= 1, "{} passes", engine.passes());
@@ -759,12 +742,7 @@ fn passes_over_a_table_larger_than_the_budget_serve_most_of_the_budget() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(77);
-    let (rows, cols) = (98_304, 32);
-    let bytes = rng.bytes(rows * cols * 4);
-    let old = old_table(dir.path(), "w", FloatType::F32, cols, &[rows], &bytes, true);
-    let map = scattered_map(&mut rng, rows, rows);
-    let job = row_job(&old, 0..rows, Some(map), Initializer::Zeros {});
+    let job = shuffled_job(dir.path(), &mut Rng(77), FloatType::F32, 98_304, 32);
     let expected = run(&mut CpuEngine::new(), &job);
     // at least half the budget of output per pass
     let bound = (expected.len() as u64).div_ceil(budget / 2);
@@ -800,19 +778,10 @@ fn passes_over_a_table_larger_than_the_budget_serve_most_of_the_budget() {
 fn groups_of_chunks_survive_a_failing_sink() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(515);
-    let mut jobs = Vec::new();
-    for (dtype, cols, rows) in [(FloatType::F32, 32, 49_152), (FloatType::BF16, 63, 50_000)] {
-        let bytes = rng.bytes(rows * cols * dtype.size());
-        let name = format!("g{dtype:?}");
-        let old = old_table(dir.path(), &name, dtype, cols, &[rows], &bytes, true);
-        let job = row_job(
-            &old,
-            0..rows,
-            Some(scattered_map(&mut rng, rows, rows)),
-            Initializer::Zeros {},
-        );
-        jobs.push(job);
-    }
+    let jobs = [
+        shuffled_job(dir.path(), &mut rng, FloatType::F32, 49_152, 32),
+        shuffled_job(dir.path(), &mut rng, FloatType::BF16, 50_000, 63),
+    ];
     for unified in [true, false] {
         // a 4 MiB budget: tables of 6 MiB go in passes
         let Some(mut engine) = gpu(GpuOptions::new()
@@ -1723,9 +1692,12 @@ fn errors_leave_the_engine_usable_with(unified: bool) {
     let mut sink = Vec::new();
     assert!(engine.remap(&job(5, bad_map), &mut sink).is_err());
     // the sink fails on its second chunk
-    let err = engine
-        .remap(&good, &mut FailingSink { calls: 0 })
-        .unwrap_err();
+    let mut failing = PrefixSink {
+        fail_at: 2,
+        calls: 0,
+        got: Vec::new(),
+    };
+    let err = engine.remap(&good, &mut failing).unwrap_err();
     assert!(err.to_string().contains("sink refuses"), "{err}");
     // a row wider than one binding (64 bytes): refused with the CPU engine suggested
     let wide = RemapJob {

@@ -264,10 +264,17 @@ impl Fixture {
         self.run_plan(PLAN, args)
     }
 
+    /// The `warmstart` binary, to be run in the fixture directory.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warmstart"));
+        command.current_dir(self.root());
+        command
+    }
+
     /// Runs `warmstart run <plan> --backend cpu --quiet <args>` in the fixture directory.
     pub fn run_plan(&self, plan: &str, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
-            .current_dir(self.root())
+        let out = self
+            .command()
             .args(["run", plan, "--backend", "cpu", "--quiet"])
             .args(args)
             .output()
